@@ -1,0 +1,2 @@
+"""Search strategies (pure functions over pytree states); see base.py for the protocol."""
+from jaxnas.strategies.base import Strategy, available, make, register
