@@ -1,0 +1,292 @@
+"""Tabular classification data: npz / CSV loaders, a seeded stratified split, standardisation.
+
+TabNAS (App. B.2) splits each data set at random into 80% training / 20% validation; weights are
+trained on the training split and the controller is rewarded on the validation split. The paper
+feeds "original values" (Connect-4: a learned 2-d embedding per categorical feature); here numeric
+features are standardised with training statistics by default (``standardize=False`` keeps them as
+given), which an MLP supernet without embeddings trains on more easily.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import importlib.resources
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+EMBEDDED = ("connect4",)
+TABULAR_FORMATS = ".npz (arrays X [N, F] and y [N]), .csv, .csv.gz, .tsv or .tsv.gz (one header row)"
+_MISSING = {"", "na", "nan", "null", "none", "?"}
+
+
+class DataNotFoundError(FileNotFoundError, ValueError):
+    """A data file or prepared data set is missing; the message says how to provide it."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TabularData:
+    """A train/validation split of a classification table, as numpy arrays on the host.
+
+    Attributes:
+      x_train, x_val: float32 [N, F] features (standardised with training statistics if asked).
+      y_train, y_val: int32 [N] labels in ``0 .. num_classes - 1``.
+      num_classes: number of classes (``len(class_names)``).
+      feature_names, class_names: tuples of strings.
+      feature_mean, feature_std: the float32 [F] statistics applied (0 and 1 when not standardised);
+        apply ``(x - feature_mean) / feature_std`` to new data.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    num_classes: int
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+
+    @property
+    def num_inputs(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def num_val(self) -> int:
+        return int(self.x_val.shape[0])
+
+    @property
+    def val_majority_rate(self) -> float:
+        """Accuracy of always predicting the most frequent validation class (a floor to beat)."""
+        counts = np.bincount(self.y_val, minlength=self.num_classes)
+        return float(counts.max() / max(len(self.y_val), 1))
+
+    def __repr__(self) -> str:
+        return (f"TabularData(train={self.num_train}, val={self.num_val}, inputs={self.num_inputs}, "
+                f"classes={self.class_names})")
+
+
+# ---- split and preprocessing -----------------------------------------------------------------
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation index split keeping each class's share (round(frac * n_c) per class).
+
+    Returns sorted-free (shuffled) disjoint index arrays that together cover ``range(len(y))``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = int(round(val_fraction * len(idx)))
+        if len(idx) >= 2:  # keep at least one example of the class on each side
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    train_idx = rng.permutation(np.concatenate(train))
+    val_idx = rng.permutation(np.concatenate(val))
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"val_fraction={val_fraction} leaves an empty split for {len(y)} examples")
+    return train_idx, val_idx
+
+
+def make_tabular(x: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str] | None = None,
+                 class_names: Sequence[str] | None = None, val_fraction: float = 0.2, seed: int = 0,
+                 standardize: bool = True, max_train: int | None = None) -> TabularData:
+    """Split (x, y) and standardise with statistics of the (possibly subsampled) training split.
+
+    ``y`` may hold any labels; they are mapped to ``0 .. C-1`` in sorted order unless they already
+    are integers in that range and ``class_names`` has C entries.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 2:
+        raise ValueError(f"features must be a 2-d array [N, F], got shape {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels must have shape ({x.shape[0]},) to match the features, got {y.shape}")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        cols = np.flatnonzero(bad.any(0))
+        names = [feature_names[c] if feature_names is not None else str(c) for c in cols[:5]]
+        raise ValueError(f"{int(bad.sum())} NaN/inf feature values in {len(cols)} column(s) (first: "
+                         f"{names}); impute or drop them before loading")
+    y, class_names = _encode_labels(y, class_names)
+    feature_names = tuple(feature_names) if feature_names is not None else tuple(
+        f"f{i}" for i in range(x.shape[1]))
+    if len(feature_names) != x.shape[1]:
+        raise ValueError(f"{len(feature_names)} feature names for {x.shape[1]} features")
+
+    train_idx, val_idx = stratified_split(y, val_fraction, seed)
+    if max_train is not None:
+        if max_train < 1:
+            raise ValueError(f"max_train must be >= 1, got {max_train}")
+        # Subsample with a stream independent of the split, so the validation split does not move.
+        sub = np.random.default_rng([seed, 1]).permutation(len(train_idx))[:max_train]
+        train_idx = train_idx[np.sort(sub)]
+    x_train, x_val = x[train_idx], x[val_idx]
+    if standardize:  # training statistics only: the validation split stays unseen
+        mean = x_train.mean(0, dtype=np.float64).astype(np.float32)
+        std = x_train.std(0, dtype=np.float64).astype(np.float32)
+        std = np.where(std > 0, std, np.float32(1.0))  # constant columns: centre only
+        x_train = (x_train - mean) / std
+        x_val = (x_val - mean) / std
+    else:
+        mean = np.zeros(x.shape[1], np.float32)
+        std = np.ones(x.shape[1], np.float32)
+    return TabularData(x_train=x_train.astype(np.float32), y_train=y[train_idx].astype(np.int32),
+                       x_val=x_val.astype(np.float32), y_val=y[val_idx].astype(np.int32),
+                       num_classes=len(class_names), feature_names=feature_names,
+                       class_names=class_names, feature_mean=mean, feature_std=std)
+
+
+def _encode_labels(y: np.ndarray, class_names):
+    if np.issubdtype(y.dtype, np.integer) and class_names is not None:
+        if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
+            raise ValueError(f"labels span {y.min()}..{y.max()} but {len(class_names)} class names given")
+        return y.astype(np.int32), tuple(str(c) for c in class_names)
+    values, codes = np.unique(y, return_inverse=True)
+    if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
+        raise ValueError("NaN labels: drop the unlabelled rows before loading")
+    if class_names is not None and len(class_names) != len(values):
+        raise ValueError(f"{len(values)} distinct labels but {len(class_names)} class names given")
+    names = tuple(str(c) for c in class_names) if class_names is not None else tuple(
+        _fmt(v) for v in values)
+    return codes.astype(np.int32), names
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+# ---- loaders ---------------------------------------------------------------------------------
+def _check_file(path) -> Path:
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise DataNotFoundError(
+            f"no data file at {str(p)!r}; give the path of a file in one of the formats "
+            f"{TABULAR_FORMATS}, or an embedded data set name {EMBEDDED}")
+    return p
+
+
+def _npz_table(f, where: str):
+    with np.load(f, allow_pickle=False) as d:
+        missing = [k for k in ("X", "y") if k not in d.files]
+        if missing:
+            raise ValueError(f"{where} has arrays {d.files} but needs 'X' (features [N, F]) and 'y' "
+                             f"(labels [N]); missing {missing}")
+        feats = [str(s) for s in d["feature_names"]] if "feature_names" in d.files else None
+        classes = [str(s) for s in d["class_names"]] if "class_names" in d.files else None
+        return d["X"], d["y"], feats, classes
+
+
+def load_npz(path, **split_kwargs) -> TabularData:
+    """Load an npz with arrays ``X`` [N, F] and ``y`` [N] (optional ``feature_names``, ``class_names``).
+
+    ``split_kwargs`` go to :func:`make_tabular` (val_fraction, seed, standardize, max_train).
+    """
+    p = _check_file(path)
+    x, y, feats, classes = _npz_table(p, repr(str(p)))
+    return make_tabular(x, y, feature_names=feats, class_names=classes, **split_kwargs)
+
+
+def load_csv(path, label: str | int | None = None, *, delimiter: str | None = None,
+             **split_kwargs) -> TabularData:
+    """Load a CSV/TSV (optionally gzip'd) with one header row.
+
+    Args:
+      label: the label column, by header name or index; default the last column.
+      delimiter: default ``\\t`` for ``.tsv`` files, ``,`` otherwise.
+    Non-numeric feature columns are ordinal-encoded (sorted distinct values); empty, ``NA``, ``?``
+    and ``nan`` cells count as missing and raise a ValueError.
+    """
+    p = _check_file(path)
+    name = p.name.lower()
+    if delimiter is None:
+        delimiter = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(p, "rt", newline="") as f:
+        rows = list(csv.reader(f, delimiter=delimiter))
+    rows = [r for r in rows if r]
+    if len(rows) < 2:
+        raise ValueError(f"{str(p)!r} has no data rows (expected a header row, then one row per example)")
+    header, body = rows[0], rows[1:]
+    widths = {len(r) for r in body}
+    if widths != {len(header)}:
+        raise ValueError(f"{str(p)!r}: header has {len(header)} columns but rows have {sorted(widths)}")
+    if label is None:
+        li = len(header) - 1
+    elif isinstance(label, int):
+        if not -len(header) <= label < len(header):
+            raise ValueError(f"label column index {label} out of range for {len(header)} columns")
+        li = label % len(header)
+    else:
+        if label not in header:
+            raise ValueError(f"label column {label!r} not in {str(p)!r}; columns are {header}")
+        li = header.index(label)
+    cols = list(zip(*body))
+    feats = [(h, c) for i, (h, c) in enumerate(zip(header, cols)) if i != li]
+    x = np.stack([_column(h, c) for h, c in feats], axis=1) if feats else np.zeros((len(body), 0))
+    y_raw = cols[li]
+    if any(v.strip().lower() in _MISSING for v in y_raw):
+        raise ValueError(f"label column {header[li]!r} has missing values; drop those rows first")
+    y = _maybe_numeric(y_raw)
+    return make_tabular(x, y, feature_names=[h for h, _ in feats], **split_kwargs)
+
+
+def _maybe_numeric(values: Sequence[str]) -> np.ndarray:
+    try:
+        return np.array([float(v) for v in values], np.float64)
+    except ValueError:
+        return np.array([v.strip() for v in values])
+
+
+def _column(name: str, values: Sequence[str]) -> np.ndarray:
+    missing = np.array([v.strip().lower() in _MISSING for v in values])
+    present = [v for v, m in zip(values, missing) if not m]
+    num = _maybe_numeric(present)
+    out = np.full(len(values), np.nan, np.float64)
+    if num.dtype.kind == "f":
+        out[~missing] = num
+    else:  # categorical strings -> ordinal codes of the sorted distinct values
+        out[~missing] = np.unique(num, return_inverse=True)[1]
+    return out
+
+
+def load_embedded(name: str = "connect4", **split_kwargs) -> TabularData:
+    """A data set shipped inside the package (works offline, from an installed wheel)."""
+    if name not in EMBEDDED:
+        raise ValueError(f"unknown embedded data set {name!r}; embedded: {EMBEDDED}")
+    res = importlib.resources.files("jaxnas.data") / "embedded" / f"{name}.npz"
+    with res.open("rb") as f:
+        x, y, feats, classes = _npz_table(io.BytesIO(f.read()), f"embedded {name}.npz")
+    return make_tabular(x, y, feature_names=feats, class_names=classes, **split_kwargs)
+
+
+def load_tabular(path_or_name, *, label: str | int | None = None, **split_kwargs) -> TabularData:
+    """Load a table by embedded name (``"connect4"``) or path (.npz, .csv[.gz], .tsv[.gz]).
+
+    ``split_kwargs``: ``val_fraction`` (0.2, as TabNAS), ``seed`` (0), ``standardize`` (True),
+    ``max_train`` (None).
+    """
+    if str(path_or_name) in EMBEDDED and not Path(str(path_or_name)).exists():
+        return load_embedded(str(path_or_name), **split_kwargs)
+    p = _check_file(path_or_name)
+    name = p.name.lower()
+    if name.endswith(".npz"):
+        if label is not None:
+            raise ValueError("label= applies to CSV files; an npz keeps its labels in array 'y'")
+        return load_npz(p, **split_kwargs)
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")):
+        return load_csv(p, label=label, **split_kwargs)
+    raise ValueError(f"cannot tell the format of {str(p)!r}; accepted: {TABULAR_FORMATS}")
