@@ -1,0 +1,149 @@
+"""AdvantageNAS (Sato, Sakuma, Akimoto, AAAI 2021): policy gradient with a per-edge advantage.
+
+One architecture step (Alg. 1, lines 6-10): sample ``a ~ p_theta``; evaluate the reward once with
+its gradient w.r.t. the architecture weights; per decision ``i`` the advantage is
+
+    A_i(a) ~= grad_{a_i} r(a)^T a_i = dr/dO_i^T O_i^j                       (eq. 7)
+
+which, with a sparse supernet that multiplies the chosen op's output by ``weights[i, j]``, is just
+``grad[i, a_i]`` -- no extra forward pass. The exact advantage ``r(a) - r((s_i, 0))`` (eq. 6) is
+available as ``estimator="exact"`` (D extra reward evaluations). The update is
+``delta_theta_i = A_i (a_i - mu_i)`` (Alg. 1 line 9), ascended with Adam.
+
+A sampled zero op has advantage 0 by construction; App. B replaces it with the worst moving average
+(eq. 9, decay ``gamma``) of the advantages of the other ops on that edge.
+
+``advantage_baseline`` additionally subtracts a per-edge moving average of the advantage (the
+authors' "A2" variant); the baseline is built from past steps only, so the estimate stays unbiased.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnas.spaces.base import Space
+from jaxnas.strategies.base import Strategy, check_finite_reward, register
+from jaxnas.strategies import policy as P
+
+
+# ---- the estimators (pure functions, also used directly by tests) -----------------------------------
+def taylor_advantages(reward_fn, weights: jax.Array):
+    """Eq. 7: ``A_i = sum_k dr/dw[i, k] w[i, k]`` at one-hot ``weights``.
+
+    Returns ``(advantages float[D], reward, aux, grad float[D, K])``."""
+    (reward, aux), grad = jax.value_and_grad(reward_fn, has_aux=True)(weights)
+    return jnp.sum(grad * weights, axis=-1), reward, aux, grad
+
+
+def exact_advantages(reward_fn, weights: jax.Array):
+    """Eq. 6: ``A_i = r(a) - r((s_i, 0))``, the reward drop when edge ``i`` outputs zero.
+
+    Costs D extra reward evaluations, run sequentially with ``lax.map`` (never vmapped, so sparse
+    supernets stay sparse). Returns ``(advantages float[D], reward, aux)``."""
+    reward, aux = reward_fn(weights)
+
+    def zeroed(i):
+        return reward_fn(weights.at[i].set(0.0))[0]
+
+    r0 = jax.lax.map(zeroed, jnp.arange(weights.shape[0]))
+    return reward - r0, reward, aux
+
+
+def zero_op_indices(space: Space, zero_op: Optional[str]) -> np.ndarray:
+    """Index of the choice named ``zero_op`` in every decision, -1 where it has none."""
+    if zero_op is None:
+        return np.full(space.num_decisions, -1, np.int32)
+    return np.array([ch.index(zero_op) if zero_op in ch else -1 for ch in space.choices], np.int32)
+
+
+def zero_op_rule(adv, arch, ema, zero_idx, mask, gamma: float):
+    """App. B. Updates the per-op moving average of advantages (eq. 9, only the sampled entry
+    moves) and gives a sampled zero op the worst (lowest) average among the other valid ops of its
+    edge. Returns ``(adv, ema)``."""
+    K = ema.shape[-1]
+    onehot = jax.nn.one_hot(arch, K, dtype=ema.dtype)
+    ema = ema + gamma * (adv[:, None] * onehot - ema * onehot)  # eq. 9
+    zero_idx = jnp.asarray(zero_idx)
+    others = jnp.asarray(mask) & (jnp.arange(K)[None, :] != zero_idx[:, None])
+    worst = jnp.min(jnp.where(others, ema, jnp.inf), axis=-1)
+    worst = jnp.where(jnp.any(others, axis=-1), worst, 0.0)
+    return jnp.where(arch == zero_idx, worst, adv), ema
+
+
+# ---- the strategy -----------------------------------------------------------------------------------
+def _make(space: Space, *, baseline: bool, name: str, gamma: float = 0.05,
+          zero_op: Optional[str] = "none", estimator: str = "taylor", final: str = "argmax",
+          lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, weight_decay: float = 0.0,
+          clip: Optional[float] = None, total_steps: Optional[int] = None) -> Strategy:
+    gamma = P.check_gamma(gamma)
+    if estimator not in ("taylor", "exact"):
+        raise ValueError(f"estimator={estimator!r}: use 'taylor' (eq. 7, one backward pass) or "
+                         "'exact' (eq. 6, one extra forward pass per decision)")
+    opt = P.make_optimizer(lr, b1, b2, weight_decay, clip, total_steps)
+    mask = space.mask
+    zero_idx = zero_op_indices(space, zero_op)
+    D, K = space.shape
+
+    def extra_init():
+        return {"ema": jnp.zeros((D, K), jnp.float32),       # App. B, initialised as 0
+                "baseline": jnp.zeros((D,), jnp.float32),
+                "baseline_set": jnp.zeros((), bool)}
+
+    def step_impl(state, key, reward_fn, ctx):
+        arch = space.sample(key, state.logits)              # Alg. 1 line 7
+        weights = space.one_hot(arch)
+        if estimator == "taylor":                           # Alg. 1 line 8
+            adv, reward, _, grad = taylor_advantages(reward_fn, weights)
+            bad = check_finite_reward(reward, name) | ~jnp.all(jnp.isfinite(grad))
+        else:
+            adv, reward, _ = exact_advantages(reward_fn, weights)
+            bad = check_finite_reward(reward, name) | ~jnp.all(jnp.isfinite(adv))
+        adv = jnp.where(jnp.isfinite(adv), adv, 0.0).astype(jnp.float32)
+        ex = state.extra
+        adv, ema = zero_op_rule(adv, arch, ex["ema"], zero_idx, mask, gamma)
+        if baseline:  # past-only baseline; the first step initialises it (as the authors' EMA)
+            b = jnp.where(ex["baseline_set"], ex["baseline"], adv)
+            coeff = adv - b
+            new_b = P.ema_update(b, adv, gamma)
+        else:
+            coeff, new_b = adv, ex["baseline"]
+        delta = P.per_decision_estimate(state.logits, arch, coeff, mask)  # Alg. 1 line 9
+        ok = ~bad
+        new = P.ascent_update(state, delta, opt, mask, ok)                 # Alg. 1 line 10
+        keep = lambda n, o: jnp.where(ok, n, o)
+        new = new.replace(step=state.step + 1,
+                          extra={"ema": keep(ema, ex["ema"]),
+                                 "baseline": keep(new_b, ex["baseline"]),
+                                 "baseline_set": ex["baseline_set"] | ok})
+        new = P.track_best(new, arch, reward)
+        return new, P.policy_metrics(new, reward, bad, mask,
+                                     advantage_abs_mean=jnp.mean(jnp.abs(adv)))
+
+    return P.build_policy_strategy(name, space, step_impl, opt, final, extra_init)
+
+
+@register("advantage")
+def make_advantage(space: Space, gamma: float = 0.05, zero_op: Optional[str] = "none",
+                   estimator: str = "taylor", final: str = "argmax", lr: float = 1e-3,
+                   b1: float = 0.9, b2: float = 0.999, weight_decay: float = 0.0,
+                   clip: Optional[float] = None, total_steps: Optional[int] = None) -> Strategy:
+    """AdvantageNAS. gamma: decay of the App. B moving average (0.05, App. C); zero_op: the choice
+    name treated as the zero op (None disables App. B); estimator: "taylor" (eq. 7) or "exact"
+    (eq. 6); final: "argmax" or "process_best"; Adam lr/b1/b2, weight_decay, clip, total_steps
+    (cosine decay of lr) on theta."""
+    kw = dict(locals()); kw.pop("space")
+    return _make(space, baseline=False, name="advantage", **kw)
+
+
+@register("advantage_baseline")
+def make_advantage_baseline(space: Space, gamma: float = 0.05, zero_op: Optional[str] = "none",
+                            estimator: str = "taylor", final: str = "argmax", lr: float = 1e-3,
+                            b1: float = 0.9, b2: float = 0.999, weight_decay: float = 0.0,
+                            clip: Optional[float] = None,
+                            total_steps: Optional[int] = None) -> Strategy:
+    """AdvantageNAS with a per-edge moving-average baseline (decay gamma) subtracted from A_i."""
+    kw = dict(locals()); kw.pop("space")
+    return _make(space, baseline=True, name="advantage_baseline", **kw)
