@@ -1,3 +1,4 @@
 """Search strategies (pure functions over pytree states); see base.py for the protocol."""
 from jaxnas.strategies.base import Strategy, available, make, register
 from jaxnas.strategies import advantage, parsec, random_search, reinforce  # noqa: F401  (policy-gradient family)
+from jaxnas.strategies import gradient  # noqa: F401  (darts, darts2, gdas, snas, nasp, proxyless)

@@ -1,0 +1,342 @@
+"""Resource constraints for TabNAS (Yang et al. 2022): budgets, P(V) and resource-aware rewards.
+
+A :class:`Budget` says which architectures are feasible (``cost(arch) <= limit``, the set V of the
+paper). The probability that the factorised policy samples a feasible architecture, P(V), is needed
+by the rejection-based REINFORCE update (sec. 3.3, Alg. 2). Three differentiable estimators:
+
+- :func:`pv_mc`: the Monte-Carlo estimate P̂(V) of Alg. 2, chunked so N = 5e6 fits in memory;
+- :meth:`Budget.pv_exact` by enumeration (small spaces) or by a dynamic programme over layers when the
+  cost is a sum of terms on adjacent decisions (``MLPSpace.layer_cost_terms``), exact in value and
+  gradient.
+
+Plus the reward shapings TabNAS compares against (TuNAS Abs Reward, MnasNet) and the device
+averaging of App. B.2.2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import reduce
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnas.spaces.base import NEG_INF, Space
+
+CostFn = Callable[[jax.Array], jax.Array]
+
+ENUM_LIMIT = 2_000_000      # exact P(V) by enumeration up to this many architectures
+DP_MAX_BINS = 5_000_000     # cost-axis bins x choices the exact DP accepts
+
+
+# ---- policy helpers ------------------------------------------------------------------------------
+def log_probs(logits: jax.Array, mask) -> jax.Array:
+    """Per-decision log-probabilities ``[D, K]`` of the factorised policy (softmax per decision)."""
+    return jax.nn.log_softmax(jnp.where(jnp.asarray(mask), logits, NEG_INF), axis=-1)
+
+
+def arch_log_prob(logp: jax.Array, archs: jax.Array) -> jax.Array:
+    """log P(arch) = sum_d log p_d(arch_d) for architectures ``int[..., D]``."""
+    archs = jnp.asarray(archs)
+    d = jnp.arange(logp.shape[0])
+    return jnp.sum(logp[d, archs], -1)
+
+
+def sample_archs(key, probs: jax.Array, n: int, num_choices) -> jax.Array:
+    """``int32[n, D]`` i.i.d. architectures by inverse-CDF sampling (n*D uniforms, no [n, D, K]
+    Gumbel noise). Invalid (masked) choices have zero probability and are never drawn."""
+    cdf = jnp.cumsum(probs, -1)                                   # [D, K]
+    u = jax.random.uniform(key, (n, probs.shape[0]), dtype=probs.dtype)
+    idx = jnp.sum(u[:, :, None] >= cdf[None, :, :-1], -1)       # first k with u < cdf_k
+    return jnp.minimum(idx, jnp.asarray(num_choices) - 1).astype(jnp.int32)
+
+
+# ---- Monte-Carlo P̂(V), Alg. 2 --------------------------------------------------------------------
+def pv_mc_naive(logits, mask, archs, feasible):
+    """Alg. 2 line 10 literally: P̂(V) = (1/N) sum_k p(z_k)/q(z_k) 1[z_k in V], q = stop_grad(p).
+
+    ``archs`` [N, D] must have been drawn from stop_grad(p). O(N) autodiff: use :func:`pv_mc`."""
+    lp = arch_log_prob(log_probs(logits, mask), archs)
+    ratio = jnp.exp(lp - jax.lax.stop_gradient(lp))              # p/q: value 1, gradient ∇log p
+    return jnp.mean(jnp.where(feasible, ratio, 0.0))
+
+
+def mc_feasible_counts(key, logits, mask, feasible_fn, n: int, chunk: int = 65536):
+    """Draws n architectures from stop_grad(p) in chunks (``lax.scan``) and returns
+    ``(n_feasible, counts[D, K])``: counts[d, k] = #feasible samples whose decision d is k.
+    Memory is O(chunk * D * K) whatever n is."""
+    if n < 1:
+        raise ValueError(f"the number of Monte-Carlo samples must be >= 1, got {n}")
+    mask = np.asarray(mask)
+    num_choices = mask.sum(-1)
+    D, K = mask.shape
+    probs = jnp.exp(jax.lax.stop_gradient(log_probs(logits, mask)))
+    chunk = int(min(chunk, n))
+    num_chunks = -(-n // chunk)
+
+    def body(carry, i):
+        nf, counts = carry
+        z = sample_archs(jax.random.fold_in(key, i), probs, chunk, num_choices)
+        valid = (i * chunk + jnp.arange(chunk)) < n              # the last chunk may be partial
+        f = jnp.logical_and(feasible_fn(z), valid)
+        onehot = z[:, :, None] == jnp.arange(K)[None, None, :]
+        counts = counts + jnp.sum(jnp.where(f[:, None, None], onehot, False), 0, dtype=jnp.float32)
+        return (nf + jnp.sum(f, dtype=jnp.float32), counts), None
+
+    init = (jnp.zeros((), jnp.float32), jnp.zeros((D, K), jnp.float32))
+    (nf, counts), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    return nf, counts
+
+
+def pv_from_counts(logits, mask, n: int, n_feasible, counts):
+    """P̂(V) of Alg. 2 from sufficient statistics, equal in value AND gradient to
+    :func:`pv_mc_naive` on the same samples: since p/q has value 1 and gradient ∇log p(z) =
+    sum_d ∇log p_d(z_d), P̂ = (1/N)[n_feasible + S - stop_grad(S)] with S = sum_{d,k} counts[d,k]
+    log p_d(k)."""
+    logp = log_probs(logits, mask)
+    s = jnp.sum(jnp.where(jnp.asarray(mask), jax.lax.stop_gradient(counts) * logp, 0.0))
+    return (jax.lax.stop_gradient(n_feasible) + s - jax.lax.stop_gradient(s)) / n
+
+
+def pv_mc(key, logits, mask, feasible_fn, n: int, chunk: int = 65536):
+    """Differentiable Monte-Carlo P̂(V) (Alg. 2) with N = n samples from q = stop_grad(p)."""
+    nf, counts = mc_feasible_counts(key, logits, mask, feasible_fn, n, chunk)
+    return pv_from_counts(logits, mask, n, nf, counts)
+
+
+# ---- exact P(V) by a dynamic programme over adjacent-layer costs --------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class AdjacentCostDP:
+    """Exact P(V) for ``cost(a) = first[a_0] + sum_l pair_l[a_l, a_{l+1}] + last[a_{L-1}] <= limit``
+    with integer terms (parameter counts).
+
+    Mass is carried over (choice of the current layer, cost so far) layer by layer. To keep the cost
+    axis short every table is shifted by its minimum (the constants come off the budget) and divided
+    by the gcd g of all first/pair entries; the last layer's term is not accumulated but applied as a
+    per-choice cap at the end (floor((limit' - last_j) / g)), so the comparison stays exact. The
+    Volkert 9x12 space (180 inputs, 10 classes) at 100,000 parameters needs 12 x 12,360 bins.
+    """
+    mask: np.ndarray                      # bool[D, K]
+    first: np.ndarray                     # int64[K]     (shifted, divided by g)
+    pairs: tuple                          # int64[K, K]  per adjacent pair (shifted, divided by g)
+    caps: np.ndarray                      # int64[K]     max accumulated bin for each last choice
+    num_bins: int                         # cost bins 0..num_bins-1 (0 when nothing is feasible)
+    gcd: int
+
+    @classmethod
+    def build(cls, mask, first, pairs: Sequence, last, limit: float) -> "AdjacentCostDP":
+        mask = np.asarray(mask, bool)
+        D, K = mask.shape
+        n = mask.sum(-1)
+        if len(pairs) != D - 1:
+            raise ValueError(f"{len(pairs)} pair tables for {D} decisions (need {D - 1})")
+
+        def valid(t, *ns):
+            t = np.asarray(t, np.float64)[tuple(slice(0, m) for m in ns)]
+            if not np.all(np.isfinite(t)) or not np.allclose(t, np.round(t)):
+                raise ValueError("the exact P(V) dynamic programme needs integer cost terms; "
+                                 "use pv='mc' or an enumerable space for fractional costs")
+            return np.round(t).astype(np.int64)
+
+        f = valid(first, n[0])
+        ps = [valid(p, n[l], n[l + 1]) for l, p in enumerate(pairs)]
+        la = valid(last, n[-1])
+        offset = f.min() + sum(p.min() for p in ps) + la.min()
+        f, ps, la = f - f.min(), [p - p.min() for p in ps], la - la.min()
+        room = math.floor(limit - offset + 1e-9)       # remaining budget once minima are paid
+        g = reduce(math.gcd, [int(v) for t in [f, *ps] for v in np.unique(t)], 0) or 1
+        if room < 0:
+            num_bins = 0
+        else:
+            num_bins = room // g + 1
+        caps = np.full(K, -1, np.int64)
+        caps[:n[-1]] = np.where(la <= room, (room - la) // g, -1) if room >= 0 else -1
+        pad = lambda t, shape: np.pad(t // g, [(0, s - d) for s, d in zip(shape, t.shape)])
+        if num_bins * K > DP_MAX_BINS:
+            raise ValueError(f"exact P(V) needs {num_bins} cost bins x {K} choices (> {DP_MAX_BINS}); "
+                             f"use pv='mc'")
+        return cls(mask=mask, first=pad(f, (K,)), pairs=tuple(pad(p, (K, K)) for p in ps),
+                   caps=caps, num_bins=int(num_bins), gcd=int(g))
+
+    @staticmethod
+    def _shift_sum(m, shifts, C, prev_valid):
+        """out[j', c] = sum_j m[j, c - shifts[j, j']] (zero where c - shift < 0): static slices of a
+        left-padded copy; entries shifted beyond the budget are dropped (they can only get dearer)."""
+        K = m.shape[0]
+        smax = int(min(shifts.max(), C))
+        mp = jnp.pad(m, ((0, 0), (smax, 0)))
+        rows = []
+        for jn in range(K):
+            terms = [mp[j, smax - int(s): smax - int(s) + C] for j, s in enumerate(shifts[:, jn])
+                     if s < C and prev_valid[j]]
+            rows.append(sum(terms) if terms else jnp.zeros((C,), m.dtype))
+        return jnp.stack(rows)
+
+    def __call__(self, logits) -> jax.Array:
+        """P(V) (scalar), differentiable w.r.t. ``logits`` [D, K]."""
+        probs = jnp.exp(log_probs(logits, self.mask))
+        C = self.num_bins
+        if C == 0:
+            return jnp.sum(probs) * 0.0
+        K = self.mask.shape[1]
+        onehot0 = np.zeros((K, C), np.float32)
+        for j in range(K):
+            if self.mask[0, j] and self.first[j] < C:
+                onehot0[j, self.first[j]] = 1.0
+        m = probs[0][:, None] * onehot0
+        for l, shifts in enumerate(self.pairs):
+            m = probs[l + 1][:, None] * self._shift_sum(m, shifts, C, self.mask[l])
+        keep = np.arange(C)[None, :] <= self.caps[:, None]          # last layer's term as a cap
+        return jnp.sum(jnp.where(keep, m, 0.0))
+
+
+def min_adjacent_cost(mask, first, pairs, last) -> float:
+    """Smallest ``first + sum pairs + last`` over valid choices (min-plus dynamic programme)."""
+    n = np.asarray(mask).sum(-1)
+    best = np.asarray(first, np.float64)[:n[0]]
+    for l, p in enumerate(pairs):
+        best = np.min(best[:, None] + np.asarray(p, np.float64)[:n[l], :n[l + 1]], 0)
+    return float(np.min(best + np.asarray(last, np.float64)[:n[-1]]))
+
+
+# ---- budget --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class Budget:
+    """Feasible set V = {a : cost_fn(a) <= limit}.
+
+    Build with :func:`make_budget`, which checks that V is not empty. ``cost_fn`` maps
+    ``int[..., D]`` architectures to costs ``float[...]`` (jnp, vectorised); the default is
+    ``space.param_count``. ``exact`` is the exact P(V) function when one exists (DP over adjacent
+    layers or enumeration), else None.
+    """
+    space: Space
+    limit: float
+    cost_fn: CostFn
+    min_cost: float
+    exact: Optional[Callable[[jax.Array], jax.Array]]
+    exact_method: str                     # "dp", "enum" or "none"
+
+    def cost(self, archs) -> jax.Array:
+        return self.cost_fn(jnp.asarray(archs))
+
+    def feasible(self, archs) -> jax.Array:
+        """``bool[...]``: whether each architecture meets the budget."""
+        return self.cost(archs) <= self.limit
+
+    def pv_exact(self, logits) -> jax.Array:
+        if self.exact is None:
+            raise ValueError(f"no exact P(V) for this budget ({self.space.num_archs:,} architectures, "
+                             f"cost without adjacent-layer terms); use pv='mc'")
+        return self.exact(logits)
+
+    def pv_mc(self, key, logits, n: int, chunk: int = 65536) -> jax.Array:
+        return pv_mc(key, logits, self.space.mask, self.feasible, n, chunk)
+
+
+def _enum_exact(space: Space, cost_fn: CostFn, limit: float):
+    archs = space.all_archs(ENUM_LIMIT)
+    costs = np.concatenate([np.asarray(cost_fn(jnp.asarray(a)))
+                            for a in np.array_split(archs, max(1, len(archs) // 65536))])
+    feas = costs <= limit
+    fa = jnp.asarray(archs[feas])
+
+    def exact(logits):
+        if fa.shape[0] == 0:
+            return jnp.sum(logits) * 0.0
+        lp = arch_log_prob(log_probs(logits, space.mask), fa)
+        return jnp.exp(jax.nn.logsumexp(lp))
+    return exact, float(costs.min())
+
+
+def make_budget(space: Space, limit: float, cost_fn: Optional[CostFn] = None,
+                cost_terms=None, exact: str = "auto") -> Budget:
+    """A budget ``cost <= limit`` on ``space``.
+
+    cost_fn: vectorised jnp cost (default ``space.param_count``).
+    cost_terms: ``(first, pairs, last)`` tables with ``cost = first[a0] + sum pair_l + last[a_L]``;
+      taken from ``space.layer_cost_terms()`` when cost_fn is the default. Enables the exact DP.
+    exact: "auto" (DP if cost_terms, else enumeration if the space is small), "dp", "enum", "none".
+
+    Raises ValueError when no architecture meets the budget, naming the smallest cost.
+    """
+    limit = float(limit)
+    if not math.isfinite(limit):
+        raise ValueError(f"budget limit must be finite, got {limit}")
+    default = cost_fn is None
+    if default:
+        if not hasattr(space, "param_count"):
+            raise ValueError(f"{type(space).__name__} has no param_count; pass cost_fn=")
+        cost_fn = space.param_count
+        if cost_terms is None and hasattr(space, "layer_cost_terms"):
+            cost_terms = space.layer_cost_terms()
+    if exact not in ("auto", "dp", "enum", "none"):
+        raise ValueError(f"exact must be 'auto', 'dp', 'enum' or 'none', got {exact!r}")
+    if exact == "dp" and cost_terms is None:
+        raise ValueError("exact='dp' needs cost_terms=(first, pairs, last) (or the default "
+                         "parameter count of an MLPSpace)")
+    small = space.num_archs <= ENUM_LIMIT
+    if exact == "enum" and not small:
+        raise ValueError(f"exact='enum': {space.num_archs:,} architectures exceed {ENUM_LIMIT:,}")
+
+    fn, method, min_cost = None, "none", None
+    if cost_terms is not None:
+        first, pairs, last = cost_terms
+        min_cost = min_adjacent_cost(space.mask, first, pairs, last)
+    if exact in ("auto", "dp") and cost_terms is not None:
+        try:
+            fn, method = AdjacentCostDP.build(space.mask, first, pairs, last, limit), "dp"
+        except ValueError:
+            if exact == "dp":
+                raise
+    if fn is None and exact in ("auto", "enum") and small:
+        fn, enum_min = _enum_exact(space, cost_fn, limit)
+        method = "enum"
+        min_cost = enum_min if min_cost is None else min_cost
+    if min_cost is None:  # huge space, generic cost: the smallest cost among many samples
+        archs = space.sample(jax.random.key(0), None, (65536,))
+        min_cost = float(jnp.min(cost_fn(archs)))
+    if min_cost > limit:
+        raise ValueError(f"budget {limit:g} is below the smallest architecture's cost {min_cost:g}: "
+                         f"no architecture is feasible; raise the budget to at least {min_cost:g}")
+    return Budget(space=space, limit=limit, cost_fn=cost_fn, min_cost=float(min_cost), exact=fn,
+                  exact_method=method)
+
+
+# ---- resource-aware rewards (sec. 3.3) -----------------------------------------------------------
+def abs_reward(q, cost, target, beta):
+    """TuNAS Abs Reward: Q + beta |T/T0 - 1| (beta < 0)."""
+    return q + beta * jnp.abs(cost / target - 1.0)
+
+
+def mnas_soft_reward(q, cost, target, beta):
+    """MnasNet soft constraint: Q (T/T0)^beta (beta < 0; assumes Q > 0)."""
+    return q * (cost / target) ** beta
+
+
+def mnas_hard_reward(q, cost, target, beta):
+    """MnasNet hard constraint (Tan et al. eq. 2 with alpha = 0, beta < 0): Q min{1, (T/T0)^beta},
+    i.e. Q below the target and Q (T/T0)^beta above it. The TabNAS text writes max{1, .}, which with
+    beta < 0 would leave every infeasible architecture unpenalised; we implement MnasNet's rule."""
+    return q * jnp.minimum(1.0, (cost / target) ** beta)
+
+
+# ---- multi-device averaging, App. B.2.2 ----------------------------------------------------------
+def feasible_mean(tree, feasible, axis_name: Optional[str] = None):
+    """Averages a per-device pytree over the devices whose sample was feasible (App. B.2.2): zero the
+    infeasible ones, take the mean over devices, reweight by devices / feasible devices.
+
+    Returns ``(mean_tree, n_feasible)``; the mean is 0 where no device was feasible. Call inside
+    ``shard_map`` (or ``vmap`` with ``axis_name``); with ``axis_name=None`` it is the one-device case.
+    """
+    f = jnp.asarray(feasible, jnp.float32)
+    if axis_name is None:
+        n_dev, n_feas = 1.0, f
+        mean = lambda x: x * f
+    else:
+        n_dev = jax.lax.psum(1.0, axis_name)
+        n_feas = jax.lax.psum(f, axis_name)
+        mean = lambda x: jax.lax.pmean(x * f, axis_name)
+    scale = n_dev / jnp.maximum(n_feas, 1.0)
+    return jax.tree.map(lambda x: mean(x) * scale, tree), n_feas

@@ -1,0 +1,59 @@
+"""Building blocks shared by every candidate operation."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxnas.ops.conv import conv2d
+
+
+class Conv(nn.Module):
+    """Bias-free 'same' conv (odd kernel) on NHWC; ``groups == in channels`` is depthwise."""
+    features: int
+    kernel: int
+    stride: int = 1
+    dilation: int = 1
+    depthwise: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        cin = x.shape[-1]
+        if self.depthwise and self.features != cin:
+            raise ValueError(f"depthwise conv needs features == input channels ({cin}), got {self.features}")
+        shape = (self.kernel, self.kernel, 1 if self.depthwise else cin, self.features)
+        w = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"), shape)
+        return conv2d(x, w.astype(x.dtype), self.stride, self.dilation, cin if self.depthwise else 1)
+
+
+class Norm(nn.Module):
+    """Batch normalisation.
+
+    ``track=False`` (search): normalise with the batch's statistics, no running state, so the
+    supernet is a pure function of its params (DARTS/NAS-Bench-201 search use BN without affine
+    parameters on batch statistics). ``track=True`` (stand-alone training): Flax BatchNorm with
+    running averages in the ``batch_stats`` collection.
+    """
+    affine: bool = False
+    track: bool = False
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        if self.track:
+            return nn.BatchNorm(use_running_average=not train, use_scale=self.affine,
+                                use_bias=self.affine, momentum=self.momentum, epsilon=self.epsilon)(x)
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axes)
+        var = jnp.mean(jnp.square(x - mean), axes)
+        y = (x - mean) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
+        if self.affine:
+            y = y * self.param("scale", nn.initializers.ones, (x.shape[-1],)) + \
+                self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        return y
+
+
+def downsampled_shape(shape, stride: int):
+    """NHWC shape after a 'same'-padded op of the given stride."""
+    n, h, w, c = shape
+    return (n, -(-h // stride), -(-w // stride), c)
