@@ -234,10 +234,11 @@ def test_random_crop_flip_is_a_padded_crop_and_deterministic():
     assert not np.array_equal(out, D.random_crop_flip(jax.random.key(1), jnp.asarray(x)))
     # Independent check: every output is one of the 9 x 9 x 2 crops of the zero-padded input.
     padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    out = np.asarray(out)
     flips, offsets = [], []
     for i in range(len(x)):
         hits = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (0, 1)
-                if np.array_equal(np.asarray(out[i]),
+                if np.array_equal(out[i],
                                   padded[i, dy:dy + 8, dx:dx + 8][:, ::-1] if f else
                                   padded[i, dy:dy + 8, dx:dx + 8])]
         assert hits, f"image {i} is not a padded crop"
