@@ -280,6 +280,8 @@ def load_tabular(path_or_name, *, label: str | int | None = None, **split_kwargs
     ``max_train`` (None).
     """
     if str(path_or_name) in EMBEDDED and not Path(str(path_or_name)).exists():
+        if label is not None:
+            raise ValueError(f"label= applies to CSV files; embedded {path_or_name!r} has its labels")
         return load_embedded(str(path_or_name), **split_kwargs)
     p = _check_file(path_or_name)
     name = p.name.lower()
