@@ -39,17 +39,21 @@ class GradientState:
     alpha: jax.Array          # float[D, K] architecture parameters (0 at masked choices)
     opt_state: Any            # optax state of the architecture optimizer
     step: jax.Array           # int32, architecture steps taken (drives temperatures and schedules)
+    best_arch: jax.Array      # int32[D]: best one-hot architecture evaluated ("process best")
+    best_reward: jax.Array    # float32, -inf until a one-hot architecture is evaluated
 
 
 # ---- shared pieces -------------------------------------------------------------------------------
-def _check_common(name, lr, b1, b2, weight_decay, grad_clip, optimizer, lr_schedule, total_steps):
+def _check_common(name, lr, b1, b2, weight_decay, clip, optimizer, lr_schedule, total_steps):
     if not lr > 0:
         raise ValueError(f"strategy {name!r}: lr must be > 0, got {lr}")
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"strategy {name!r}: Adam betas must lie in [0, 1), got b1={b1}, b2={b2}")
-    if weight_decay < 0 or grad_clip < 0:
-        raise ValueError(f"strategy {name!r}: weight_decay ({weight_decay}) and grad_clip "
-                         f"({grad_clip}) must be >= 0 (0 turns them off)")
+    if weight_decay < 0:
+        raise ValueError(f"strategy {name!r}: weight_decay must be >= 0, got {weight_decay}")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"strategy {name!r}: clip (global-norm gradient clipping) must be > 0 "
+                         f"or None (off), got {clip}")
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"strategy {name!r}: optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     if lr_schedule not in ("constant", "cosine"):
@@ -60,12 +64,12 @@ def _check_common(name, lr, b1, b2, weight_decay, grad_clip, optimizer, lr_sched
                          f"(the number of architecture steps of the search), got {total_steps}")
 
 
-def _arch_optimizer(lr, b1, b2, weight_decay, grad_clip, optimizer, lr_schedule, total_steps):
+def _arch_optimizer(lr, b1, b2, weight_decay, clip, optimizer, lr_schedule, total_steps):
     """PyTorch-style Adam with coupled L2 decay, as DARTS / AdvantageNAS App. D use it."""
     sched = optax.cosine_decay_schedule(lr, total_steps) if lr_schedule == "cosine" else lr
     parts = []
-    if grad_clip:
-        parts.append(optax.clip_by_global_norm(grad_clip))
+    if clip is not None:
+        parts.append(optax.clip_by_global_norm(clip))
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
     if optimizer == "adam":
@@ -138,34 +142,42 @@ def _reward_grad(reward_fn, weights_of_alpha, alpha):
     return r, aux, g
 
 
-def _build(name, space, mode, *, lr, b1, b2, weight_decay, grad_clip, optimizer, lr_schedule,
+def _build(name, space, mode, *, lr, b1, b2, weight_decay, clip, optimizer, lr_schedule,
            total_steps, init_std, init_value, derive_exclude,
            sample_fn, arch_grad_fn, probs_fn=None, project_fn=None, extra_metrics=None,
-           update_mask_fn=None, post_update_fn=None) -> Strategy:
+           update_mask_fn=None, post_update_fn=None, track_fn=None, final="argmax") -> Strategy:
     """Assembles a Strategy from the method-specific pieces.
 
     arch_grad_fn(state, key, reward_fn, ctx) -> (reward, aux, grad_of_reward, info): the ascent
-    direction; info is passed to update_mask_fn / post_update_fn (ProxylessNAS's sampled pair).
+    direction; info is passed to update_mask_fn / post_update_fn (ProxylessNAS's sampled pair) and
+    track_fn(info) -> the one-hot architecture that was evaluated (for final='process_best').
     """
-    _check_common(name, lr, b1, b2, weight_decay, grad_clip, optimizer, lr_schedule, total_steps)
+    if final not in ("argmax", "process_best") or (final == "process_best" and track_fn is None):
+        raise ValueError(f"strategy {name!r}: final={final!r}; choose 'argmax'"
+                         + (" or 'process_best'" if track_fn is not None else
+                            " (this method never evaluates a one-hot architecture)"))
+    _check_common(name, lr, b1, b2, weight_decay, clip, optimizer, lr_schedule, total_steps)
     if init_std < 0:
         raise ValueError(f"strategy {name!r}: init_std must be >= 0, got {init_std}")
     mask = jnp.asarray(space.mask)
     dmask = _derive_mask(space, tuple(derive_exclude))
-    opt = _arch_optimizer(lr, b1, b2, weight_decay, grad_clip, optimizer, lr_schedule, total_steps)
+    opt = _arch_optimizer(lr, b1, b2, weight_decay, clip, optimizer, lr_schedule, total_steps)
     probs_fn = probs_fn or (lambda alpha: _masked_softmax(alpha, mask))
     project_fn = project_fn or (lambda alpha: alpha)
 
     def init(key):
         alpha = init_value + init_std * jax.random.normal(key, space.shape, jnp.float32)
         alpha = jnp.where(mask, project_fn(alpha), 0.0)
-        return GradientState(alpha=alpha, opt_state=opt.init(alpha), step=jnp.zeros((), jnp.int32))
+        return GradientState(alpha=alpha, opt_state=opt.init(alpha), step=jnp.zeros((), jnp.int32),
+                             best_arch=jnp.zeros((space.num_decisions,), jnp.int32),
+                             best_reward=jnp.full((), -jnp.inf, jnp.float32))
 
     def sample(state, key):
         return sample_fn(state, key)
 
     def step(state, key, reward_fn, ctx=None):
         reward, aux, g, info = arch_grad_fn(state, key, reward_fn, ctx)
+        bad = check_finite_reward(reward, name) | ~jnp.all(jnp.isfinite(jnp.where(mask, g, 0.0)))
         g = jnp.where(mask, g, 0.0)
         updates, opt_state = opt.update(-g, state.opt_state, state.alpha)   # minimise -reward
         keep = mask if update_mask_fn is None else mask & update_mask_fn(info)
@@ -173,16 +185,31 @@ def _build(name, space, mode, *, lr, b1, b2, weight_decay, grad_clip, optimizer,
         if post_update_fn is not None:
             alpha = post_update_fn(state.alpha, alpha, info)
         alpha = jnp.where(mask, project_fn(alpha), 0.0)
-        new = GradientState(alpha=alpha, opt_state=opt_state, step=state.step + 1)
+        # a non-finite reward or gradient never reaches alpha: the step is skipped and flagged
+        ok = ~bad
+        alpha = jnp.where(ok, alpha, state.alpha)
+        opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), opt_state, state.opt_state)
+        new = state.replace(alpha=alpha, opt_state=opt_state, step=state.step + 1)
+        if track_fn is not None:  # "process best" over the one-hot architectures evaluated
+            arch = track_fn(info)
+            better = ok & (reward > state.best_reward)
+            new = new.replace(best_arch=jnp.where(better, arch, state.best_arch),
+                              best_reward=jnp.where(better, jnp.asarray(reward, jnp.float32),
+                                                    state.best_reward))
+        ent = _entropy(probs_fn(alpha))
         metrics = {"reward": jnp.asarray(reward, jnp.float32),
-                   "entropy": _entropy(probs_fn(alpha)),
-                   "nonfinite": check_finite_reward(reward, name) | ~jnp.all(jnp.isfinite(g))}
+                   "entropy": jnp.mean(ent),             # AdvantageNAS App. H, Fig. 4
+                   "entropy_per_decision": ent,
+                   "nonfinite": bad}
         if extra_metrics is not None:
             metrics.update(extra_metrics(state))
         return new, metrics
 
     def derive(state):
-        return _argmax_valid(state.alpha, dmask)
+        amax = _argmax_valid(state.alpha, dmask)
+        if final == "argmax":
+            return amax
+        return jnp.where(jnp.isfinite(state.best_reward), state.best_arch, amax)
 
     def probs(state):
         return probs_fn(state.alpha)
@@ -236,7 +263,7 @@ def unrolled_loss_grad(alpha, mask, ctx: SupernetContext, xi, method="exact"):
     return r, aux, g_a - xi * hvp
 
 
-def _darts(space, name, second_order, *, lr, b1, b2, weight_decay, grad_clip, optimizer,
+def _darts(space, name, second_order, *, lr, b1, b2, weight_decay, clip, optimizer,
            lr_schedule, total_steps, init_std, derive_exclude, xi=None, unroll="exact"):
     mask = jnp.asarray(space.mask)
     if unroll not in ("exact", "finite_difference"):
@@ -260,30 +287,30 @@ def _darts(space, name, second_order, *, lr, b1, b2, weight_decay, grad_clip, op
         return r, aux, -g_loss, None
 
     return _build(name, space, "dense", lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  grad_clip=grad_clip, optimizer=optimizer, lr_schedule=lr_schedule,
+                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
                   total_steps=total_steps, init_std=init_std, init_value=0.0,
                   derive_exclude=derive_exclude, sample_fn=sample_fn, arch_grad_fn=arch_grad_fn)
 
 
 @register("darts")
-def make_darts(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, grad_clip=1.0,
+def make_darts(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, clip=1.0,
                optimizer="adam", lr_schedule="constant", total_steps=None, init_std=0.0,
                derive_exclude=ZERO_OPS) -> Strategy:
     """DARTS, first order (Liu et al. 2019, eq. 6 with xi = 0): ascend reward(softmax(alpha))."""
     return _darts(space, "darts", False, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  grad_clip=grad_clip, optimizer=optimizer, lr_schedule=lr_schedule,
+                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
                   total_steps=total_steps, init_std=init_std, derive_exclude=derive_exclude)
 
 
 @register("darts2")
-def make_darts2(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, grad_clip=1.0,
+def make_darts2(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, clip=1.0,
                 optimizer="adam", lr_schedule="constant", total_steps=None, init_std=0.0,
                 derive_exclude=ZERO_OPS, xi=None, unroll="exact") -> Strategy:
     """DARTS, second order (eq. 6-8): xi defaults to ctx.weight_lr; unroll='exact' (autodiff) or
     'finite_difference' (eq. 8). The unroll is a plain SGD step (the DARTS code adds momentum and
     weight decay to it). The reported reward is the validation reward at the unrolled weights."""
     return _darts(space, "darts2", True, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  grad_clip=grad_clip, optimizer=optimizer, lr_schedule=lr_schedule,
+                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
                   total_steps=total_steps, init_std=init_std, derive_exclude=derive_exclude,
                   xi=xi, unroll=unroll)
 
@@ -291,12 +318,14 @@ def make_darts2(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, g
 # ---- GDAS and SNAS -------------------------------------------------------------------------------
 @register("gdas")
 def make_gdas(space: Space, *, total_steps=None, tau_max=10.0, tau_min=0.1, lr=3e-4, b1=0.5,
-              b2=0.999, weight_decay=1e-3, grad_clip=1.0, optimizer="adam",
-              lr_schedule="constant", init_std=0.0, derive_exclude=()) -> Strategy:
+              b2=0.999, weight_decay=1e-3, clip=1.0, optimizer="adam",
+              lr_schedule="constant", init_std=0.0, derive_exclude=(),
+              final="argmax") -> Strategy:
     """GDAS (Dong & Yang 2019): one op per decision from a hard Gumbel-softmax sample; alpha learns
     through the straight-through gradient of the soft sample (GDAS eq. 5; AutoDL search_model_gdas).
     In the sparse supernet only the chosen op gets a weight gradient (GDAS's code also passes
-    d loss / d out to the unchosen weights through a constant term; we do not)."""
+    d loss / d out to the unchosen weights through a constant term; we do not).
+    final: 'argmax' of alpha or 'process_best', the best sampled architecture (AdvantageNAS 5.2)."""
     T = _need_total_steps("gdas", total_steps)
     if not tau_max >= tau_min > 0:
         raise ValueError(f"strategy 'gdas': need tau_max >= tau_min > 0, got {tau_max}, {tau_min}")
@@ -311,18 +340,18 @@ def make_gdas(space: Space, *, total_steps=None, tau_max=10.0, tau_min=0.1, lr=3
         t = tau(state.step)
         r, aux, g = _reward_grad(
             reward_fn, lambda a: gumbel_softmax(key, a, mask, t, hard=True)[0], state.alpha)
-        return r, aux, g, None
+        return r, aux, g, gumbel_softmax(key, state.alpha, mask, t, hard=True)[1]
 
     return _build("gdas", space, "sparse", lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  grad_clip=grad_clip, optimizer=optimizer, lr_schedule=lr_schedule,
+                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
                   total_steps=T, init_std=init_std, init_value=0.0, derive_exclude=derive_exclude,
-                  sample_fn=sample_fn, arch_grad_fn=arch_grad_fn,
-                  extra_metrics=lambda s: {"temperature": tau(s.step)})
+                  sample_fn=sample_fn, arch_grad_fn=arch_grad_fn, track_fn=lambda idx: idx,
+                  final=final, extra_metrics=lambda s: {"temperature": tau(s.step)})
 
 
 @register("snas")
 def make_snas(space: Space, *, total_steps=None, tau0=1.0, tau_floor=1e-3, lr=3e-4, b1=0.5,
-              b2=0.999, weight_decay=1e-3, grad_clip=1.0, optimizer="adam",
+              b2=0.999, weight_decay=1e-3, clip=1.0, optimizer="adam",
               lr_schedule="constant", init_std=0.0, derive_exclude=ZERO_OPS) -> Strategy:
     """SNAS (Xie et al. 2019): dense supernet weighted by a relaxed (soft) Gumbel-softmax sample
     (SNAS eq. 2), alpha learns by the reparameterised gradient; tau cosine-annealed tau0 -> 0
@@ -344,7 +373,7 @@ def make_snas(space: Space, *, total_steps=None, tau0=1.0, tau_floor=1e-3, lr=3e
         return r, aux, g, None
 
     return _build("snas", space, "dense", lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  grad_clip=grad_clip, optimizer=optimizer, lr_schedule=lr_schedule,
+                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
                   total_steps=T, init_std=init_std, init_value=0.0, derive_exclude=derive_exclude,
                   sample_fn=sample_fn, arch_grad_fn=arch_grad_fn,
                   extra_metrics=lambda s: {"temperature": tau(s.step)})
@@ -363,7 +392,7 @@ def nasp_project(alpha, box="clip"):
 
 
 @register("nasp")
-def make_nasp(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, grad_clip=1.0,
+def make_nasp(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, clip=1.0,
               optimizer="adam", lr_schedule="constant", total_steps=None, init_value=1.0,
               init_std=0.0, box="clip", derive_exclude=ZERO_OPS) -> Strategy:
     """NASP (Yao et al. 2020, Alg. 2): the forward uses the discrete a_bar = prox_{C1}(alpha), the
@@ -401,7 +430,7 @@ def make_nasp(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, gra
         return jnp.where(mask, nasp_project(jnp.where(mask, alpha, 0.0), box), 0.0)
 
     return _build("nasp", space, "dense", lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  grad_clip=grad_clip, optimizer=optimizer, lr_schedule=lr_schedule,
+                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
                   total_steps=total_steps, init_std=init_std, init_value=init_value,
                   derive_exclude=derive_exclude, sample_fn=sample_fn, arch_grad_fn=arch_grad_fn,
                   probs_fn=probs_fn, project_fn=project)
@@ -436,7 +465,7 @@ def proxyless_pair_grad(gate_grads, pair, p, K):
 
 @register("proxyless")
 def make_proxyless(space: Space, *, mode="sparse", lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3,
-                   grad_clip=1.0, optimizer="adam", lr_schedule="constant", total_steps=None,
+                   clip=1.0, optimizer="adam", lr_schedule="constant", total_steps=None,
                    init_std=0.0, derive_exclude=()) -> Strategy:
     """ProxylessNAS (Cai et al. 2019), two-path mode. Weight step: one path per decision sampled
     from softmax(alpha), gate 1 (binary gates, sec. 3.2). Architecture step: sample two paths per
@@ -483,7 +512,7 @@ def make_proxyless(space: Space, *, mode="sparse", lr=3e-4, b1=0.5, b2=0.999, we
         return jnp.where(sel, new - (lse(new) - lse(old)), new)
 
     return _build("proxyless", space, mode, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  grad_clip=grad_clip, optimizer=optimizer, lr_schedule=lr_schedule,
+                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
                   total_steps=total_steps, init_std=init_std, init_value=0.0,
                   derive_exclude=derive_exclude, sample_fn=sample_fn, arch_grad_fn=arch_grad_fn,
                   update_mask_fn=in_pair, post_update_fn=rescale)
