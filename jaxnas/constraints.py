@@ -160,20 +160,6 @@ class AdjacentCostDP:
         return cls(mask=mask, first=pad(f, (K,)), pairs=tuple(pad(p, (K, K)) for p in ps),
                    caps=caps, num_bins=int(num_bins), gcd=int(g))
 
-    @staticmethod
-    def _shift_sum(m, shifts, C, prev_valid):
-        """out[j', c] = sum_j m[j, c - shifts[j, j']] (zero where c - shift < 0): static slices of a
-        left-padded copy; entries shifted beyond the budget are dropped (they can only get dearer)."""
-        K = m.shape[0]
-        smax = int(min(shifts.max(), C))
-        mp = jnp.pad(m, ((0, 0), (smax, 0)))
-        rows = []
-        for jn in range(K):
-            terms = [mp[j, smax - int(s): smax - int(s) + C] for j, s in enumerate(shifts[:, jn])
-                     if s < C and prev_valid[j]]
-            rows.append(sum(terms) if terms else jnp.zeros((C,), m.dtype))
-        return jnp.stack(rows)
-
     def __call__(self, logits) -> jax.Array:
         """P(V) (scalar), differentiable w.r.t. ``logits`` [D, K]."""
         probs = jnp.exp(log_probs(logits, self.mask))
@@ -185,11 +171,46 @@ class AdjacentCostDP:
         for j in range(K):
             if self.mask[0, j] and self.first[j] < C:
                 onehot0[j, self.first[j]] = 1.0
-        m = probs[0][:, None] * onehot0
+        m = probs[0][:, None] * onehot0                            # mass[choice, cost bin]
         for l, shifts in enumerate(self.pairs):
-            m = probs[l + 1][:, None] * self._shift_sum(m, shifts, C, self.mask[l])
+            m = probs[l + 1][:, None] * _shift_add(m, shifts, self.mask[l])
         keep = np.arange(C)[None, :] <= self.caps[:, None]          # last layer's term as a cap
         return jnp.sum(jnp.where(keep, m, 0.0))
+
+
+def _shift_add(m, shifts: np.ndarray, prev_valid: np.ndarray):
+    """``out[j', c] = sum_j m[j, c - shifts[j, j']]`` (zero where c < shift) on a fixed-length cost
+    axis; mass pushed past the end is dropped (costs only grow, so it stays infeasible).
+
+    The shifts are static, so forward and backward are both sums of static slices of a padded copy
+    (the backward shifts the other way). A custom VJP matters: autodiff would transpose each slice
+    into a pad of the whole array (K^3 C work; measured 3 s and a 5-minute compile on the 9x12
+    Volkert space, against 5 ms and 3 s here).
+    """
+    K, C = m.shape
+    smax = int(min(shifts.max(), C))
+
+    def push(m):  # forward: out[j'] = sum_j shift_right(m[j], s[j, j'])
+        mp = jnp.pad(m, ((0, 0), (smax, 0)))
+        rows = []
+        for jn in range(K):
+            t = [mp[j, smax - int(s): smax - int(s) + C] for j, s in enumerate(shifts[:, jn])
+                 if s < C and prev_valid[j]]
+            rows.append(sum(t) if t else jnp.zeros((C,), m.dtype))
+        return jnp.stack(rows)
+
+    def pull(g):  # transpose: gm[j] = sum_j' shift_left(g[j'], s[j, j'])
+        gp = jnp.pad(g, ((0, 0), (0, smax)))
+        rows = []
+        for j in range(K):
+            t = [gp[jn, int(s): int(s) + C] for jn, s in enumerate(shifts[j, :])
+                 if s < C and prev_valid[j]]
+            rows.append(sum(t) if t else jnp.zeros((C,), g.dtype))
+        return jnp.stack(rows)
+
+    f = jax.custom_vjp(push)
+    f.defvjp(lambda m: (push(m), None), lambda _, g: (pull(g),))
+    return f(m)
 
 
 def min_adjacent_cost(mask, first, pairs, last) -> float:

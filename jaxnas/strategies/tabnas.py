@@ -1,0 +1,287 @@
+"""TabNAS: REINFORCE with rejection under a resource budget (Yang et al. 2022), and the
+reward-shaping baselines it compares against (TuNAS Abs Reward, MnasNet soft/hard).
+
+Registered strategies:
+
+- ``"tabnas"``: sample y from the factorised policy; if y is infeasible skip the RL update (Alg. 2
+  line 13); else ascend J(y) = sg(Q(y) - Q̄) log[P(y) / P(V)] (sec. 3.3), with P(V) exact
+  (``pv="exact"``: DP over layers or enumeration) or the Monte-Carlo P̂(V) (``pv="mc"``, Alg. 2).
+- ``"tunas_abs"``, ``"mnas_soft"``, ``"mnas_hard"``: plain REINFORCE (Alg. 1) on a shaped reward
+  Q + beta|T/T0 - 1|, Q (T/T0)^beta, Q min{1, (T/T0)^beta}.
+
+Q, the quality reward, is ``reward_fn(weights)[0] + q_offset``. The paper uses Q = 1 - loss; an
+engine whose reward is -loss gets exactly that with ``q_offset=1`` (it matters only for the
+multiplicative MnasNet rewards, which assume Q > 0, and for the first step, where Q̄ = 0).
+
+Common to all: Adam on the logits (App. A/B.1: b1 0.9, b2 0.999, eps 1e-3), the bias-corrected moving
+average baseline of Alg. 1 line 18 (gamma 0.9), layer warm-up (sec. 3.1): during the first
+``warmup_frac * total_steps`` steps ``sample`` returns the whole supernet (largest choice everywhere)
+with a probability decaying linearly 1 -> 0 and a policy sample otherwise, and ``step`` makes no RL
+update. With ``axis_name`` set, ``step`` runs under ``shard_map``: every device samples its own y and
+the gradients are averaged over the devices whose y was feasible (App. B.2.2).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxnas import constraints as C
+from jaxnas.spaces.base import Space
+from jaxnas.strategies.base import Strategy, categorical_entropy, register
+
+
+@struct.dataclass
+class TabNASState:
+    logits: jax.Array                 # [D, K] policy logits (invalid choices at NEG_INF)
+    opt_state: Any                    # Adam state on the logits
+    baseline_num: jax.Array           # Alg. 1 line 18: Q̄ = num / den (bias-corrected EMA)
+    baseline_den: jax.Array
+    step: jax.Array                   # RL steps taken, warm-up included (drives the warm-up schedule)
+    num_updates: jax.Array            # steps whose logits changed
+    skipped_infeasible: jax.Array     # sampled y outside V (rejected, Alg. 2 line 13)
+    skipped_zero_pv: jax.Array        # feasible y but P̂(V) = 0: no update (App. E.3)
+
+    @property
+    def baseline(self) -> jax.Array:
+        return jnp.where(self.baseline_den > 0, self.baseline_num / jnp.maximum(self.baseline_den, 1e-30), 0.0)
+
+
+def _to_varying(x, axis_name):
+    """Marks a replicated value as per-device before differentiating, so that jax.grad inside
+    shard_map gives this device's gradient (not one already summed over devices); vmap has no such
+    notion and needs nothing."""
+    if axis_name is None:
+        return x
+    try:
+        return jax.lax.pcast(x, axis_name, to="varying")
+    except ValueError:  # not under shard_map (e.g. vmap with axis_name)
+        return x
+
+
+def warmup_probability(step, warmup_steps: int):
+    """Sec. 3.1 / Fig. 5(a): probability of training the whole supernet, 1 -> 0 linearly."""
+    if warmup_steps <= 0:
+        return jnp.zeros((), jnp.float32)
+    return jnp.clip(1.0 - step.astype(jnp.float32) / warmup_steps, 0.0, 1.0)
+
+
+def select_final(budget: C.Budget, logits, key, num_samples: int = 500) -> tuple[jax.Array, jax.Array]:
+    """Alg. 3 with n = 1: draw ``num_samples`` architectures from the policy, keep the feasible ones,
+    return the one with the largest cost (ties: the most probable) and whether one was feasible.
+    If none is, returns the per-decision argmax. A deterministic policy returns its argmax."""
+    space = budget.space
+    archs = space.sample(key, logits, (num_samples,))
+    cost = budget.cost(archs)
+    feas = cost <= budget.limit
+    lp = C.arch_log_prob(C.log_probs(logits, space.mask), archs)
+    best_cost = jnp.max(jnp.where(feas, cost, -jnp.inf))
+    top = jnp.logical_and(feas, cost == best_cost)
+    best = archs[jnp.argmax(jnp.where(top, lp, -jnp.inf))]          # ties: the most probable
+    argmax = jnp.argmax(jnp.where(jnp.asarray(space.mask), logits, -jnp.inf), -1).astype(jnp.int32)
+    any_feas = jnp.any(feas)
+    return jnp.where(any_feas, best, argmax), any_feas
+
+
+def select_final_n(budget: C.Budget, logits, key, n: int = 3, num_samples: int = 500) -> np.ndarray:
+    """Alg. 3: the n unique feasible architectures with the largest costs among ``num_samples``
+    policy samples (fewer if fewer are feasible). Host-side (numpy), for reports."""
+    space = budget.space
+    archs = np.asarray(space.sample(key, logits, (num_samples,)))
+    cost = np.asarray(budget.cost(archs))
+    keep = cost <= budget.limit
+    uniq, idx = np.unique(archs[keep], axis=0, return_index=True)
+    order = np.argsort(-cost[keep][idx], kind="stable")
+    return uniq[order[:n]]
+
+
+def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: bool,
+           shape_reward: Optional[Callable], pv: str, num_mc_samples: int, mc_chunk: int,
+           lr: float, adam_eps: float, baseline_decay: float, total_steps: Optional[int],
+           warmup_frac: float, q_offset: float, num_final_samples: int, axis_name: Optional[str],
+           log_exact_pv: Optional[bool], derive_mode: str) -> Strategy:
+    if isinstance(budget, C.Budget):
+        bud = budget
+    else:
+        if budget is None:
+            raise ValueError(f"strategy {name!r} needs budget= (the resource limit, e.g. a parameter "
+                             f"count)")
+        bud = C.make_budget(space, budget, cost_fn=cost_fn, cost_terms=cost_terms)
+    if pv not in ("mc", "exact"):
+        raise ValueError(f"pv must be 'mc' (Monte-Carlo, Alg. 2) or 'exact', got {pv!r}")
+    if rejection and pv == "exact" and bud.exact is None:
+        raise ValueError(f"pv='exact' needs an enumerable space (<= {C.ENUM_LIMIT:,} architectures) or "
+                         f"a cost that is a sum of adjacent-layer terms; use pv='mc'")
+    if rejection and pv == "mc" and int(num_mc_samples) < 1:
+        raise ValueError(f"num_mc_samples must be >= 1, got {num_mc_samples}")
+    if not 0.0 <= warmup_frac < 1.0:
+        raise ValueError(f"warmup_frac must be in [0, 1), got {warmup_frac}")
+    if warmup_frac > 0 and total_steps is None:
+        raise ValueError("layer warm-up needs total_steps= (the number of search steps); "
+                         "or set warmup_frac=0")
+    if not 0.0 <= baseline_decay < 1.0:
+        raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+    warmup_steps = int(round(warmup_frac * total_steps)) if total_steps else 0
+    log_exact = (bud.exact is not None) if log_exact_pv is None else bool(log_exact_pv)
+    if log_exact and bud.exact is None:
+        raise ValueError("log_exact_pv=True but this budget has no exact P(V)")
+    mask = np.asarray(space.mask)
+    full_arch = jnp.asarray(space.num_choices - 1, jnp.int32)   # widest choice: the whole supernet
+    tx = optax.adam(lr, b1=0.9, b2=0.999, eps=adam_eps)
+    n_mc = int(num_mc_samples)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+
+    def pv_of(logits, key):
+        if pv == "exact":
+            return bud.pv_exact(logits)
+        return bud.pv_mc(key, logits, n_mc, mc_chunk)
+
+    def init(key=None):
+        del key  # logits start uniform (Alg. 1: l_ij <- 0)
+        logits = space.uniform_logits()
+        z = jnp.zeros((), jnp.float32)
+        i = jnp.zeros((), jnp.int32)
+        return TabNASState(logits=logits, opt_state=tx.init(logits), baseline_num=z, baseline_den=z,
+                           step=i, num_updates=i, skipped_infeasible=i, skipped_zero_pv=i)
+
+    def sample(state, key):
+        k_full, k_arch = jax.random.split(key)
+        arch = space.sample(k_arch, state.logits)
+        full = jax.random.uniform(k_full) < warmup_probability(state.step, warmup_steps)
+        arch = jnp.where(full, full_arch, arch)
+        return arch, space.one_hot(arch)
+
+    def step(state, key, reward_fn, ctx=None):
+        del ctx
+        k_y, k_mc = jax.random.split(key)
+        warm = state.step < warmup_steps
+        lv = _to_varying(state.logits, axis_name)
+        qbar = state.baseline
+
+        def rl(_):
+            y = space.sample(k_y, lv)
+            cost = bud.cost(y)
+            feas = cost <= bud.limit
+            active = feas if rejection else jnp.bool_(True)
+            # reward only where it is used: rejected samples cost no validation pass
+            q = jax.lax.cond(active, lambda: f32(reward_fn(space.one_hot(y))[0]) + q_offset,
+                             lambda: f32(0.0))
+            r = q if shape_reward is None else shape_reward(q, cost)
+            adv = jax.lax.stop_gradient(r - qbar)
+
+            def objective(lg):
+                lp_y = C.arch_log_prob(C.log_probs(lg, mask), y)
+                if not rejection:
+                    return adv * lp_y, f32(1.0)                      # Alg. 1 line 16
+                p_v = pv_of(lg, k_mc)
+                safe = jnp.where(p_v > 0, p_v, 1.0)                  # P̂(V) = 0: skipped below
+                return adv * (lp_y - jnp.log(safe)), p_v            # Alg. 2 line 11
+
+            (_, p_v), g = jax.value_and_grad(objective, has_aux=True)(lv)
+            ok = jnp.logical_and(active, p_v > 0)
+            return dict(g=g, q=q, r=r, cost=f32(cost), feas=feas, active=active, ok=ok, pv=f32(p_v))
+
+        def idle(_):
+            return dict(g=jnp.zeros_like(lv), q=f32(0), r=f32(0), cost=f32(0), feas=jnp.bool_(False),
+                        active=jnp.bool_(False), ok=jnp.bool_(False), pv=f32(0))
+
+        o = jax.lax.cond(warm, idle, rl, None)
+        g, n_ok = C.feasible_mean(o["g"], o["ok"], axis_name)      # App. B.2.2
+        (r_mean, q_mean), n_active = C.feasible_mean((o["r"], o["q"]), o["active"], axis_name)
+        n_feas = o["feas"].astype(jnp.float32) if axis_name is None else jax.lax.psum(
+            o["feas"].astype(jnp.float32), axis_name)
+        n_dev = 1.0 if axis_name is None else jax.lax.psum(1.0, axis_name)
+        pv_mean = o["pv"] if axis_name is None else jax.lax.pmean(o["pv"], axis_name)
+
+        updates, opt_state = tx.update(-g, state.opt_state, state.logits)   # ascend J
+        do = n_ok > 0
+        keep = lambda new, old: jnp.where(do, new, old)
+        logits = keep(optax.apply_updates(state.logits, updates), state.logits)
+        opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+        seen = n_active > 0                                          # Alg. 1 line 18
+        gam = baseline_decay
+        num = jnp.where(seen, gam * state.baseline_num + (1 - gam) * r_mean, state.baseline_num)
+        den = jnp.where(seen, gam * state.baseline_den + (1 - gam), state.baseline_den)
+        rl_on = jnp.logical_not(warm)
+        n_inf = jnp.where(rl_on, n_dev - n_feas, 0.0) if rejection else f32(0)
+        n_zero = n_active - n_ok if rejection else f32(0)
+        new = TabNASState(
+            logits=logits, opt_state=opt_state, baseline_num=num, baseline_den=den,
+            step=state.step + 1, num_updates=state.num_updates + do.astype(jnp.int32),
+            skipped_infeasible=state.skipped_infeasible + n_inf.astype(jnp.int32),
+            skipped_zero_pv=state.skipped_zero_pv + n_zero.astype(jnp.int32))
+        metrics = dict(
+            reward=q_mean, baseline=new.baseline, feasible=n_feas / n_dev, cost=o["cost"] if axis_name
+            is None else jax.lax.pmean(o["cost"], axis_name), updated=do.astype(jnp.float32),
+            warmup=warm.astype(jnp.float32), warmup_prob=warmup_probability(state.step, warmup_steps),
+            skipped_infeasible=new.skipped_infeasible.astype(jnp.float32),
+            entropy=jnp.sum(categorical_entropy(state.logits, mask)))
+        if shape_reward is not None:
+            metrics["shaped_reward"] = r_mean
+        if rejection:
+            metrics["pv"] = pv_mean
+            metrics["skipped_zero_pv"] = new.skipped_zero_pv.astype(jnp.float32)
+        if log_exact:
+            metrics["pv_exact"] = bud.pv_exact(state.logits)
+        return new, metrics
+
+    def derive(state):
+        if derive_mode == "argmax":
+            return jnp.argmax(jnp.where(jnp.asarray(mask), state.logits, -jnp.inf), -1).astype(jnp.int32)
+        # Alg. 3 with a fixed key: deterministic for a given state
+        return select_final(bud, state.logits, jax.random.key(0), num_final_samples)[0]
+
+    def probs(state):
+        return jnp.exp(C.log_probs(state.logits, mask))
+
+    strat = Strategy(name=name, space=space, mode="sparse", init=init, sample=sample, step=step,
+                     derive=derive, probs=probs)
+    return strat
+
+
+@register("tabnas")
+def make_tabnas(space: Space, budget=None, *, cost_fn=None, cost_terms=None, pv: str = "mc",
+                num_mc_samples: int = 32768, mc_chunk: int = 65536, lr: float = 0.005,
+                adam_eps: float = 1e-3, baseline_decay: float = 0.9,
+                total_steps: Optional[int] = None, warmup_frac: float = 0.25,
+                q_offset: float = 0.0, num_final_samples: int = 500,
+                axis_name: Optional[str] = None, log_exact_pv: Optional[bool] = None) -> Strategy:
+    """TabNAS (rejection-based REINFORCE). ``budget``: the limit (number, with ``cost_fn`` default
+    ``space.param_count``) or a :class:`jaxnas.constraints.Budget`. ``pv``: "mc" (Alg. 2, N =
+    ``num_mc_samples``) or "exact". ``derive`` is Alg. 3 (m = ``num_final_samples``, fixed key)."""
+    return _build(space, "tabnas", budget=budget, cost_fn=cost_fn, cost_terms=cost_terms,
+                  rejection=True, shape_reward=None, pv=pv, num_mc_samples=num_mc_samples,
+                  mc_chunk=mc_chunk, lr=lr, adam_eps=adam_eps, baseline_decay=baseline_decay,
+                  total_steps=total_steps, warmup_frac=warmup_frac, q_offset=q_offset,
+                  num_final_samples=num_final_samples, axis_name=axis_name,
+                  log_exact_pv=log_exact_pv, derive_mode="alg3")
+
+
+def _make_shaped(name: str, reward):
+    def make(space: Space, target=None, *, beta: float, cost_fn=None, lr: float = 0.005,
+             adam_eps: float = 1e-3, baseline_decay: float = 0.9,
+             total_steps: Optional[int] = None, warmup_frac: float = 0.25, q_offset: float = 0.0,
+             axis_name: Optional[str] = None, log_exact_pv: Optional[bool] = None) -> Strategy:
+        if target is None or float(target) <= 0:
+            raise ValueError(f"strategy {name!r} needs target= > 0 (the resource target T0)")
+        beta = float(beta)
+        shape = lambda q, cost: reward(q, cost, float(target), beta)
+        return _build(space, name, budget=target, cost_fn=cost_fn, cost_terms=None,
+                      rejection=False, shape_reward=shape, pv="mc", num_mc_samples=1, mc_chunk=1,
+                      lr=lr, adam_eps=adam_eps, baseline_decay=baseline_decay,
+                      total_steps=total_steps, warmup_frac=warmup_frac, q_offset=q_offset,
+                      num_final_samples=500, axis_name=axis_name, log_exact_pv=log_exact_pv,
+                      derive_mode="argmax")
+    make.__name__ = f"make_{name}"
+    make.__doc__ = (f"Plain REINFORCE on the shaped reward {reward.__doc__.splitlines()[0]} "
+                    f"``target`` is T0; derive returns the per-decision argmax.")
+    return make
+
+
+make_tunas_abs = register("tunas_abs")(_make_shaped("tunas_abs", C.abs_reward))
+make_mnas_soft = register("mnas_soft")(_make_shaped("mnas_soft", C.mnas_soft_reward))
+make_mnas_hard = register("mnas_hard")(_make_shaped("mnas_hard", C.mnas_hard_reward))
