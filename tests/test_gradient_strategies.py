@@ -168,11 +168,11 @@ def test_gumbel_straight_through_is_exact_one_hot_with_soft_gradient():
 
 def test_temperature_schedules_hit_endpoints():
     T = 7
-    gd = np.array([float(gdas_temperature(t, T)) for t in range(T + 2)])
+    gd = np.asarray(gdas_temperature(jnp.arange(T + 2), T))
     np.testing.assert_allclose(gd[0], 10.0)
     np.testing.assert_allclose(gd[T - 1:], 0.1, rtol=1e-5)
     np.testing.assert_allclose(np.diff(gd[:T]), -9.9 / (T - 1), rtol=1e-5)  # linear
-    sn = np.array([float(snas_temperature(t, T)) for t in range(T + 2)])
+    sn = np.asarray(snas_temperature(jnp.arange(T + 2), T))
     np.testing.assert_allclose(sn[0], 1.0)
     np.testing.assert_allclose(sn[T - 1:], 1e-3)  # 0 at the end, floored
     np.testing.assert_allclose(sn[3], 0.5 * (1 + math.cos(math.pi * 3 / 6)), rtol=1e-6)
@@ -334,3 +334,45 @@ def test_bad_configs_raise_actionable_errors():
         make("nasp", SPACE, box="sphere")
     with pytest.raises(ValueError, match="options"):
         make("proxyless", SPACE, temperature=1.0)
+
+
+def test_every_method_steps_on_the_mlp_supernet_and_darts2_unrolls_flax_params():
+    """End to end on a real Flax supernet (TabNAS MLP, dense or sparse as the method asks); darts2's
+    hypergradient through a flax params pytree against central differences (float32, loose)."""
+    from jaxnas.spaces.mlp import MLPSpace
+    from jaxnas.supernets.mlp import MLPSupernet
+    space = MLPSpace.create(2, 3, 1, widths=(2, 4, 6))
+    net = MLPSupernet(space)
+    kx, kp = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (32, 3))
+    y = jnp.sin(x.sum(-1, keepdims=True))
+    params = jax.jit(net.init)(kp, x, jnp.ones(space.shape) / 3)["params"]
+
+    def loss(p, w, mode):
+        return jnp.mean((net.apply({"params": p}, x, w, mode=mode) - y) ** 2)
+
+    s = make("proxyless", space)  # sparse, two evaluations per step
+    st, m = run(s, 2, lambda w: (-loss(params, w, s.mode), None))
+    assert np.all(np.isfinite(np.asarray(st.alpha))) and not bool(m[-1]["nonfinite"])
+
+    ctx = SupernetContext(params, lambda p, w: loss(p, w, "dense"),
+                          lambda p, w: (-loss(p, w, "dense"), None), 0.1)
+    s = make("darts2", space, init_std=0.5, **PLAIN)
+    state = s.init(jax.random.key(1))
+    new, m = jstep(s, None, ctx=ctx)(state, jax.random.key(2))
+    assert not bool(m["nonfinite"])
+    mask = np.asarray(space.mask)
+
+    @jax.jit
+    def unrolled(alpha):
+        a = jax.nn.softmax(jnp.where(mask, alpha, -1e9), -1)
+        g = jax.grad(lambda p: loss(p, a, "dense"))(params)
+        return -loss(jax.tree.map(lambda p, q: p - 0.1 * q, params, g), a, "dense")
+    fd = np.zeros(space.shape)
+    for i in zip(*np.nonzero(mask)):
+        d = np.zeros(space.shape, np.float32)
+        d[i] = 1e-2
+        a0 = np.asarray(state.alpha)
+        fd[i] = (float(unrolled(a0 + d)) - float(unrolled(a0 - d))) / 2e-2
+    got = np.asarray(new.alpha - state.alpha)
+    np.testing.assert_allclose(got, fd, atol=2e-2 * np.abs(fd).max() + 1e-5)
