@@ -18,12 +18,12 @@ maximised; the optimizer minimises ``-reward``.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxnas.spaces.base import NEG_INF, Space
@@ -93,7 +93,6 @@ def _argmax_valid(scores, mask):
 
 def _derive_mask(space: Space, exclude) -> jnp.ndarray:
     """Valid choices minus those named in ``exclude``; a decision left empty keeps all its choices."""
-    import numpy as np
     m = space.mask.copy()
     for d, ch in enumerate(space.choices):
         keep = np.array([c not in exclude for c in ch] + [False] * (space.max_choices - len(ch)))
