@@ -4,7 +4,7 @@ DARTS (first and second order), GDAS, SNAS, NASP and ProxylessNAS, one file, one
 Every method keeps a real matrix ``alpha float[D, K]`` (0 at masked choices; masked choices are
 re-masked with NEG_INF before every softmax, so their probability is exactly 0) and updates it with
 one optax optimizer: by default Adam(3e-4, b=(0.5, 0.999)), L2 weight decay 1e-3 and gradient
-clipping 1.0 (DARTS sec. 3 / AdvantageNAS App. D). ``reward_fn(weights) -> (reward, aux)`` is
+clipping 1.0 (DARTS's architect settings / AdvantageNAS App. D). ``reward_fn(weights) -> (reward, aux)`` is
 maximised; the optimizer minimises ``-reward``.
 
 | name      | mode   | weights given to the supernet                                        |
@@ -102,7 +102,7 @@ def _derive_mask(space: Space, exclude) -> jnp.ndarray:
 
 
 def gumbel_softmax(key, alpha, mask, tau, hard: bool):
-    """Gumbel-softmax sample over valid choices (Maddison et al. 2017; GDAS eq. 3-5, SNAS eq. 2).
+    """Gumbel-softmax sample over valid choices (Maddison et al. 2017), as GDAS (hard) and SNAS (soft) use it.
 
     Returns ``(weights, index)``. ``hard=True`` gives the straight-through estimator
     ``one_hot + soft - stop_gradient(soft)``: the forward value is exactly one-hot (x - x == 0 in IEEE
@@ -270,7 +270,7 @@ def _darts(space, name, second_order, *, lr, b1, b2, weight_decay, clip, optimiz
                          f"got {unroll!r}")
 
     def sample_fn(state, key):
-        w = _masked_softmax(state.alpha, mask)           # eq. 1-2: continuous relaxation
+        w = _masked_softmax(state.alpha, mask)           # AdvantageNAS eq. 1-2: softmax relaxation
         return _argmax_valid(state.alpha, mask), w
 
     def arch_grad_fn(state, key, reward_fn, ctx):
@@ -321,7 +321,7 @@ def make_gdas(space: Space, *, total_steps=None, tau_max=10.0, tau_min=0.1, lr=3
               lr_schedule="constant", init_std=0.0, derive_exclude=(),
               final="argmax") -> Strategy:
     """GDAS (Dong & Yang 2019): one op per decision from a hard Gumbel-softmax sample; alpha learns
-    through the straight-through gradient of the soft sample (GDAS eq. 5; AutoDL search_model_gdas).
+    through the straight-through gradient of the soft sample (AutoDL-Projects search_model_gdas.py, cited in AdvantageNAS App. C).
     In the sparse supernet only the chosen op gets a weight gradient (GDAS's code also passes
     d loss / d out to the unchosen weights through a constant term; we do not).
     final: 'argmax' of alpha or 'process_best', the best sampled architecture (AdvantageNAS 5.2)."""
@@ -353,7 +353,7 @@ def make_snas(space: Space, *, total_steps=None, tau0=1.0, tau_floor=1e-3, lr=3e
               b2=0.999, weight_decay=1e-3, clip=1.0, optimizer="adam",
               lr_schedule="constant", init_std=0.0, derive_exclude=ZERO_OPS) -> Strategy:
     """SNAS (Xie et al. 2019): dense supernet weighted by a relaxed (soft) Gumbel-softmax sample
-    (SNAS eq. 2), alpha learns by the reparameterised gradient; tau cosine-annealed tau0 -> 0
+    (concrete distribution; AdvantageNAS sec. 3), alpha learns by the reparameterised gradient; tau cosine-annealed tau0 -> 0
     (AdvantageNAS App. C), floored at tau_floor > 0 so 1/tau stays finite."""
     T = _need_total_steps("snas", total_steps)
     if not tau0 >= tau_floor > 0:
@@ -380,7 +380,7 @@ def make_snas(space: Space, *, total_steps=None, tau0=1.0, tau_floor=1e-3, lr=3e
 
 # ---- NASP ----------------------------------------------------------------------------------------
 def nasp_project(alpha, box="clip"):
-    """prox_{C2}: NASP keeps alpha in the box [0, 1] (Yao et al. 2020, sec. 3.2; its code clips with
+    """prox_{C2}: NASP keeps alpha in the box [0, 1] (Yao et al. 2020; its code clips with
     Hardtanh(0, 1)). box='rescale' is the AdvantageNAS code's variant: shift each row so its min is
     >= 0, then divide it by its max when that exceeds 1."""
     if box == "clip":
@@ -439,7 +439,7 @@ def make_nasp(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, cli
 def sample_two_paths(key, alpha, mask):
     """Two distinct choices per decision drawn without replacement from softmax(alpha) (Gumbel
     top-2), then one of them made active with the renormalised pair probabilities (ProxylessNAS
-    sec. 3.2.1, mix_op.py MODE='two'). Returns (pair int32[D, 2] with the active path first,
+    mix_op.py MODE='two', cited in AdvantageNAS App. C). Returns (pair int32[D, 2] with the active path first,
     pair probabilities float[D, 2]). A decision with one valid choice pairs it with a masked one,
     whose probability is 0 so its update is 0."""
     k1, k2 = jax.random.split(key)
@@ -467,7 +467,7 @@ def make_proxyless(space: Space, *, mode="sparse", lr=3e-4, b1=0.5, b2=0.999, we
                    clip=1.0, optimizer="adam", lr_schedule="constant", total_steps=None,
                    init_std=0.0, derive_exclude=()) -> Strategy:
     """ProxylessNAS (Cai et al. 2019), two-path mode. Weight step: one path per decision sampled
-    from softmax(alpha), gate 1 (binary gates, sec. 3.2). Architecture step: sample two paths per
+    from softmax(alpha), gate 1 (binary gates). Architecture step: sample two paths per
     decision, make one active with the pair's renormalised probabilities, take the gate gradients
     d reward / d g of both and apply eq. 4 over the pair; only the pair's alpha are updated, then
     they are shifted by log(sum exp new / sum exp old) so that the unsampled paths' probabilities
