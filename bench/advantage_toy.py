@@ -94,28 +94,34 @@ def iters_to_zero(losses: np.ndarray, grid: np.ndarray) -> float:
     return float(grid[first])
 
 
-def steps_per_second(name, iters, batch, reps=3):
-    """Architecture steps per second of one search (one trial, jit, scan), best of ``reps``."""
+def steps_per_second(names, iters, batch, key, reps=5):
+    """Architecture steps per second of one search per method (one trial, jit, lax.scan over
+    ``iters`` steps); methods are timed in turn, ``reps`` rounds, best round kept, so a busy
+    machine slows all of them alike."""
     space = toy.toy_space()
-    strat = make(name, space, **ADAM)
-    task = toy.make_task(jax.random.key(0))
+    task = jax.jit(toy.make_task)(key(0))
+    runs = {}
+    for name in names:
+        strat = make(name, space, **ADAM)
 
-    @jax.jit
-    def run(state, key):
-        def it(state, k):
-            kx, ks = jax.random.split(k)
-            rf = toy.reward_fn(task, toy.sample_inputs(kx, batch), mode=strat.mode)
-            return strat.step(state, ks, rf)[0], None
-        return jax.lax.scan(it, state, jax.random.split(key, iters))[0]
+        def run(state, k, strat=strat):
+            def it(state, k):
+                kx, ks = jax.random.split(k)
+                rf = toy.reward_fn(task, toy.sample_inputs(kx, batch), mode=strat.mode)
+                return strat.step(state, ks, rf)[0], None
+            return jax.lax.scan(it, state, jax.random.split(k, iters))[0]
 
-    state = strat.init(jax.random.key(1))
-    jax.block_until_ready(run(state, jax.random.key(2)))  # compile
-    best = float("inf")
+        run = jax.jit(run)
+        state = strat.init(key(1))
+        jax.block_until_ready(run(state, key(2)))  # compile
+        runs[name] = (run, state)
+    best = {n: float("inf") for n in names}
     for r in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(run(state, jax.random.key(3 + r)))
-        best = min(best, time.perf_counter() - t)
-    return iters / best
+        for name, (run, state) in runs.items():
+            t = time.perf_counter()
+            jax.block_until_ready(run(state, key(3 + r)))
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {n: iters / best[n] for n in names}
 
 
 def main(argv=None):
@@ -129,6 +135,8 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "advantage_toy.json"))
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--prng", default="rbg",
+                    help="jax PRNG implementation (rbg compiles several times faster than threefry2x32 on CPU)")
     ap.add_argument("--smoke", action="store_true", help="tiny run for tests")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -140,12 +148,13 @@ def main(argv=None):
     if a.methods:
         configs = {m: configs.get(m, dict(ADAM)) for m in a.methods}
     grid = np.arange(0, a.iters + 1, a.eval_every)
-    task_keys = jax.random.split(jax.random.key(2021), a.trials)  # same a*, w* for every method
+    key = lambda seed: jax.random.key(seed, impl=a.prng)
+    task_keys = jax.random.split(key(2021), a.trials)  # same a*, w* for every method
     results = {}
     for name, cfg in configs.items():
         t0 = time.perf_counter()
         _, runner = build_runner(name, cfg, a.iters, a.eval_every, a.batch, a.test_size)
-        strat_keys = jax.random.split(jax.random.fold_in(jax.random.key(7), zlib.crc32(name.encode()) % 2**31),
+        strat_keys = jax.random.split(jax.random.fold_in(key(7), zlib.crc32(name.encode()) % 2**31),
                                       a.trials)
         losses, accs = jax.block_until_ready(runner(task_keys, strat_keys))
         losses, accs = np.asarray(losses, np.float64), np.asarray(accs, np.float64)
@@ -168,11 +177,11 @@ def main(argv=None):
               f"reached {results[name]['trials_reaching_zero']}/{a.trials}  "
               f"({results[name]['wall_s']} s)", file=sys.stderr)
 
-    speed = {m: steps_per_second(m, a.speed_iters, a.batch) for m in ("advantage", "reinforce")}
+    speed = steps_per_second(("advantage", "reinforce"), a.speed_iters, a.batch, key)
     out = {
         "task": "AdvantageNAS sec. 5.1 toy teacher-student regression (10 edges x 10 convs)",
         "iters": a.iters, "trials": a.trials, "eval_every": a.eval_every, "batch": a.batch,
-        "test_size": a.test_size, "zero_tol": ZERO_TOL,
+        "test_size": a.test_size, "zero_tol": ZERO_TOL, "prng": a.prng,
         "zero_definition": "test loss <= zero_tol; equivalent to argmax architecture == teacher a* "
                            "(see zero_iff_teacher); iters_to_zero = first eval iteration from "
                            "which the loss stays zero",
@@ -182,7 +191,8 @@ def main(argv=None):
                              "reinforce": round(speed["reinforce"], 1),
                              "advantage_over_reinforce": round(speed["advantage"] / speed["reinforce"], 3),
                              "note": f"one trial, jit + lax.scan over {a.speed_iters} steps, batch "
-                                     f"{a.batch}, best of 3, device {jax.devices()[0].platform}"},
+                                     f"{a.batch}, methods timed in turn, best of 5 rounds, "
+                                     f"device {jax.devices()[0].platform}"},
     }
     inf = float("inf")
     med = {m: (r["median_iters_to_zero"] if r["median_iters_to_zero"] is not None else inf)
