@@ -76,17 +76,21 @@ def mc_feasible_counts(key, logits, mask, feasible_fn, n: int, chunk: int = 6553
     chunk = int(min(chunk, n))
     num_chunks = -(-n // chunk)
 
-    def body(carry, i):
-        nf, counts = carry
+    def chunk_stats(i):
         z = sample_archs(jax.random.fold_in(key, i), probs, chunk, num_choices)
         valid = (i * chunk + jnp.arange(chunk)) < n              # the last chunk may be partial
         f = jnp.logical_and(feasible_fn(z), valid)
         onehot = z[:, :, None] == jnp.arange(K)[None, None, :]
-        counts = counts + jnp.sum(jnp.where(f[:, None, None], onehot, False), 0, dtype=jnp.float32)
-        return (nf + jnp.sum(f, dtype=jnp.float32), counts), None
+        return (jnp.sum(f, dtype=jnp.float32),
+                jnp.sum(jnp.where(f[:, None, None], onehot, False), 0, dtype=jnp.float32))
 
-    init = (jnp.zeros((), jnp.float32), jnp.zeros((D, K), jnp.float32))
-    (nf, counts), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    def body(carry, i):
+        return jax.tree.map(jnp.add, carry, chunk_stats(i)), None
+
+    # the first chunk seeds the carry, so its type (also shard_map's per-device type) is the body's
+    nf, counts = chunk_stats(0)
+    if num_chunks > 1:
+        (nf, counts), _ = jax.lax.scan(body, (nf, counts), jnp.arange(1, num_chunks))
     return nf, counts
 
 

@@ -51,16 +51,25 @@ class TabNASState:
         return jnp.where(self.baseline_den > 0, self.baseline_num / jnp.maximum(self.baseline_den, 1e-30), 0.0)
 
 
-def _to_varying(x, axis_name):
-    """Marks a replicated value as per-device before differentiating, so that jax.grad inside
-    shard_map gives this device's gradient (not one already summed over devices); vmap has no such
-    notion and needs nothing."""
+def _to_varying(tree, axis_name):
+    """Marks replicated values as per-device (shard_map's varying type). Needed (1) before
+    differentiating w.r.t. the replicated logits, so jax.grad inside shard_map gives this device's
+    gradient and not one already summed over devices, and (2) on the outputs of ``lax.cond``
+    branches, which must agree in type. vmap has no such notion and needs nothing."""
     if axis_name is None:
-        return x
-    try:
-        return jax.lax.pcast(x, axis_name, to="varying")
-    except ValueError:  # not under shard_map (e.g. vmap with axis_name)
-        return x
+        return tree
+
+    if axis_name not in getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()):
+        return tree                                   # vmap(axis_name=...), not shard_map
+
+    def cast(x):
+        if axis_name in getattr(jax.typeof(x), "vma", frozenset()):
+            return x
+        try:
+            return jax.lax.pcast(x, axis_name, to="varying")
+        except ValueError:  # shard_map(check_vma=False): every value already counts as varying
+            return x
+    return jax.tree.map(cast, tree)
 
 
 def warmup_probability(step, warmup_steps: int):
@@ -97,6 +106,21 @@ def select_final_n(budget: C.Budget, logits, key, n: int = 3, num_samples: int =
     uniq, idx = np.unique(archs[keep], axis=0, return_index=True)
     order = np.argsort(-cost[keep][idx], kind="stable")
     return uniq[order[:n]]
+
+
+def reinforce_objective(logits, mask, y, advantage, pv_fn=None):
+    """Single-step REINFORCE objective and the P(V) it used: ``(J(y), P(V))``.
+
+    Without ``pv_fn``: J = advantage * log P(y) (Alg. 1 line 16). With ``pv_fn`` (logits -> P(V) or
+    P̂(V), differentiable): J = advantage * log[P(y) / P(V)] (sec. 3.3, Alg. 2 line 11), whose
+    gradient is advantage * ∇log P(y | y in V). Where P(V) = 0, log P(V) is replaced by 0 so nothing
+    is NaN; the caller must skip that update (App. E.3)."""
+    lp_y = C.arch_log_prob(C.log_probs(logits, mask), y)
+    if pv_fn is None:
+        return advantage * lp_y, jnp.ones((), jnp.float32)
+    p_v = pv_fn(logits)
+    safe = jnp.where(p_v > 0, p_v, 1.0)
+    return advantage * (lp_y - jnp.log(safe)), jnp.asarray(p_v, jnp.float32)
 
 
 def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: bool,
@@ -159,7 +183,8 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
         del ctx
         k_y, k_mc = jax.random.split(key)
         warm = state.step < warmup_steps
-        lv = _to_varying(state.logits, axis_name)
+        vary = lambda t: _to_varying(t, axis_name)
+        lv = vary(state.logits)
         qbar = state.baseline
 
         def rl(_):
@@ -168,26 +193,22 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
             feas = cost <= bud.limit
             active = feas if rejection else jnp.bool_(True)
             # reward only where it is used: rejected samples cost no validation pass
-            q = jax.lax.cond(active, lambda: f32(reward_fn(space.one_hot(y))[0]) + q_offset,
-                             lambda: f32(0.0))
+            q = jax.lax.cond(active,
+                             lambda: vary(f32(reward_fn(space.one_hot(y))[0]) + q_offset),
+                             lambda: vary(f32(0.0)))
             r = q if shape_reward is None else shape_reward(q, cost)
             adv = jax.lax.stop_gradient(r - qbar)
 
-            def objective(lg):
-                lp_y = C.arch_log_prob(C.log_probs(lg, mask), y)
-                if not rejection:
-                    return adv * lp_y, f32(1.0)                      # Alg. 1 line 16
-                p_v = pv_of(lg, k_mc)
-                safe = jnp.where(p_v > 0, p_v, 1.0)                  # P̂(V) = 0: skipped below
-                return adv * (lp_y - jnp.log(safe)), p_v            # Alg. 2 line 11
-
-            (_, p_v), g = jax.value_and_grad(objective, has_aux=True)(lv)
+            pv_fn = (lambda lg: pv_of(lg, k_mc)) if rejection else None
+            (_, p_v), g = jax.value_and_grad(reinforce_objective, has_aux=True)(lv, mask, y, adv, pv_fn)
             ok = jnp.logical_and(active, p_v > 0)
-            return dict(g=g, q=q, r=r, cost=f32(cost), feas=feas, active=active, ok=ok, pv=f32(p_v))
+            return vary(dict(g=g, q=q, r=f32(r), cost=f32(cost), feas=feas, active=active, ok=ok,
+                             pv=f32(p_v)))
 
         def idle(_):
-            return dict(g=jnp.zeros_like(lv), q=f32(0), r=f32(0), cost=f32(0), feas=jnp.bool_(False),
-                        active=jnp.bool_(False), ok=jnp.bool_(False), pv=f32(0))
+            return vary(dict(g=jnp.zeros_like(lv), q=f32(0), r=f32(0), cost=f32(0),
+                             feas=jnp.bool_(False), active=jnp.bool_(False), ok=jnp.bool_(False),
+                             pv=f32(0)))
 
         o = jax.lax.cond(warm, idle, rl, None)
         g, n_ok = C.feasible_mean(o["g"], o["ok"], axis_name)      # App. B.2.2
