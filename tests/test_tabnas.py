@@ -34,21 +34,32 @@ def _logits(space, seed, scale=1.0):
     return jnp.where(jnp.asarray(space.mask), lg, -1e9)
 
 
-def _enum_pv(space, limit):
-    """P(V) by brute force: sum over every feasible architecture of prod_d p_d(a_d)."""
+_BRUTE = {}
+
+
+def _costs(space):
+    """Integer parameter count of every architecture (id order), computed here in numpy."""
     archs = space.all_archs()
     w = np.asarray(space.width_table)[np.arange(space.num_layers), archs].astype(np.int64)
     fan_in = np.concatenate([np.full((len(archs), 1), space.num_inputs), w], 1)
     fan_out = np.concatenate([w, np.full((len(archs), 1), space.num_outputs)], 1)
-    cost = np.sum(fan_in * fan_out + fan_out, 1)                 # integer parameter count
-    feas = jnp.asarray(cost <= limit)
-    a = jnp.asarray(archs)
+    return archs, np.sum(fan_in * fan_out + fan_out, 1)
 
-    def pv(logits):
-        p = jax.nn.softmax(jnp.where(jnp.asarray(space.mask), logits, -1e9), -1)
-        probs = jnp.prod(p[jnp.arange(space.num_layers), a], -1)
-        return jnp.sum(jnp.where(feas, probs, 0.0))
-    return pv, cost
+
+def _brute(space, limit, logits):
+    """P(V) and its gradient by brute force for a batch of logits [B, D, K]: the sum over every
+    feasible architecture of prod_d p_d(a_d). One compiled function per space."""
+    if space not in _BRUTE:
+        archs, cost = _costs(space)
+        a = jnp.asarray(archs)
+
+        def pv(lg, feas):
+            p = jax.nn.softmax(jnp.where(jnp.asarray(space.mask), lg, -1e9), -1)
+            probs = jnp.prod(p[jnp.arange(space.num_layers), a], -1)
+            return jnp.sum(jnp.where(feas, probs, 0.0))
+        _BRUTE[space] = (jax.jit(jax.vmap(jax.value_and_grad(pv), in_axes=(0, None))), cost)
+    f, cost = _BRUTE[space]
+    return f(logits, jnp.asarray(cost <= limit))
 
 
 # ---- exact P(V): dynamic programme == enumeration --------------------------------------------
@@ -61,8 +72,7 @@ def _check_dp_against_enumeration(cases):
                                for ds, lg in zip(dps, lgs)])([lg for _, _, lg in cases])
     for (space, limits, lg), res in zip(cases, got):
         for lim, (v, g) in zip(limits, res):
-            ref, _ = _enum_pv(space, lim)
-            v_ref, g_ref = jax.vmap(jax.value_and_grad(ref))(lg)
+            v_ref, g_ref = _brute(space, lim, lg)
             chex.assert_trees_all_close(v, v_ref, rtol=2e-5, atol=1e-7)
             chex.assert_trees_all_close(g, g_ref, rtol=2e-4, atol=2e-7)
     return got
@@ -71,11 +81,8 @@ def _check_dp_against_enumeration(cases):
 def test_dp_equals_enumeration_value_and_grad():
     space = _space3()                                            # 3 layers x 20 widths: 8,000
     lg = jnp.stack([_logits(space, 0), _logits(space, 1, 3.0)])
-    cost = _enum_pv(space, 0)[1]
-    limits = [41_153, int(cost.max())]                           # the last: every architecture
-    (_, (v, g)), = _check_dp_against_enumeration([(space, limits, lg)])
-    chex.assert_trees_all_close(v, jnp.ones(2), atol=1e-6)       # P(V) = 1, gradient 0
-    chex.assert_trees_all_close(g, jnp.zeros_like(g), atol=1e-6)
+    (v, _), = _check_dp_against_enumeration([(space, [41_153], lg)])[0]
+    assert 0.01 < float(v.min()) and float(v.max()) < 0.99      # a non-trivial budget
 
 
 def _small_space():
@@ -84,13 +91,18 @@ def _small_space():
 
 def test_dp_exact_at_the_boundary_ragged_one_layer_and_infeasible_everything():
     space = _small_space()
-    cost = _enum_pv(space, 0)[1]
-    limits = [500] + [c + d for c in np.random.default_rng(0).choice(cost, 2) for d in (-1, 0, 0.5)]
+    cost = _costs(space)[1]
+    c1, c2 = np.random.default_rng(0).choice(cost, 2)            # budgets equal to real costs
+    limits = [500, c1 - 1, c1, c2, c2 + 0.5, cost.max()]     # the last: every architecture
     ragged = MLPSpace.create(3, 7, 3, widths=[(4, 8, 12), (2, 5, 9, 11, 16), (3, 6)])
     one = MLPSpace.create(1, 10, 2, widths=(3, 5, 8, 13))
     lg = jnp.stack([_logits(space, 3), _logits(space, 4, 2.0)])
-    _check_dp_against_enumeration([(space, limits, lg), (ragged, [200, 260], _logits(ragged, 5)[None]),
-                                   (one, [100], _logits(one, 6)[None])])
+    got = _check_dp_against_enumeration([(space, limits, lg),
+                                         (ragged, [200, 260], _logits(ragged, 5)[None]),
+                                         (one, [100], _logits(one, 6)[None])])
+    v, g = got[0][-1]                                            # P(V) = 1, gradient 0
+    chex.assert_trees_all_close(v, jnp.ones(2), atol=1e-6)
+    chex.assert_trees_all_close(g, jnp.zeros_like(g), atol=1e-6)
     first, pairs, last = space.layer_cost_terms()
     dp0 = C.AdjacentCostDP.build(space.mask, first, pairs, last, limit=cost.min() - 1)
     v, g = jax.value_and_grad(dp0)(lg[0])
@@ -101,9 +113,9 @@ def test_enumeration_method_matches_brute_force():
     space = _small_space()
     b = C.make_budget(space, 1_500, exact="enum")
     assert b.exact_method == "enum"
-    ref, _ = _enum_pv(space, 1_500)
     lg = _logits(space, 5)
-    chex.assert_trees_all_close(jax.value_and_grad(b.pv_exact)(lg), jax.value_and_grad(ref)(lg),
+    v_ref, g_ref = _brute(space, 1_500, lg[None])
+    chex.assert_trees_all_close(jax.jit(jax.value_and_grad(b.pv_exact))(lg), (v_ref[0], g_ref[0]),
                                 rtol=2e-5, atol=1e-7)
 
 
@@ -122,7 +134,8 @@ def test_mc_sufficient_statistics_equal_alg2_literal():
             counts[np.arange(3), zi] += 1
     naive = lambda l: C.pv_mc_naive(l, space.mask, z, f)
     suff = lambda l: C.pv_from_counts(l, space.mask, 3000, jnp.sum(f), jnp.asarray(counts))
-    chex.assert_trees_all_close(jax.value_and_grad(suff)(lg), jax.value_and_grad(naive)(lg),
+    chex.assert_trees_all_close(jax.jit(jax.value_and_grad(suff))(lg),
+                                jax.jit(jax.value_and_grad(naive))(lg),
                                 rtol=1e-5, atol=1e-7)
 
 
@@ -144,9 +157,8 @@ def test_mc_unbiased_and_error_falls_like_inverse_sqrt_n():
     space = _space3()
     b = C.make_budget(space, 20_000)
     lg = _logits(space, 8, 0.7)
-    ref, _ = _enum_pv(space, 20_000)
-    p_true = float(ref(lg))
-    g_true = np.asarray(jax.grad(ref)(lg))
+    v_ref, g_ref = _brute(space, 20_000, lg[None])
+    p_true, g_true = float(v_ref[0]), np.asarray(g_ref[0])
     seeds = 400
     rmse = {}
     for n in (100, 10_000):
@@ -235,7 +247,7 @@ def test_zero_mc_estimate_skips_without_nan():
     limit = 3_000                                               # P(V) ~ 0.6% under uniform logits
     s = make("tabnas", space, budget=limit, pv="mc", num_mc_samples=1, lr=0.1, warmup_frac=0.0,
              log_exact_pv=False)
-    assert float(_enum_pv(space, limit)[0](space.uniform_logits())) < 0.05
+    assert float(_brute(space, limit, space.uniform_logits()[None])[0][0]) < 0.05
 
     def reward_fn(w):
         return jnp.float32(0.9), None
@@ -258,9 +270,9 @@ def test_warmup_schedule_and_no_rl_during_warmup():
     st = s.init(jax.random.key(0))
     full = np.array([2, 2])
     keys = jax.random.split(jax.random.key(3), 4000)
+    sample = jax.jit(jax.vmap(s.sample, in_axes=(None, 0)))
     for step_i, p_expected in ((0, 1.0), (10, 0.6), (20, 0.2), (25, 0.0), (60, 0.0)):
-        sti = st.replace(step=jnp.int32(step_i))
-        archs, w = jax.vmap(lambda k: s.sample(sti, k))(keys)
+        archs, w = sample(st.replace(step=jnp.int32(step_i)), keys)
         chex.assert_trees_all_equal(w, jax.nn.one_hot(archs, 3))
         frac_full = np.mean(np.all(np.asarray(archs) == full, -1))
         p_full = p_expected + (1 - p_expected) / 9                 # uniform policy hits 4-4 too
@@ -299,7 +311,7 @@ def test_alg3_final_choice():
     b = C.make_budget(space, 20_000)
     lg = _logits(space, 10, 0.5)
     key = jax.random.key(0)
-    arch, ok = T.select_final(b, lg, key, 500)
+    arch, ok = jax.jit(lambda lg, k: T.select_final(b, lg, k, 500))(lg, key)
     samples = np.asarray(space.sample(key, lg, (500,)))          # the same draws, judged here
     cost = np.asarray(b.cost(samples))
     feas = cost <= 20_000
@@ -313,8 +325,9 @@ def test_alg3_final_choice():
     det = jnp.where(jnp.asarray(space.mask), -30.0, -1e9).at[:, 2].set(30.0)
     s = make("tabnas", space, budget=20_000, warmup_frac=0, log_exact_pv=False)
     st = s.init(jax.random.key(0)).replace(logits=det)
-    chex.assert_trees_all_equal(s.derive(st), jnp.array([2, 2, 2], jnp.int32))
-    chex.assert_trees_all_equal(s.derive(st), s.derive(st))
+    derive = jax.jit(s.derive)
+    chex.assert_trees_all_equal(derive(st), jnp.array([2, 2, 2], jnp.int32))
+    chex.assert_trees_all_equal(derive(st), derive(st))
 
 
 def test_shaped_rewards_closed_form():
@@ -342,34 +355,28 @@ def _multi_device_step(space, reward_fn, n_dev):
     s1 = make("tabnas", space, budget=25, pv="exact", lr=0.1, warmup_frac=0.0)
     sN = make("tabnas", space, budget=25, pv="exact", lr=0.1, warmup_frac=0.0, axis_name="dev")
     st = s1.init(jax.random.key(0))
-    b = C.make_budget(space, 25)
-    for seed in range(50):   # keys whose devices draw both feasible and infeasible architectures
-        keys = jax.random.split(jax.random.key(seed), n_dev)
-        ys = jax.vmap(lambda k: space.sample(jax.random.split(k)[0], st.logits))(keys)
-        if 0 < int(jnp.sum(b.feasible(ys))) < n_dev:
-            return s1, sN, st, keys
-    raise AssertionError("no mixed keys")
+    keys = jax.random.split(jax.random.key(0), n_dev)
+    return s1, sN, st, keys
 
 
 def test_multi_device_step_under_vmap_equals_feasible_average():
     space, reward_fn, _, _ = _toy()
     s1, sN, st, keys = _multi_device_step(space, reward_fn, 8)
-    new, m = jax.vmap(lambda k: sN.step(st, k, reward_fn), axis_name="dev")(keys)
+    new, m = jax.jit(jax.vmap(lambda k: sN.step(st, k, reward_fn), axis_name="dev"))(keys)
     chex.assert_trees_all_close(new.logits, jnp.broadcast_to(new.logits[0], new.logits.shape))
     # independent: per-device J gradients by hand, averaged over the feasible devices, one Adam step
     b = C.make_budget(space, 25)
     grad_j = jax.jit(jax.grad(lambda l, y, q: T.reinforce_objective(l, space.mask, y, q, b.pv_exact)[0]))
     gs, fs = [], []
-    for k in keys:
-        k_y, _ = jax.random.split(k)
-        y = space.sample(k_y, st.logits)
-        feas = bool(C.make_budget(space, 25).feasible(y))
-        q = float(reward_fn(space.one_hot(y))[0])
+    ys = np.asarray(jax.vmap(lambda k: space.sample(jax.random.split(k)[0], st.logits))(keys))
+    for y in ys:                                  # the architecture each device draws
+        feas = bool(space.param_count(y) <= 25)
+        q = 1.0 - float(_toy()[2][y[0], y[1]])
         g = grad_j(st.logits, y, q - 0.0)                         # Q̄ = 0 at the first step
         gs.append(np.asarray(g))
         fs.append(feas)
     fs = np.array(fs)
-    assert 0 < fs.sum() < len(fs)
+    assert 0 < fs.sum() < len(fs), fs             # key 0: a mix of feasible and infeasible draws
     g_mean = np.mean(np.stack(gs)[fs], 0)
     import optax
     tx = optax.adam(0.1, b1=0.9, b2=0.999, eps=1e-3)
@@ -395,7 +402,7 @@ def test_multi_device_step_under_shard_map_matches_vmap():
                  warmup_frac=0.0, axis_name="dev")
         st = s.init(jax.random.key(0))
         keys = jax.random.split(jax.random.key(6), 4)     # 3 of 4 devices draw a feasible y
-        ref, m_ref = jax.vmap(lambda k: s.step(st, k, reward_fn), axis_name="dev")(keys)
+        ref, m_ref = jax.jit(jax.vmap(lambda k: s.step(st, k, reward_fn), axis_name="dev"))(keys)
         assert float(m_ref["feasible"][0]) == 0.75
         mesh = jax.make_mesh((4,), ("dev",))
         with jax.set_mesh(mesh):
