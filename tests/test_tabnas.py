@@ -109,6 +109,16 @@ def test_dp_exact_at_the_boundary_ragged_one_layer_and_infeasible_everything():
     assert float(v) == 0.0 and np.all(np.asarray(g) == 0.0)
 
 
+def test_budget_cost_equals_parameter_count():
+    ragged = MLPSpace.create(3, 7, 3, widths=[(4, 8, 12), (2, 5, 9, 11, 16), (3, 6)])
+    for space in (_space3(), ragged):
+        archs, cost = _costs(space)
+        b = C.make_budget(space, 10**6)
+        np.testing.assert_array_equal(np.asarray(jax.jit(b.cost)(archs)), cost)
+        np.testing.assert_array_equal(np.asarray(space.param_count(archs)), cost)
+        assert b.min_cost == cost.min()
+
+
 def test_enumeration_method_matches_brute_force():
     space = _small_space()
     b = C.make_budget(space, 1_500, exact="enum")
