@@ -19,6 +19,16 @@ average baseline of Alg. 1 line 18 (gamma 0.9), layer warm-up (sec. 3.1): during
 with a probability decaying linearly 1 -> 0 and a policy sample otherwise, and ``step`` makes no RL
 update. With ``axis_name`` set, ``step`` runs under ``shard_map``: every device samples its own y and
 the gradients are averaged over the devices whose y was feasible (App. B.2.2).
+
+The baseline Q̄ of the shaped-reward strategies is the moving average of the shaped reward r (as
+in TuNAS); for ``"tabnas"`` it averages Q over feasible samples only (rejected y have no Q).
+
+Metrics of ``step`` (scalars; under ``axis_name`` averaged over devices): ``reward`` Q (0 when the
+sample was rejected or during warm-up), ``baseline`` Q̄, ``feasible`` (fraction of samples in V),
+``cost`` T(y), ``updated``, ``warmup``, ``warmup_prob``, ``entropy`` (sum over decisions),
+``skipped_infeasible`` (cumulative); tabnas adds ``pv`` (the P̂(V) or P(V) used) and
+``skipped_zero_pv`` (cumulative, App. E.3); ``pv_exact`` when an exact P(V) exists (DP or
+enumeration; ``log_exact_pv=False`` turns it off); shaped strategies add ``shaped_reward``.
 """
 from __future__ import annotations
 
