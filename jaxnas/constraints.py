@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from functools import reduce
 from typing import Callable, Optional, Sequence
 
@@ -251,7 +252,8 @@ class Budget:
 
     Build with :func:`make_budget`, which checks that V is not empty. ``cost_fn`` maps
     ``int[..., D]`` architectures to costs ``float[...]`` (jnp, vectorised); the default is
-    ``space.param_count``. ``exact`` is the exact P(V) function when one exists (DP over adjacent
+    ``space.param_count``. ``min_cost`` is exact when the cost has adjacent-layer terms or the space is
+    enumerable (else at most the limit). ``exact`` is the exact P(V) function when one exists (DP over adjacent
     layers or enumeration), else None.
     """
     space: Space
@@ -338,9 +340,14 @@ def make_budget(space: Space, limit: float, cost_fn: Optional[CostFn] = None,
         fn, enum_min = _enum_exact(space, cost_fn, limit)
         method = "enum"
         min_cost = enum_min if min_cost is None else min_cost
-    if min_cost is None:  # huge space, generic cost: the smallest cost among many samples
+    if min_cost is None:  # huge space, generic cost: only an estimate, so warn rather than raise
         archs = space.sample(jax.random.key(0), None, (65536,))
-        min_cost = float(jnp.min(cost_fn(archs)))
+        sampled = float(jnp.min(cost_fn(archs)))
+        if sampled > limit:
+            warnings.warn(f"budget {limit:g}: none of 65,536 uniformly sampled architectures is "
+                          f"feasible (smallest sampled cost {sampled:g}); the search may reject "
+                          f"every sample", stacklevel=2)
+        min_cost = min(sampled, limit)
     if min_cost > limit:
         raise ValueError(f"budget {limit:g} is below the smallest architecture's cost {min_cost:g}: "
                          f"no architecture is feasible; raise the budget to at least {min_cost:g}")
@@ -374,13 +381,15 @@ def feasible_mean(tree, feasible, axis_name: Optional[str] = None):
     Returns ``(mean_tree, n_feasible)``; the mean is 0 where no device was feasible. Call inside
     ``shard_map`` (or ``vmap`` with ``axis_name``); with ``axis_name=None`` it is the one-device case.
     """
-    f = jnp.asarray(feasible, jnp.float32)
+    keep = jnp.asarray(feasible, bool)
+    f = keep.astype(jnp.float32)
+    zeroed = lambda x: jnp.where(keep, x, jnp.zeros_like(x))     # not x * f: NaN * 0 is NaN
     if axis_name is None:
         n_dev, n_feas = 1.0, f
-        mean = lambda x: x * f
+        mean = zeroed
     else:
         n_dev = jax.lax.psum(1.0, axis_name)
         n_feas = jax.lax.psum(f, axis_name)
-        mean = lambda x: jax.lax.pmean(x * f, axis_name)
+        mean = lambda x: jax.lax.pmean(zeroed(x), axis_name)
     scale = n_dev / jnp.maximum(n_feas, 1.0)
     return jax.tree.map(lambda x: mean(x) * scale, tree), n_feas

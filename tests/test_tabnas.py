@@ -297,8 +297,14 @@ def test_warmup_schedule_and_no_rl_during_warmup():
         chex.assert_trees_all_equal(st2.logits, st.logits)
         st = st2
     assert int(st.step) == 25 and int(st.skipped_infeasible) == 0
-    _, m = step(st, jax.random.key(99))
-    assert float(m["warmup"]) == 0.0
+    flags = []
+    for i in range(100, 112):      # after warm-up a NaN reward is flagged and never applied
+        st2, m = step(st, jax.random.key(i))
+        assert float(m["warmup"]) == 0.0 and float(m["updated"]) == 0.0
+        assert float(m["nonfinite"]) == float(m["feasible"])
+        chex.assert_trees_all_equal(st2.logits, st.logits)
+        flags.append(float(m["nonfinite"]))
+    assert 0 < sum(flags) < len(flags)
 
 
 def test_bad_budget_and_config_raise():

@@ -25,7 +25,8 @@ in TuNAS); for ``"tabnas"`` it averages Q over feasible samples only (rejected y
 
 Metrics of ``step`` (scalars; under ``axis_name`` averaged over devices): ``reward`` Q (0 when the
 sample was rejected or during warm-up), ``baseline`` Q̄, ``feasible`` (fraction of samples in V),
-``cost`` T(y), ``updated``, ``warmup``, ``warmup_prob``, ``entropy`` (sum over decisions),
+``cost`` T(y), ``updated``, ``warmup``, ``warmup_prob``, ``entropy`` (mean over decisions),
+``nonfinite`` (a NaN/inf reward or gradient: that update was skipped),
 ``skipped_infeasible`` (cumulative); tabnas adds ``pv`` (the P̂(V) or P(V) used) and
 ``skipped_zero_pv`` (cumulative, App. E.3); ``pv_exact`` when an exact P(V) exists (DP or
 enumeration; ``log_exact_pv=False`` turns it off); shaped strategies add ``shaped_reward``.
@@ -211,14 +212,17 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
 
             pv_fn = (lambda lg: pv_of(lg, k_mc)) if rejection else None
             (_, p_v), g = jax.value_and_grad(reinforce_objective, has_aux=True)(lv, mask, y, adv, pv_fn)
-            ok = jnp.logical_and(active, p_v > 0)
-            return vary(dict(g=g, q=q, r=f32(r), cost=f32(cost), feas=feas, active=active, ok=ok,
-                             pv=f32(p_v)))
+            # a NaN/inf reward or gradient never reaches the logits: skipped and flagged
+            bad = jnp.logical_and(active, ~(jnp.isfinite(r) & jnp.all(jnp.isfinite(g))))
+            used = jnp.logical_and(active, ~bad)
+            ok = jnp.logical_and(used, p_v > 0)
+            return vary(dict(g=g, q=q, r=f32(r), cost=f32(cost), feas=feas, active=used, ok=ok,
+                             bad=bad, pv=f32(p_v)))
 
         def idle(_):
             return vary(dict(g=jnp.zeros_like(lv), q=f32(0), r=f32(0), cost=f32(0),
                              feas=jnp.bool_(False), active=jnp.bool_(False), ok=jnp.bool_(False),
-                             pv=f32(0)))
+                             bad=jnp.bool_(False), pv=f32(0)))
 
         o = jax.lax.cond(warm, idle, rl, None)
         g, n_ok = C.feasible_mean(o["g"], o["ok"], axis_name)      # App. B.2.2
@@ -240,6 +244,8 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
         rl_on = jnp.logical_not(warm)
         n_inf = jnp.where(rl_on, n_dev - n_feas, 0.0) if rejection else f32(0)
         n_zero = n_active - n_ok if rejection else f32(0)
+        n_bad = o["bad"].astype(jnp.float32) if axis_name is None else jax.lax.psum(
+            o["bad"].astype(jnp.float32), axis_name)
         new = TabNASState(
             logits=logits, opt_state=opt_state, baseline_num=num, baseline_den=den,
             step=state.step + 1, num_updates=state.num_updates + do.astype(jnp.int32),
@@ -250,7 +256,7 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
             is None else jax.lax.pmean(o["cost"], axis_name), updated=do.astype(jnp.float32),
             warmup=warm.astype(jnp.float32), warmup_prob=warmup_probability(state.step, warmup_steps),
             skipped_infeasible=new.skipped_infeasible.astype(jnp.float32),
-            entropy=jnp.sum(categorical_entropy(state.logits, mask)))
+            entropy=jnp.mean(categorical_entropy(state.logits, mask)), nonfinite=n_bad > 0)
         if shape_reward is not None:
             metrics["shaped_reward"] = r_mean
         if rejection:
