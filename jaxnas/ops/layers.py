@@ -1,10 +1,26 @@
 """Building blocks shared by every candidate operation."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxnas.ops.conv import conv2d
+from jaxnas.ops.conv import conv2d, conv2d_reference
+
+# True while tracing the branch of a lax.switch: convs there take conv2d's switch-safe gradient
+# (see ops/conv.py); everywhere else XLA's own conv gradient is faster to compile and to run.
+_IN_SWITCH = contextvars.ContextVar("jaxnas_in_switch", default=False)
+
+
+@contextlib.contextmanager
+def inside_switch():
+    token = _IN_SWITCH.set(True)
+    try:
+        yield
+    finally:
+        _IN_SWITCH.reset(token)
 
 
 class Conv(nn.Module):
@@ -22,7 +38,8 @@ class Conv(nn.Module):
             raise ValueError(f"depthwise conv needs features == input channels ({cin}), got {self.features}")
         shape = (self.kernel, self.kernel, 1 if self.depthwise else cin, self.features)
         w = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"), shape)
-        return conv2d(x, w.astype(x.dtype), self.stride, self.dilation, cin if self.depthwise else 1)
+        conv = conv2d if _IN_SWITCH.get() else conv2d_reference
+        return conv(x, w.astype(x.dtype), self.stride, self.dilation, cin if self.depthwise else 1)
 
 
 class Norm(nn.Module):

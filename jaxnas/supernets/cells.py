@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.ops.candidates import FactorizedReduce, ReLUConvBN, build_op
-from jaxnas.ops.layers import Conv, Norm
+from jaxnas.ops.layers import Conv, Norm, inside_switch
 from jaxnas.spaces.cells import CellSpace, DartsSpace, NasBench201Space, reduction_cells
 
 MODES = ("sparse", "dense")
@@ -32,6 +32,11 @@ MODES = ("sparse", "dense")
 def _check_mode(mode):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _in_switch_call(op, x, train):
+    with inside_switch():
+        return op(x, train)
 
 
 class MixedEdge(nn.Module):
@@ -63,11 +68,20 @@ class MixedEdge(nn.Module):
                 out = self.candidates[0](x, train)
             return out
         idx = jnp.argmax(w)
-        branches = [lambda mdl, x, k=k: mdl.candidates[k](x, train) for k in range(len(self.ops))]
+        # Each branch is rematerialised: JAX gives every branch of a differentiated switch the same
+        # residual outputs (the union over branches), so without remat the saved activations are
+        # close to the dense supernet's; with it only the edge input is saved and the chosen op's
+        # forward is recomputed in the backward pass.
+        branches = [nn.checkpoint(lambda mdl, x, k=k: _in_switch_call(mdl.candidates[k], x, train))
+                    for k in range(len(self.ops))]
         if self.is_initializing():  # nn.switch runs every branch at init; make sure all params exist
             for k in range(len(self.ops)):
                 self.candidates[k](x, train)
-        return nn.switch(idx, branches, self, x) * w[idx].astype(x.dtype)
+        out = nn.switch(idx, branches, self, x)
+        # hooks for tests/analysis: d loss / d output (collection 'perturbations') and the output
+        # itself ('intermediates'); both are no-ops unless those collections are requested
+        self.sow("intermediates", "op_output", out)
+        return self.perturb("op_output", out) * w[idx].astype(x.dtype)
 
 
 class Cell(nn.Module):
@@ -87,20 +101,21 @@ class Cell(nn.Module):
     def __call__(self, inputs, w=None, mode: str = "sparse", train: bool = True):
         sp = self.space
         states = list(inputs)
+        ref = inputs[-1]
+        stride = 2 if self.reduction else 1
+        node_shape = (ref.shape[0], -(-ref.shape[1] // stride), -(-ref.shape[2] // stride), self.channels)
         for e, (j, i) in enumerate(sp.edges):
             if j == len(states):
                 states.append(None)
-            stride = 2 if (self.reduction and i < sp.num_input_nodes) else 1
+            edge_stride = stride if i < sp.num_input_nodes else 1
             fixed = None if self.arch is None else int(self.arch[e])
             if fixed is not None and sp.ops[fixed] == "none":
                 continue  # a discrete net drops 'none' edges
-            y = MixedEdge(sp.op_set, sp.ops, self.channels, stride, fixed, self.affine, self.track,
-                          name=f"edge_{j}_{i}")(states[i], None if w is None else w[e], mode, train)
+            src = jnp.zeros(node_shape, ref.dtype) if states[i] is None else states[i]  # all-'none' node
+            y = MixedEdge(sp.op_set, sp.ops, self.channels, edge_stride, fixed, self.affine, self.track,
+                          name=f"edge_{j}_{i}")(src, None if w is None else w[e], mode, train)
             states[j] = y if states[j] is None else states[j] + y
-        ref = inputs[-1]
-        stride = 2 if self.reduction else 1
-        shape = (ref.shape[0], -(-ref.shape[1] // stride), -(-ref.shape[2] // stride), self.channels)
-        states = [jnp.zeros(shape, ref.dtype) if s is None else s for s in states]
+        states = [jnp.zeros(node_shape, ref.dtype) if s is None else s for s in states]
         if self.concat_output:
             return jnp.concatenate(states[sp.num_input_nodes:], -1)
         return states[-1]
