@@ -103,7 +103,11 @@ class Pool(nn.Module):
         if self.kind == "max":
             y = nn.max_pool(x, (3, 3), (self.stride, self.stride), pad)
         else:
-            y = nn.avg_pool(x, (3, 3), (self.stride, self.stride), pad, count_include_pad=False)
+            # average over the valid (unpadded) inputs, as count_include_pad=False, but with the
+            # count computed on a [1, H, W, 1] map: XLA constant-folds flax's full-size count slowly
+            s = (self.stride, self.stride)
+            y = nn.avg_pool(x, (3, 3), s, pad) / nn.avg_pool(jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype),
+                                                           (3, 3), s, pad)
         return Norm(self.affine, self.track)(y, train) if self.bn else y
 
 

@@ -1,0 +1,56 @@
+"""``jaxnas search CONFIG [key=value ...] [--workdir DIR]`` and ``jaxnas report WORKDIR``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _search(args):
+    from jaxnas.config import load_config
+    from jaxnas.runner import run_search
+    cfg = load_config(args.config, args.overrides)
+    workdir = Path(args.workdir or Path("workdirs") / Path(args.config).stem)
+    result = run_search(cfg, workdir, progress=None if args.quiet else sys.stderr)
+    print(f"derived architecture: {result['arch']}")
+    line = f"validation accuracy: {result['val_accuracy']:.4f} (loss {result['val_loss']:.4f})"
+    if "val_majority_rate" in result:
+        line += f"; majority-class rate {result['val_majority_rate']:.4f}"
+    print(line)
+    if "param_count" in result:
+        print(f"parameters: {int(result['param_count'])}")
+    print(f"work dir: {workdir}")
+    print(json.dumps(result))
+
+
+def _report(args):
+    from jaxnas.report import report
+    print(report(args.workdir, plots=not args.no_plots))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="jaxnas", description="Weight-sharing NAS in JAX/Flax")
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("search", help="run (or resume) a search from a config file")
+    s.add_argument("config", help="Python file with get_config(), e.g. configs/quickstart.py")
+    s.add_argument("overrides", nargs="*", help="dotted.key=value overrides (Python literals)")
+    s.add_argument("--workdir", help="where checkpoints, metrics and the result go "
+                                     "(default workdirs/<config name>); resumes if it has a checkpoint")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=_search)
+    r = sub.add_parser("report", help="summarise a work dir and save plots")
+    r.add_argument("workdir")
+    r.add_argument("--no-plots", action="store_true")
+    r.set_defaults(fn=_report)
+    args = ap.parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"jaxnas: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
