@@ -43,7 +43,12 @@ def main(argv=None):
     r.add_argument("workdir")
     r.add_argument("--no-plots", action="store_true")
     r.set_defaults(fn=_report)
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)  # overrides may come after the options too
+    bad = [e for e in extra if "=" not in e or args.command != "search"]
+    if bad:
+        ap.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     try:
         args.fn(args)
     except (ValueError, FileNotFoundError) as e:

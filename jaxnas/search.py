@@ -86,10 +86,10 @@ class Search:
     # ---- one step (per device) ---------------------------------------------------------------
     def _device_keys(self, key):
         key, k_sample, k_aug, k_strategy, k_val = jax.random.split(key, 5)
-        if self.mesh is not None:
-            idx = jax.lax.axis_index(AXIS)
-            k_sample, k_aug, k_strategy, k_val = (jax.random.fold_in(k, idx) for k in
-                                                  (k_sample, k_aug, k_strategy, k_val))
+        # device d draws from keys folded with d (0 without a mesh: a 1-device mesh equals no mesh)
+        idx = 0 if self.mesh is None else jax.lax.axis_index(AXIS)
+        k_sample, k_aug, k_strategy, k_val = (jax.random.fold_in(k, idx) for k in
+                                              (k_sample, k_aug, k_strategy, k_val))
         return key, k_sample, k_aug, k_strategy, k_val
 
     def _mean(self, x):
@@ -107,6 +107,20 @@ class Search:
         params = optax.apply_updates(state.params, updates)
         return params, opt_state, loss, self._mean(metrics["accuracy"])
 
+    def loss_grad(self, params, weights, batch):
+        """Loss and gradient of the weight step for fixed architecture weights (global batch split
+        over the mesh): equals the gradient of the mean loss over the global batch."""
+        def f(params, weights, batch):
+            def loss_fn(p):
+                return self._mean(self.task.loss(p, weights, batch, None, self.strategy.mode)[0])
+            return jax.value_and_grad(loss_fn)(params)
+        if self.mesh is None:
+            return jax.jit(f)(params, weights, batch)
+        g = jax.jit(jax.shard_map(f, mesh=self.mesh, in_specs=(P(), P(), P(AXIS)), out_specs=P()))
+        with jax.set_mesh(self.mesh):
+            return g(self.replicate(params), self.replicate(weights),
+                     jax.device_put(batch, NamedSharding(self.mesh, P(AXIS))))
+
     def _sync_strategy_state(self, s):
         if self.mesh is None:
             return s
@@ -116,7 +130,7 @@ class Search:
                 return jax.lax.pmean(x, AXIS)
             if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
                 return x
-            return jax.lax.all_gather(x, AXIS)[0]
+            return _from_device0(x)
         return jax.tree.map(sync, s)
 
     def _step(self, state: SearchState, batches, search: bool):
@@ -143,7 +157,7 @@ class Search:
                     metrics[name] = self._mean(jnp.asarray(s_metrics[name], jnp.float32))
         probs = self.strategy.probs(s_state)
         metrics["entropy"] = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), -1)
-        metrics["arch"] = arch if self.mesh is None else jax.lax.all_gather(arch, AXIS)[0]
+        metrics["arch"] = arch if self.mesh is None else _from_device0(arch)  # device 0's sample
         new = SearchState(step=state.step + 1, params=params, opt_state=opt_state,
                           strategy_state=s_state, key=key)
         return new, metrics
@@ -189,6 +203,12 @@ class Search:
             tot_loss += float(l)
             tot_acc += float(a)
         return {"loss": tot_loss / n, "accuracy": tot_acc / n}
+
+
+def _from_device0(x):
+    """Device 0's value on every device (an invariant result, as shard_map's P() output needs)."""
+    mine = jnp.where(jax.lax.axis_index(AXIS) == 0, x.astype(jnp.int32), 0)
+    return jax.lax.psum(mine, AXIS).astype(x.dtype)
 
 
 def make_mesh(num_devices: Optional[int] = None):
