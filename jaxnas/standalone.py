@@ -1,0 +1,246 @@
+"""Stand-alone training of MLP architectures on tabular data (TabNAS App. B.2, Table 2).
+
+The retrain step of resource-constrained NAS: train a child architecture from scratch and report its
+validation logistic loss, accuracy and balanced error (mean per-class error, the metric of Kadra et
+al. that TabNAS reports for every data set but Criteo).
+
+Many architectures and seeds train at once: every *member* (one architecture, one seed) is the
+max-width MLP of the space with the units past its widths masked to zero, and the whole training
+(``lax.scan`` over epochs, then over the mini-batches of an epoch) is ``vmap``-ed over members. A
+masked unit has zero activation and zero gradient, and Adam / SGD leave a zero-gradient parameter
+untouched, so a member trains exactly the child MLP made of the leading units; its kernels are drawn
+with the child's fan-in (LeCun normal, as ``flax.linen.Dense``), so it also starts like the child.
+
+Adam uses eps = 1e-3 as in the paper (App. B.2: b1 0.9, b2 0.999, eps 0.001).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnas.tasks import classification_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Weight-training hyper-parameters (TabNAS Table 2 columns)."""
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 5e-4
+    schedule: str = "cosine"      # constant | cosine (decay to 0 over all steps)
+    optimizer: str = "adam"       # adam | sgd
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-3
+    momentum: float = 0.0         # sgd
+    max_steps: Optional[int] = None  # stop early (tests); None: epochs * steps_per_epoch
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be >= 1")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def steps_per_epoch(self, num_train: int) -> int:
+        if num_train < self.batch_size:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {num_train} training examples; "
+                             f"lower batch_size")
+        return num_train // self.batch_size
+
+    def make_optimizer(self, total_steps: int) -> optax.GradientTransformation:
+        lr = optax.cosine_decay_schedule(self.lr, total_steps) if self.schedule == "cosine" else self.lr
+        if self.optimizer == "adam":
+            return optax.adam(lr, self.b1, self.b2, eps=self.eps)
+        return optax.sgd(lr, self.momentum or None)
+
+
+def train_config_from(cfg: dict, epochs: Optional[int] = None) -> TrainConfig:
+    """The stand-alone TrainConfig of a resolved jaxnas config: its ``optimizer`` and
+    ``search.batch_size`` (TabNAS uses the same weight-training settings for both), ``epochs``
+    (default 60)."""
+    o = cfg["optimizer"]
+    return TrainConfig(epochs=int(epochs or 60), batch_size=int(cfg["search"]["batch_size"]),
+                       lr=float(o["lr"]), schedule=o["schedule"], optimizer=o["name"], b1=o["b1"],
+                       b2=o["b2"], momentum=float(o["momentum"]) if o["name"] == "sgd" else 0.0)
+
+
+# ---- masked max-width MLP ------------------------------------------------------------------------
+def _layer_dims(max_widths: Sequence[int], num_inputs: int, num_outputs: int):
+    dims = [int(num_inputs), *map(int, max_widths), int(num_outputs)]
+    return list(zip(dims[:-1], dims[1:]))
+
+
+def init_masked(key, widths, max_widths: Sequence[int], num_inputs: int, num_outputs: int) -> dict:
+    """Max-width parameters whose leading ``widths`` block is a LeCun-normal init of the child:
+    kernel l has the variance 1/fan_in of the child's fan-in (``widths[l-1]``), biases are 0."""
+    widths = jnp.asarray(widths, jnp.float32)
+    fan_ins = jnp.concatenate([jnp.full((1,), float(num_inputs)), widths])
+    base = jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+    params = {}
+    keys = jax.random.split(key, len(max_widths) + 1)
+    for l, (d_in, d_out) in enumerate(_layer_dims(max_widths, num_inputs, num_outputs)):
+        k = base(keys[l], (d_in, d_out), jnp.float32) * jnp.sqrt(d_in / fan_ins[l])
+        name = f"hidden{l}" if l < len(max_widths) else "logits"
+        params[name] = {"kernel": k, "bias": jnp.zeros((d_out,), jnp.float32)}
+    return params
+
+
+def masked_apply(params: dict, x, widths, max_widths: Sequence[int]):
+    """Logits of the child of hidden ``widths`` (int[L], may be traced) run as the masked max MLP."""
+    h = x
+    for l, maxw in enumerate(max_widths):
+        p = params[f"hidden{l}"]
+        mask = (jnp.arange(maxw) < widths[l]).astype(h.dtype)
+        h = jax.nn.relu(h @ p["kernel"] + p["bias"]) * mask
+    p = params["logits"]
+    return h @ p["kernel"] + p["bias"]
+
+
+def balanced_error(logits, labels, num_classes: int):
+    """1 - mean over the classes present in ``labels`` of the per-class recall."""
+    pred = (logits[..., 0] > 0).astype(jnp.int32) if logits.shape[-1] == 1 else jnp.argmax(logits, -1)
+    classes = jnp.arange(num_classes)[:, None]
+    is_c = labels[None, :] == classes                                   # [C, N]
+    n_c = jnp.sum(is_c, -1)
+    hit_c = jnp.sum(is_c & (pred[None, :] == labels[None, :]), -1)
+    recall = jnp.where(n_c > 0, hit_c / jnp.maximum(n_c, 1), 0.0)
+    return 1.0 - jnp.sum(recall) / jnp.maximum(jnp.sum(n_c > 0), 1)
+
+
+def epoch_indices(key, epoch, num_train: int, batch_size: int):
+    """``int32[steps_per_epoch, batch_size]``: the batches of ``epoch`` (remainder dropped)."""
+    spe = num_train // batch_size
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
+    return perm[:spe * batch_size].reshape(spe, batch_size)
+
+
+def _evaluate(params, widths, max_widths, x, y, num_classes, eval_batch: int):
+    n = x.shape[0]
+    nb = -(-n // eval_batch)
+    pad = nb * eval_batch - n
+    xp = jnp.pad(x, ((0, pad), (0, 0))).reshape(nb, eval_batch, -1)
+    logits = jax.lax.map(lambda xb: masked_apply(params, xb, widths, max_widths), xp)
+    logits = logits.reshape(nb * eval_batch, -1)[:n]
+    loss, acc = classification_loss(logits, y)
+    return {"val_loss": loss, "val_accuracy": acc, "val_balanced_error": balanced_error(logits, y, num_classes)}
+
+
+def make_trainer(x_train, y_train, x_val, y_val, max_widths: Sequence[int], num_outputs: int,
+                 num_classes: int, cfg: TrainConfig, eval_batch: int = 4096):
+    """A jit-compiled ``train(widths int[M, L], keys[M]) -> {metric: float[M]}``: M members trained
+    at once (vmap), epochs and steps scanned. Data arrays live on the device, shared by members."""
+    x_train, y_train = jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train, jnp.int32)
+    x_val, y_val = jnp.asarray(x_val, jnp.float32), jnp.asarray(y_val, jnp.int32)
+    n, num_inputs = x_train.shape
+    max_widths = tuple(int(w) for w in max_widths)
+    spe = cfg.steps_per_epoch(n)
+    total = cfg.epochs * spe if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * spe)
+    epochs = -(-total // spe)
+    tx = cfg.make_optimizer(total)
+
+    def loss_fn(params, widths, idx):
+        loss, _ = classification_loss(masked_apply(params, x_train[idx], widths, max_widths), y_train[idx])
+        return loss
+
+    def one(widths, key):
+        k_init, k_data = jax.random.split(key)
+        params = init_masked(k_init, widths, max_widths, num_inputs, num_outputs)
+        opt = tx.init(params)
+
+        def step(carry, idx_t):
+            params, opt = carry
+            idx, t = idx_t
+            loss, g = jax.value_and_grad(loss_fn)(params, widths, idx)
+            upd, new_opt = tx.update(g, opt, params)
+            new_params = optax.apply_updates(params, upd)
+            live = t < total                      # the last epoch may stop early (max_steps)
+            keep = lambda a, b: jnp.where(live, a, b)
+            return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt)), loss
+
+        def epoch(carry, e):
+            idx = epoch_indices(k_data, e, n, cfg.batch_size)
+            carry, losses = jax.lax.scan(step, carry, (idx, e * spe + jnp.arange(spe)))
+            return carry, jnp.mean(losses)
+
+        (params, _), train_losses = jax.lax.scan(epoch, (params, opt), jnp.arange(epochs))
+        out = _evaluate(params, widths, max_widths, x_val, y_val, num_classes, eval_batch)
+        out["train_loss"] = train_losses[-1]
+        return out
+
+    train = jax.jit(jax.vmap(one))
+    train.total_steps = total  # type: ignore[attr-defined]
+    return train
+
+
+def train_archs(data, space, archs, seeds: Sequence[int] = (0,), cfg: TrainConfig = TrainConfig(),
+                member_batch: int = 64, eval_batch: int = 4096, progress=None) -> dict:
+    """Stand-alone training of every architecture in ``archs`` (int[A, L] of ``space``, an MLPSpace)
+    with every seed, on ``data`` (TabularData). Returns numpy arrays ``[A, S]`` for val_loss,
+    val_accuracy, val_balanced_error, train_loss, plus ``seconds`` (wall time, compile included) and
+    ``total_steps`` per member. Members run ``member_batch`` at a time."""
+    archs = np.asarray(archs, np.int32).reshape(-1, space.num_layers)
+    for a in archs:
+        space.check_arch(a)
+    widths = np.asarray(space.arch_widths(archs))                        # [A, L]
+    ncls = int(data.num_classes)
+    if (space.num_outputs == 1) != (ncls == 2):
+        raise ValueError(f"space has {space.num_outputs} outputs but the data has {ncls} classes "
+                         f"(one logit for 2 classes, else one per class)")
+    train = make_trainer(data.x_train, data.y_train, data.x_val, data.y_val, space.max_widths,
+                         space.num_outputs, ncls, cfg, eval_batch)
+    A, S = len(archs), len(seeds)
+    mw = np.repeat(widths, S, 0)                                         # member m = (a, s)
+    mseeds = np.tile(np.asarray(seeds), A)
+    out: dict = {}
+    t0 = time.perf_counter()
+    for i in range(0, A * S, member_batch):
+        w = mw[i:i + member_batch]
+        k = jax.vmap(jax.random.key)(jnp.asarray(mseeds[i:i + member_batch]))
+        pad = member_batch - len(w) if A * S > member_batch else 0       # one compiled shape
+        if pad:
+            w = np.concatenate([w, np.repeat(w[:1], pad, 0)])
+            k = jnp.concatenate([k, jnp.repeat(k[:1], pad, 0)])
+        r = jax.device_get(train(jnp.asarray(w), k))
+        for name, v in r.items():
+            out.setdefault(name, []).append(np.asarray(v)[:len(w) - pad])
+        if progress is not None:
+            progress(min(i + member_batch, A * S), A * S, time.perf_counter() - t0)
+    res = {name: np.concatenate(v).reshape(A, S) for name, v in out.items()}
+    bad = ~np.isfinite(res["val_loss"])
+    if bad.any():
+        raise FloatingPointError(f"{int(bad.sum())} stand-alone runs ended with a NaN/inf loss; lower "
+                                 f"the learning rate (lr={cfg.lr}) or standardise the features")
+    res["seconds"] = time.perf_counter() - t0
+    res["total_steps"] = int(train.total_steps)
+    return res
+
+
+def train_one(data, space, arch, seed: int = 0, cfg: TrainConfig = TrainConfig()) -> dict:
+    """One architecture, one seed (``arch`` as int[L] or its string ``32-144-24``): floats."""
+    if isinstance(arch, str):
+        arch = space.decode(arch)
+    r = train_archs(data, space, np.asarray(arch)[None], (seed,), cfg, member_batch=1)
+    return {k: (float(v.reshape(-1)[0]) if isinstance(v, np.ndarray) else v) for k, v in r.items()}
+
+
+def pareto_front(costs, losses) -> np.ndarray:
+    """Indices of the points no other point beats in both cost and loss (<=, one strictly), by cost."""
+    costs, losses = np.asarray(costs, float), np.asarray(losses, float)
+    order = np.lexsort((losses, costs))
+    front, best = [], math.inf
+    for i in order:
+        if losses[i] < best:
+            front.append(int(i))
+            best = losses[i]
+    return np.asarray(front, np.int64)
