@@ -42,14 +42,17 @@ def _child_reference(x, y, xv, yv, widths, max_widths, key, cfg, ncls):
     tx = cfg.make_optimizer(total)
     opt = tx.init(params)
     loss_fn = lambda p, xb, yb: classification_loss(net.apply({"params": p}, xb), yb)[0]
+
+    @jax.jit
+    def step(params, opt, xb, yb):            # one plain optax step on the child
+        upd, opt = tx.update(jax.grad(loss_fn)(params, xb, yb), opt, params)
+        return optax.apply_updates(params, upd), opt
     t = 0
     for e in range(-(-total // spe)):
         for idx in np.asarray(S.epoch_indices(k_data, e, len(y), cfg.batch_size)):
             if t == total:
                 break
-            g = jax.grad(loss_fn)(params, x[idx], y[idx])
-            upd, opt = tx.update(g, opt, params)
-            params = optax.apply_updates(params, upd)
+            params, opt = step(params, opt, x[idx], y[idx])
             t += 1
     logits = net.apply({"params": params}, xv)
     loss, acc = classification_loss(logits, yv)
