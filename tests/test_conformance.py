@@ -1,21 +1,26 @@
 """Conformance of every search strategy to the protocol (jaxnas/strategies/base.py).
 
-For each strategy in CASES and each space (NAS-Bench-201-shaped 6 x 5, DARTS-shaped 28 x 8):
-init/sample/step/derive/probs jit-compile, the state keeps its tree structure, shapes and dtypes,
-metrics stay finite, and STEPS steps on a fixed quadratic reward ``-sum (w - onehot(target))^2``
-lower the loss (wrong decisions) of the derived architecture.
+For each registered strategy (CASES must list them all) and each of the real cell spaces,
+``NasBench201Space.create()`` (6 x 5) and ``DartsSpace.create()`` (28 x 8): init/sample/step/derive/
+probs jit-compile, the state keeps its tree structure, shapes and dtypes, metrics stay finite, and
+STEPS steps on a fixed quadratic reward ``-sum (w - onehot(target))^2`` lower the loss (wrong
+decisions) of the derived architecture. No supernet: the reward is a closed form of the weights.
+Every step also gets ``ctx=SupernetContext`` (as the search loop passes it) whose parameters are a
+[D, K] array with a quadratic training loss, so DARTS 2nd order can unroll its weight step.
 
 To add a strategy, append ``(name, config, learns_policy)`` to CASES: ``config`` is what these
-tests pass to ``make`` (e.g. a larger learning rate so a few hundred steps suffice);
-``learns_policy`` says whether ``probs`` should move towards the target (False for random search).
+tests pass to ``make`` (e.g. a larger learning rate so a few hundred steps suffice), or a function
+``space -> config`` (budgets from the space's cost model); ``learns_policy`` says whether ``probs``
+should move towards the target (False for random search).
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.spaces.base import Space
-from jaxnas.strategies import make
+from jaxnas.spaces.cells import DartsSpace, NasBench201Space
+from jaxnas.strategies import available, make
+from jaxnas.strategies.base import SupernetContext
 
 CASES = [
     ("advantage", {"lr": 0.05}, True),
@@ -23,33 +28,29 @@ CASES = [
     ("reinforce", {"lr": 0.05}, True),
     ("parsec", {"lr": 0.05}, True),
     ("random", {}, False),
-    # gradient baselines (jaxnas/strategies/gradient.py); darts2 needs ctx=SupernetContext, which
-    # these tests do not pass: its unrolled step is tested in tests/test_gradient_strategies.py
+    # gradient baselines (jaxnas/strategies/gradient.py); darts2 unrolls a weight step through the
+    # ctx=SupernetContext stand-in below (its exact hypergradient: tests/test_gradient_strategies.py)
     ("darts", {"lr": 0.05}, True),
     ("gdas", {"lr": 0.05, "total_steps": 300}, True),
     ("snas", {"lr": 0.05, "total_steps": 300}, True),
     ("nasp", {"lr": 0.05}, True),
     ("proxyless", {"lr": 0.05}, True),
+    ("darts2", {"lr": 0.05}, True),
+    # resource-constrained family (jaxnas/strategies/tabnas.py): the budget / target T0 is the
+    # parameter count of the target architecture (feasible, on the boundary); q_offset keeps the
+    # quality Q = reward + q_offset > 0, as the multiplicative MnasNet rewards assume
+    ("tabnas", lambda sp: {"budget": _target_cost(sp), "lr": 0.05, "num_mc_samples": 256, "mc_chunk": 256,
+                           "warmup_frac": 0.0, "q_offset": _q_offset(sp), "log_exact_pv": False}, True),
+    ("tunas_abs", lambda sp: {"target": _target_cost(sp), "beta": -0.1, "lr": 0.05,
+                              "warmup_frac": 0.0, "q_offset": _q_offset(sp), "log_exact_pv": False}, True),
+    ("mnas_soft", lambda sp: {"target": _target_cost(sp), "beta": -0.07, "lr": 0.05,
+                              "warmup_frac": 0.0, "q_offset": _q_offset(sp), "log_exact_pv": False}, True),
+    ("mnas_hard", lambda sp: {"target": _target_cost(sp), "beta": -1.0, "lr": 0.05,
+                              "warmup_frac": 0.0, "q_offset": _q_offset(sp), "log_exact_pv": False}, True),
 ]
 STEPS = 300
 
-NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
-             "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
-
-
-def _spaces():
-    try:  # the real cell spaces when they exist; the generic shapes otherwise
-        from jaxnas.spaces.cells import DartsSpace, NasBench201Space
-        nb, darts = NasBench201Space.create(), DartsSpace.create()
-    except Exception:  # noqa: BLE001
-        nb = Space(tuple(f"nb{i}" for i in range(6)), (NB201_OPS,) * 6)
-        darts = Space(tuple(f"darts{i}" for i in range(28)), (DARTS_OPS,) * 28)
-    assert nb.shape == (6, 5) and darts.shape == (28, 8)
-    return {"nb201": nb, "darts": darts}
-
-
-SPACES = _spaces()
+SPACES = {"nb201": NasBench201Space.create(), "darts": DartsSpace.create()}
 
 
 def _target(space):
@@ -61,12 +62,32 @@ def _target(space):
     return jnp.asarray(t, jnp.int32)
 
 
-def _reward_fn(space):
+def _target_cost(space):
+    return float(space.param_count(_target(space)))
+
+
+def _q_offset(space):
+    return 2.0 * space.num_decisions + 1.0   # -sum (w - t)^2 >= -2D at one-hot w
+
+
+def _context(space):
+    """Supernet stand-in: params p [D, K], training loss |p - w|^2, validation reward the target
+    quadratic plus a small term in p (so an unrolled weight step changes it)."""
     target_w = space.one_hot(_target(space))
 
-    def reward_fn(w):
-        return -jnp.sum((w - target_w) ** 2), {"target_loss": jnp.sum((w - target_w) ** 2)}
-    return reward_fn
+    def train_loss(p, w):
+        return jnp.sum((p["p"] - w) ** 2)
+
+    def val_reward(p, w):
+        r = -jnp.sum((w - target_w) ** 2) - 0.1 * jnp.sum((p["p"] - target_w) ** 2)
+        return r, {"target_loss": jnp.sum((w - target_w) ** 2)}
+    params = {"p": jnp.zeros(space.shape, jnp.float32)}
+    return SupernetContext(params=params, train_loss=train_loss, val_reward=val_reward, weight_lr=0.1)
+
+
+def test_every_registered_strategy_is_covered():
+    missing = sorted(set(available()) - {c[0] for c in CASES})
+    assert not missing, f"add {missing} to CASES in tests/test_conformance.py"
 
 
 def _arch_loss(space, arch):
@@ -80,14 +101,15 @@ def test_strategy_conformance(name, config, learns, space_name):
     and dtypes, finite metrics, and a lower loss of the derived architecture."""
     space = SPACES[space_name]
     D, K = space.shape
-    s = make(name, space, **config)
+    s = make(name, space, **(config(space) if callable(config) else config))
     assert s.mode in ("sparse", "dense") and s.space == space
-    reward_fn = _reward_fn(space)
     target = _target(space)
+    ctx = _context(space)
+    reward_fn = lambda w: ctx.val_reward(ctx.params, w)
 
     @jax.jit
     def run(state, key):
-        body = lambda st, k: s.step(st, k, reward_fn)
+        body = lambda st, k: s.step(st, k, reward_fn, ctx=ctx)
         return jax.lax.scan(body, state, jax.random.split(key, STEPS))
 
     state0 = jax.jit(s.init)(jax.random.key(0))
@@ -101,7 +123,8 @@ def test_strategy_conformance(name, config, learns, space_name):
         assert a.shape == b.shape and a.dtype == b.dtype
     assert "reward" in metrics and np.shape(metrics["reward"]) == (STEPS,)
     assert all(np.all(np.isfinite(np.asarray(v, np.float64))) for v in jax.tree.leaves(metrics))
-    derived = jax.jit(s.derive)(state)
+    derive = jax.jit(s.derive)  # one compile for both states (TabNAS's Alg. 3 derive is costly)
+    derived = derive(state)
     assert derived.shape == (D,) and derived.dtype == jnp.int32
     space.check_arch(np.asarray(derived))
     p = np.asarray(jax.jit(s.probs)(state))
@@ -109,7 +132,7 @@ def test_strategy_conformance(name, config, learns, space_name):
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
     assert np.all(p[~space.mask] == 0)
     # the search lowers the loss of the derived architecture
-    before, after = _arch_loss(space, s.derive(state0)), _arch_loss(space, derived)
+    before, after = _arch_loss(space, derive(state0)), _arch_loss(space, derived)
     assert after < before, (name, before, after)
     if learns:
         assert after <= 0.5 * before, (name, before, after)

@@ -1,0 +1,27 @@
+"""AdvantageNAS on NAS-Bench-201 **with the zero op** (``none``) in the space (App. F, Table 4).
+
+Everything else as ``advantagenas_nb201.py`` (App. D settings). A sampled zero op gets the worst
+moving-average advantage of the other ops on its edge (App. B, eq. 9, decay gamma = 0.05, App. C),
+so the search does not stall on it:
+
+    python -m jaxnas search configs/advantagenas_nb201_zero.py data.data_dir=/path/to/tfds
+"""
+import importlib.util
+from pathlib import Path
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def _base():
+    spec = importlib.util.spec_from_file_location(
+        "advantagenas_nb201_base", Path(__file__).resolve().with_name("advantagenas_nb201.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    cfg = _base()
+    cfg["space"]["ops"] = list(NB201_OPS)
+    cfg["strategy"]["zero_op"] = "none"   # App. B rule on for this op
+    return cfg
