@@ -48,6 +48,7 @@ class MixedEdge(nn.Module):
     fixed: Optional[int] = None
     affine: bool = False
     track: bool = False
+    remat: bool = True  # sparse mode: rematerialise the chosen op (memory of one architecture)
 
     def setup(self):
         names = self.ops if self.fixed is None else (self.ops[self.fixed],)
@@ -68,12 +69,14 @@ class MixedEdge(nn.Module):
                 out = self.candidates[0](x, train)
             return out
         idx = jnp.argmax(w)
-        # Each branch is rematerialised: JAX gives every branch of a differentiated switch the same
-        # residual outputs (the union over branches), so without remat the saved activations are
-        # close to the dense supernet's; with it only the edge input is saved and the chosen op's
-        # forward is recomputed in the backward pass.
-        branches = [nn.checkpoint(lambda mdl, x, k=k: _in_switch_call(mdl.candidates[k], x, train))
+        # remat=True: JAX gives every branch of a differentiated switch the same residual outputs
+        # (the union over branches), so without remat the saved activations approach the dense
+        # supernet's; with it only the edge input is saved and the chosen op's forward is
+        # recomputed in the backward pass (memory of one architecture, one more forward in time).
+        branches = [lambda mdl, x, k=k: _in_switch_call(mdl.candidates[k], x, train)
                     for k in range(len(self.ops))]
+        if self.remat:
+            branches = [nn.checkpoint(b) for b in branches]
         if self.is_initializing():  # nn.switch runs every branch at init; make sure all params exist
             for k in range(len(self.ops)):
                 self.candidates[k](x, train)
@@ -96,6 +99,7 @@ class Cell(nn.Module):
     arch: Optional[tuple[int, ...]] = None  # this cell's edges, for a discrete net
     affine: bool = False
     track: bool = False
+    remat: bool = True
 
     @nn.compact
     def __call__(self, inputs, w=None, mode: str = "sparse", train: bool = True):
@@ -113,7 +117,7 @@ class Cell(nn.Module):
                 continue  # a discrete net drops 'none' edges
             src = jnp.zeros(node_shape, ref.dtype) if states[i] is None else states[i]  # all-'none' node
             y = MixedEdge(sp.op_set, sp.ops, self.channels, edge_stride, fixed, self.affine, self.track,
-                          name=f"edge_{j}_{i}")(src, None if w is None else w[e], mode, train)
+                          self.remat, name=f"edge_{j}_{i}")(src, None if w is None else w[e], mode, train)
             states[j] = y if states[j] is None else states[j] + y
         states = [jnp.zeros(node_shape, ref.dtype) if s is None else s for s in states]
         if self.concat_output:
@@ -161,6 +165,7 @@ class NasBench201Net(nn.Module):
     space: NasBench201Space
     arch: Optional[tuple[int, ...]] = None
     track: bool = False  # running BN statistics (stand-alone training of a discrete net)
+    remat: bool = True   # sparse mode: recompute the chosen op in the backward pass (less memory)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
@@ -178,7 +183,7 @@ class NasBench201Net(nn.Module):
             for _ in range(sp.cells_per_stage):
                 block = c if sp.num_blocks > 1 else 0
                 x = Cell(sp, ch, arch=_cell_arch(sp, self.arch, block), affine=affine_cells,
-                         track=self.track, name=f"cell{c}")([x], None if wb is None else wb[block], mode, train)
+                         track=self.track, remat=self.remat, name=f"cell{c}")([x], None if wb is None else wb[block], mode, train)
                 c += 1
         x = nn.relu(Norm(True, self.track)(x, train))
         return nn.Dense(sp.num_classes)(jnp.mean(x, (1, 2)))
@@ -192,6 +197,7 @@ class DartsNet(nn.Module):
     stem_multiplier: int = 3
     arch: Optional[tuple[int, ...]] = None
     track: bool = False
+    remat: bool = True
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
@@ -213,7 +219,7 @@ class DartsNet(nn.Module):
             p1 = ReLUConvBN(ch, 1, affine=affine, track=self.track, name=f"pre1_{c}")(s1, train)
             block = sp.block_of_cell(c)
             out = Cell(sp, ch, reduction, concat_output=True, arch=_cell_arch(sp, self.arch, block),
-                       affine=affine, track=self.track, name=f"cell{c}")(
+                       affine=affine, track=self.track, remat=self.remat, name=f"cell{c}")(
                 [p0, p1], None if wb is None else wb[block], mode, train)
             s0, s1, reduction_prev = s1, out, reduction
         return nn.Dense(self.num_classes)(jnp.mean(s1, (1, 2)))

@@ -1,0 +1,120 @@
+"""Memory and time of one training step (forward + backward w.r.t. the supernet parameters) of the
+sparse supernet, the dense supernet and the discrete network of a sampled architecture.
+
+    python bench/supernet_cost.py [--skeletons darts8 darts20_unique nb201] [--batch 64]
+
+temp_bytes: ``jax.jit(step).lower(...).compile().memory_analysis().temp_size_in_bytes``.
+step_ms: median wall time of the compiled step, all forms measured in this process; sparse over
+several sampled architectures (changing the architecture does not recompile).
+Writes bench/results/supernet_cost.json (merged per skeleton) and prints it as the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from jaxnas.spaces.cells import DartsSpace, NasBench201Space
+from jaxnas.supernets import DartsNet, NasBench201Net, init_params
+
+RESULTS = Path(__file__).resolve().parent / "results" / "supernet_cost.json"
+
+SKELETONS = {
+    "darts8": lambda: (DartsSpace.create(C=16, num_cells=8), DartsNet),
+    "darts20_unique": lambda: (DartsSpace.create(C=16, num_cells=20, unique_cells=True), DartsNet),
+    "nb201": lambda: (NasBench201Space.create(C=16, cells_per_stage=5), NasBench201Net),
+}
+
+
+def measure(net, space, mode, x, y, archs, reps):
+    key = jax.random.key(0)
+    w0 = space.one_hot(archs[0])
+    params = init_params(net, key, x[:2], w0)
+
+    def loss(p, w):
+        logits = net.apply({"params": p}, x, w, mode=mode)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+    step = jax.jit(jax.value_and_grad(loss))
+    t0 = time.perf_counter()
+    compiled = step.lower(params, w0).compile()
+    compile_s = time.perf_counter() - t0
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    times = []
+    for a in archs:
+        w = space.one_hot(a)
+        jax.block_until_ready(compiled(params, w))  # warm
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(params, w))
+            times.append(time.perf_counter() - t0)
+    return {"temp_bytes": int(temp), "step_ms": 1000 * statistics.median(times),
+            "compile_s": round(compile_s, 1), "num_params": int(sum(v.size for v in jax.tree.leaves(params)))}
+
+
+def run_skeleton(name, batch, num_archs, reps, full):
+    space, net_cls = SKELETONS[name]()
+    key = jax.random.key(1)
+    x = jax.random.normal(key, (batch, 32, 32, 3))
+    y = jax.random.randint(key, (batch,), 0, 10)
+    archs = [space.sample(jax.random.fold_in(key, i)) for i in range(num_archs)]
+    out = {"shape": list(space.shape), "arch": space.encode(archs[0])}
+    forms = ("discrete", "sparse", "sparse_noremat", "dense")
+    if name == "darts20_unique" and not full:
+        forms = ("discrete", "sparse")  # dense: ~20 min of compile on 2 cores; --full includes it
+    for form in forms:
+        if form == "discrete":
+            net = net_cls(space, arch=tuple(int(a) for a in archs[0]))
+            r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs)
+        elif form == "dense":
+            r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1)
+        else:
+            r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps)
+        out[form] = r
+        print(name, form, r, flush=True)
+    if "dense" in out:
+        out["sparse_over_dense_temp"] = out["sparse"]["temp_bytes"] / out["dense"]["temp_bytes"]
+    out["sparse_over_discrete_temp"] = out["sparse"]["temp_bytes"] / out["discrete"]["temp_bytes"]
+    out["sparse_over_discrete_time"] = out["sparse"]["step_ms"] / out["discrete"]["step_ms"]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skeletons", nargs="+", default=list(SKELETONS), choices=list(SKELETONS))
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--archs", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--full", action="store_true", help="also the dense darts20_unique supernet")
+    args = ap.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["meta"] = {"batch": args.batch, "input": [32, 32, 3], "backend": jax.default_backend(),
+                       "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
+                       "jax": jax.__version__, "machine": platform.machine()}
+    for name in args.skeletons:
+        results[name] = run_skeleton(name, args.batch, args.archs, args.reps, args.full)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1))
+    if all(k in results for k in ("darts8", "darts20_unique", "nb201")):
+        d8, d20 = results["darts8"], results["darts20_unique"]
+        results["targets"] = {
+            "darts8_sparse_le_dense_over_6": d8["sparse"]["temp_bytes"] <= d8["dense"]["temp_bytes"] / 6,
+            "darts20_unique_sparse_le_darts8_dense": d20["sparse"]["temp_bytes"] <= d8["dense"]["temp_bytes"],
+            "sparse_le_1.5x_discrete_temp": all(results[k]["sparse_over_discrete_temp"] <= 1.5
+                                                for k in SKELETONS),
+            "sparse_le_1.5x_discrete_time": all(results[k]["sparse_over_discrete_time"] <= 1.5
+                                                for k in SKELETONS),
+        }
+        RESULTS.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
