@@ -92,8 +92,8 @@ def build_optimizer(cfg: dict):
     if o["clip"]:
         parts.append(optax.clip_by_global_norm(o["clip"]))
     if o["name"] == "adam":
-        parts.append(optax.adamw(lr, o["b1"], o["b2"], weight_decay=o["weight_decay"]) if o["weight_decay"]
-                     else optax.adam(lr, o["b1"], o["b2"]))
+        parts.append(optax.adamw(lr, o["b1"], o["b2"], o["eps"], weight_decay=o["weight_decay"])
+                     if o["weight_decay"] else optax.adam(lr, o["b1"], o["b2"], o["eps"]))
     elif o["name"] == "sgd":
         if o["weight_decay"]:
             parts.append(optax.add_decayed_weights(o["weight_decay"]))

@@ -1,7 +1,7 @@
 """Experiment configs: a Python file whose ``get_config()`` returns a nested dict.
 
 Every key must exist in ``DEFAULTS`` (except ``strategy``, whose extra keys are the strategy's own
-options, checked by the strategy). Command-line overrides are ``dotted.key=value`` with Python
+options, checked by the strategy; naming another strategy drops the previous one's options). Command-line overrides are ``dotted.key=value`` with Python
 literals (``search.steps=200 strategy.lr=0.01 space.widths=[8,16]``).
 """
 from __future__ import annotations
@@ -40,6 +40,7 @@ DEFAULTS: dict = {
         "lr": 1e-3,
         "b1": 0.9,
         "b2": 0.999,
+        "eps": 1e-8,          # Adam epsilon (TabNAS uses 1e-3)
         "momentum": 0.9,
         "nesterov": False,
         "weight_decay": 0.0,
@@ -69,6 +70,9 @@ def _merge(base: dict, update: dict, path: str = "") -> dict:
             continue
         if k not in base:
             raise ValueError(f"unknown config key {where!r}; valid keys here: {', '.join(sorted(base))}")
+        if k == "strategy" and not path and isinstance(v, dict) and v.get("name", base[k].get("name")) != base[k].get("name"):
+            out[k] = dict(v)  # another strategy: the old one's options do not apply
+            continue
         if isinstance(base[k], dict):
             if not isinstance(v, dict):
                 raise ValueError(f"config key {where!r} must be a dict of {', '.join(sorted(base[k]))}")

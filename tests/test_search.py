@@ -119,3 +119,13 @@ def test_nan_stops_the_search_with_advice(tmp_path):
     with pytest.raises(NonFiniteError) as e:
         run_search(cfg, tmp_path, progress=None)
     assert "Lower the" in str(e.value) and "step" in str(e.value)
+
+
+def test_overrides_and_strategy_switch():
+    cfg = load_config(REPO / "configs" / "quickstart.py", ["strategy.name='reinforce'", "search.steps=7",
+                                                           "optimizer.eps=1e-3"])
+    assert cfg["strategy"] == {"name": "reinforce"}  # tabnas's budget etc. do not leak into reinforce
+    assert cfg["search"]["steps"] == 7 and cfg["optimizer"]["eps"] == 1e-3
+    kept = load_config(REPO / "configs" / "quickstart.py", ["strategy.lr=0.5"])
+    assert kept["strategy"]["name"] == "tabnas" and kept["strategy"]["lr"] == 0.5
+    assert kept["strategy"]["budget"] == 20_000
