@@ -9,7 +9,7 @@ import numpy as np
 import optax
 
 from jaxnas import data as D
-from jaxnas.search import Search, make_mesh
+from jaxnas.search import AXIS, Search, make_mesh
 from jaxnas.spaces import MLPSpace, TABNAS_WIDTHS
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 from jaxnas.strategies import make as make_strategy
@@ -103,12 +103,18 @@ def build_optimizer(cfg: dict):
     return optax.chain(*parts)
 
 
+def _options(name: str) -> set:
+    import inspect
+    from jaxnas.strategies.base import _REGISTRY, make as _make  # noqa: F401  (registers built-ins)
+    import jaxnas.strategies  # noqa: F401
+    return set(inspect.signature(_REGISTRY[name]).parameters) if name in _REGISTRY else set()
+
+
 def build(cfg: dict) -> Experiment:
     data = load_data(cfg)
     space = build_space(cfg, data)
     task = build_task(cfg, space, data)
     sopts = {k: v for k, v in cfg["strategy"].items() if k != "name"}
-    strategy = make_strategy(cfg["strategy"]["name"], space, **sopts)
     devices = cfg["search"]["devices"]
     mesh = None
     if devices == "all" or (isinstance(devices, int) and devices > 1):
@@ -116,5 +122,9 @@ def build(cfg: dict) -> Experiment:
         if cfg["search"]["batch_size"] % mesh.size:
             raise ValueError(f"search.batch_size {cfg['search']['batch_size']} must divide evenly over "
                              f"{mesh.size} devices")
+        if "axis_name" in _options(cfg["strategy"]["name"]):
+            # strategies with their own device rule (TabNAS App. B.2.2: average over feasible devices)
+            sopts.setdefault("axis_name", AXIS)
+    strategy = make_strategy(cfg["strategy"]["name"], space, **sopts)
     search = Search(task, strategy, build_optimizer(cfg), mesh, weight_lr=float(cfg["optimizer"]["lr"]))
     return Experiment(cfg, data, space, task, search)

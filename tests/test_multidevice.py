@@ -21,5 +21,6 @@ def test_eight_devices():
         assert r["one_device_max_diff"] < 1e-5, (name, r)
         assert r["eight_shards"] == 8 and r["eight_devices_replicated"], (name, r)
         assert r["eight_metrics_finite"] and r["eight_differs_from_plain"], (name, r)
+    assert all(out["tabnas"].values()), out["tabnas"]
     g = out["grad"]
     assert g["loss_diff"] < 1e-6 and g["grad_max_abs_diff"] < 1e-5 * max(1.0, g["grad_scale"]), g

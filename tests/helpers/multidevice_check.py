@@ -47,6 +47,25 @@ for strategy in ("reinforce", "tabnas_like"):
         "eight_differs_from_plain": state_digest(s_plain) != state_digest(jax.device_get(s_eight)),
     }
 
+# TabNAS through build() with 8 devices: its own device rule (App. B.2.2) via axis_name
+cfg = tiny_config("reinforce", steps=20)
+cfg["strategy"] = {"name": "tabnas", "budget": 500, "total_steps": 20, "warmup_frac": 0.0, "num_mc_samples": 256}
+exp = build(resolve(cfg, ["search.batch_size=64", "search.devices=8"]))
+assert exp.search.mesh is not None and exp.search.mesh.size == 8
+d = exp.data
+tb = gather((d.x_train, d.y_train), BatchSampler(len(d.y_train), 64, 0).chunk(0, 20))
+vb = gather((d.x_val, d.y_val), BatchSampler(len(d.y_val), 64, 1).chunk(0, 20))
+s8, m8 = exp.search.run_chunk(exp.search.init(jax.random.key(0)), tb, vb)
+logits = s8.strategy_state
+out["tabnas"] = {
+    "replicated": all(all(np.array_equal(np.asarray(sh.data), np.asarray(leaf.addressable_shards[0].data))
+                          for sh in leaf.addressable_shards)
+                      for leaf in jax.tree.leaves(s8.strategy_state)
+                      if not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)),
+    "finite": bool(np.isfinite(np.asarray(m8["train_loss"])).all()),
+    "policy_moved": bool(np.ptp(np.asarray(exp.search.strategy.probs(jax.device_get(s8.strategy_state)))) > 0),
+}
+
 # the 8-device weight gradient equals the gradient of the mean loss over the global batch
 exp = build(resolve(tiny_config("reinforce"), ["search.batch_size=64"]))
 params = exp.task.init_params(jax.random.key(0))
