@@ -20,10 +20,9 @@ Data: CIFAR-10 from tensorflow-datasets, prepared offline in array_record format
 
     python -m jaxnas search configs/advantagenas_nb201.py data.data_dir=/path/to/tfds
 
-Assumption about the split: the loader takes the first 25,000 images of the tfds ``train`` split as
-D (``data.max_train``) and the tfds ``test`` split as V (the data config has no key for
-``train[50%:]`` yet), so theta sees the 10,000 test images instead of the other 25,000 training
-images. Look the result up on the benchmark with ``jaxnas.benchmarks.nb201.annotate``.
+The split: D = tfds ``train[:50%]`` (weights), V = ``train[50%:]`` (theta's reward), 25,000 each.
+Pass ``benchmark.nb201_table=PATH`` (a CSV of NAS-Bench-201 accuracies) to get the derived cell's
+benchmark accuracies in ``result.json`` (``jaxnas.benchmarks.nb201.annotate``).
 """
 import math
 
@@ -38,7 +37,8 @@ def get_config():
     steps, warmup = EPOCHS * per_epoch, FROZEN_EPOCHS * per_epoch
     return {
         "seed": 0,
-        "data": {"name": "cifar10", "data_dir": None, "max_train": TRAIN_IMAGES, "augment": True},
+        "data": {"name": "cifar10", "data_dir": None, "train_split": "train[:50%]",
+                 "val_split": "train[50%:]", "augment": True},
         "space": {"name": "nb201", "C": 16, "cells_per_stage": 5, "unique_cells": False,
                   "ops": list(NB201_OPS_NO_ZERO)},
         "strategy": {"name": "advantage", "lr": 3e-4, "b1": 0.5, "b2": 0.999, "weight_decay": 3e-3,

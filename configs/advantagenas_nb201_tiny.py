@@ -21,6 +21,8 @@ try:
 except NameError:  # exec'd without a file: relative to the working directory
     _REPO = Path(".")
 DEFAULT_PATH = (_REPO / "..").resolve() / "shared" / "data" / "cifar10_jpeg_test5k" / "cifar10_jpeg_test5k.npz"
+# the NAS-Bench-201 accuracy table, when it is beside the repository (benchmark.nb201_table=PATH else)
+DEFAULT_TABLE = (_REPO / "..").resolve() / "shared" / "data" / "nasbench201" / "nb201_accuracies.csv.gz"
 STEPS, WARMUP, BATCH = 600, 300, 32
 
 
@@ -41,4 +43,5 @@ def get_config():
     cfg["search"].update({"steps": STEPS, "warmup_steps": WARMUP, "batch_size": BATCH,
                           "val_batch_size": BATCH, "chunk": 50, "checkpoint_every": 300,
                           "eval_batch_size": 500})
+    cfg["benchmark"] = {"nb201_table": str(DEFAULT_TABLE) if DEFAULT_TABLE.exists() else None}
     return cfg

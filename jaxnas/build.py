@@ -44,7 +44,12 @@ def load_data(cfg: dict):
             raise ValueError("data.name='image_npz' needs data.path (an .npz with X uint8 NHWC and y)")
         return D.load_image_npz(d["path"], val_fraction=d["val_fraction"], seed=cfg["seed"],
                                 max_train=d["max_train"])
-    return D.load_tfds_images(name, d["data_dir"], max_train=d["max_train"], max_val=d["max_val"])
+    if not d["data_dir"]:
+        raise ValueError(f"data.name={name!r} reads a tfds data set from a local directory: set data.data_dir "
+                         f"to a directory prepared with `tfds build {name} --file_format=array_record "
+                         f"--data_dir DIR` (no download happens here)")
+    return D.load_tfds_images(name, d["data_dir"], train_split=d["train_split"], val_split=d["val_split"],
+                              max_train=d["max_train"], max_val=d["max_val"])
 
 
 def _num_classes(data) -> int:

@@ -17,6 +17,8 @@ DEFAULTS: dict = {
         "name": "connect4",   # connect4 (embedded) | tabular | image_npz | cifar10 | cifar100 | any tfds name
         "path": None,         # tabular / image_npz file
         "data_dir": None,     # tfds data_dir prepared in array_record format
+        "train_split": "train",  # tfds: weights train on this split ...
+        "val_split": "test",     # ... the strategy's reward (e.g. DARTS-style "train[50%:]")
         "label": None,        # tabular: label column (CSV) — default last
         "val_fraction": 0.2,
         "max_train": None,
@@ -46,6 +48,9 @@ DEFAULTS: dict = {
         "weight_decay": 0.0,
         "clip": None,
         "schedule": "constant",  # constant | cosine
+    },
+    "benchmark": {
+        "nb201_table": None,  # CSV(.gz) of NAS-Bench-201 accuracies: the result gets the derived cell's
     },
     "search": {
         "steps": 1000,

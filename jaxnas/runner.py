@@ -126,5 +126,8 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
         result["param_count"] = float(exp.space.param_count(arch))
     if hasattr(data, "val_majority_rate"):
         result["val_majority_rate"] = float(data.val_majority_rate)
+    if cfg["benchmark"]["nb201_table"]:
+        from jaxnas.benchmarks.nb201 import annotate
+        result = annotate(result, cfg["benchmark"]["nb201_table"])
     (workdir / "result.json").write_text(json.dumps(result, indent=1))
     return result

@@ -189,7 +189,8 @@ def open_tfds(name: str, split: str = "train", data_dir=None, *, image_key: str 
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as e:
         raise ValueError(f"tfds has no data set named {name!r} (e.g. 'cifar10', 'cifar100')") from e
-    except (NotImplementedError, FileNotFoundError, AssertionError) as e:
+    except (NotImplementedError, FileNotFoundError, AssertionError, KeyError) as e:
+        # KeyError: a data_dir holding the set's metadata but not this split
         # tfds reports a missing set as NotImplementedError ... FileFormat.TFRECORD: misleading.
         raise DataNotFoundError(_prepare_message(name, data_dir)) from e
     return TfdsImageSource(src, name, image_key=image_key, label_key=label_key)
