@@ -91,7 +91,9 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
     with metrics_path.open("a") as mf:
         while step < end:
             warm = step < s["warmup_steps"]
-            n = min(chunk, end - step, (s["warmup_steps"] - step) if warm else chunk)
+            # chunks end on multiples of `chunk` (and at the end of warm-up), so checkpoints every
+            # `checkpoint_every` steps are reached whatever the warm-up length
+            n = min(chunk - step % chunk, end - step, (s["warmup_steps"] - step) if warm else chunk)
             tb = gather((data.x_train, data.y_train), train_sampler.chunk(step, n))
             vb = gather((data.x_val, data.y_val), val_sampler.chunk(step, n))
             state, m = search.run_chunk(state, tb, vb, search=not warm)

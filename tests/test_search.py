@@ -129,3 +129,10 @@ def test_overrides_and_strategy_switch():
     kept = load_config(REPO / "configs" / "quickstart.py", ["strategy.lr=0.5"])
     assert kept["strategy"]["name"] == "tabnas" and kept["strategy"]["lr"] == 0.5
     assert kept["strategy"]["budget"] == 20_000
+
+
+def test_checkpoints_land_on_schedule_with_odd_warmup(tmp_path):
+    cfg = resolve(tiny_config("reinforce", steps=30, warmup_steps=15))
+    run_search(cfg, tmp_path, progress=None)
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [20, 30]  # every 10 steps (2 kept), though warm-up ends mid-chunk at 15
