@@ -13,8 +13,9 @@ repository in ``../shared/data/cifar10_jpeg_test5k/`` (development machines only
 
 The derived cell is a NAS-Bench-201 string: look it up with ``jaxnas.benchmarks.nb201.annotate``.
 """
-import importlib.util
 from pathlib import Path
+
+from jaxnas.config import raw_config
 
 try:
     _REPO = Path(__file__).resolve().parents[1]
@@ -27,11 +28,7 @@ STEPS, WARMUP, BATCH = 600, 300, 32
 
 
 def _base():
-    spec = importlib.util.spec_from_file_location(
-        "advantagenas_nb201_base", Path(__file__).resolve().with_name("advantagenas_nb201.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return raw_config(Path(__file__).resolve().with_name("advantagenas_nb201.py"))
 
 
 def get_config():

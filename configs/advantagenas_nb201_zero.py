@@ -6,18 +6,15 @@ so the search does not stall on it:
 
     python -m jaxnas search configs/advantagenas_nb201_zero.py data.data_dir=/path/to/tfds
 """
-import importlib.util
 from pathlib import Path
+
+from jaxnas.config import raw_config
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
 def _base():
-    spec = importlib.util.spec_from_file_location(
-        "advantagenas_nb201_base", Path(__file__).resolve().with_name("advantagenas_nb201.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return raw_config(Path(__file__).resolve().with_name("advantagenas_nb201.py"))
 
 
 def get_config():

@@ -108,6 +108,11 @@ def parse_overrides(items) -> dict:
 
 def load_config(path, overrides=()) -> dict:
     """Loads ``get_config()`` from ``path``, applies overrides, checks every key."""
+    return resolve(raw_config(path), overrides)
+
+
+def raw_config(path) -> dict:
+    """``get_config()`` of a config file, unresolved (configs that extend another one call this)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"config file {str(p)!r} not found (give the path of a Python file with "
@@ -117,7 +122,7 @@ def load_config(path, overrides=()) -> dict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"{p} has no get_config() function")
-    return resolve(module.get_config(), overrides)
+    return module.get_config()
 
 
 def resolve(config: dict, overrides=()) -> dict:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.data.tabular import DataNotFoundError, stratified_split
+from jaxnas.data.tabular import DataNotFoundError, SplitSizes, stratified_split
 
 # Per-channel mean / std of the training images, in [0, 1] units (NAS-Bench-201's constants).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -30,7 +30,7 @@ KNOWN_STATS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEA
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ImageData:
+class ImageData(SplitSizes):
     """Train/validation images in memory: uint8 [N, H, W, C] and int32 [N] labels.
 
     ``mean`` / ``std`` (per channel, [0, 1] units) are what :meth:`normalize` applies.
@@ -48,19 +48,6 @@ class ImageData:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.x_train.shape[1:])
-
-    @property
-    def num_train(self) -> int:
-        return int(self.x_train.shape[0])
-
-    @property
-    def num_val(self) -> int:
-        return int(self.x_val.shape[0])
-
-    @property
-    def val_majority_rate(self) -> float:
-        counts = np.bincount(self.y_val, minlength=self.num_classes)
-        return float(counts.max() / max(len(self.y_val), 1))
 
     def normalize(self, images) -> jax.Array:
         return normalize(images, self.mean, self.std)

@@ -28,8 +28,27 @@ class DataNotFoundError(FileNotFoundError, ValueError):
     """A data file or prepared data set is missing; the message says how to provide it."""
 
 
+class SplitSizes:
+    """Sizes of the train/validation splits and the validation majority-class rate, for data
+    classes with ``x_train``, ``x_val``, ``y_val`` and ``num_classes``."""
+
+    @property
+    def num_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def num_val(self) -> int:
+        return int(self.x_val.shape[0])
+
+    @property
+    def val_majority_rate(self) -> float:
+        """Accuracy of always predicting the most frequent validation class (a floor to beat)."""
+        counts = np.bincount(self.y_val, minlength=self.num_classes)
+        return float(counts.max() / max(len(self.y_val), 1))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class TabularData:
+class TabularData(SplitSizes):
     """A train/validation split of a classification table, as numpy arrays on the host.
 
     Attributes:
@@ -54,20 +73,6 @@ class TabularData:
     @property
     def num_inputs(self) -> int:
         return int(self.x_train.shape[1])
-
-    @property
-    def num_train(self) -> int:
-        return int(self.x_train.shape[0])
-
-    @property
-    def num_val(self) -> int:
-        return int(self.x_val.shape[0])
-
-    @property
-    def val_majority_rate(self) -> float:
-        """Accuracy of always predicting the most frequent validation class (a floor to beat)."""
-        counts = np.bincount(self.y_val, minlength=self.num_classes)
-        return float(counts.max() / max(len(self.y_val), 1))
 
     def __repr__(self) -> str:
         return (f"TabularData(train={self.num_train}, val={self.num_val}, inputs={self.num_inputs}, "
