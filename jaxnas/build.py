@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import numpy as np
 import optax
 
@@ -110,8 +109,7 @@ def build_optimizer(cfg: dict):
 
 def _options(name: str) -> set:
     import inspect
-    from jaxnas.strategies.base import _REGISTRY, make as _make  # noqa: F401  (registers built-ins)
-    import jaxnas.strategies  # noqa: F401
+    from jaxnas.strategies.base import _REGISTRY  # filled by importing jaxnas.strategies (above)
     return set(inspect.signature(_REGISTRY[name]).parameters) if name in _REGISTRY else set()
 
 

@@ -17,9 +17,8 @@ supernet's convolutions inside a conditional, whose gradient is slow on CPU (jax
 from __future__ import annotations
 
 import dataclasses
-import math
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax.struct
 import jax
@@ -85,12 +84,11 @@ class Search:
 
     # ---- one step (per device) ---------------------------------------------------------------
     def _device_keys(self, key):
-        key, k_sample, k_aug, k_strategy, k_val = jax.random.split(key, 5)
+        key, k_sample, k_aug, k_strategy = jax.random.split(key, 4)
         # device d draws from keys folded with d (0 without a mesh: a 1-device mesh equals no mesh)
         idx = 0 if self.mesh is None else jax.lax.axis_index(AXIS)
-        k_sample, k_aug, k_strategy, k_val = (jax.random.fold_in(k, idx) for k in
-                                              (k_sample, k_aug, k_strategy, k_val))
-        return key, k_sample, k_aug, k_strategy, k_val
+        k_sample, k_aug, k_strategy = (jax.random.fold_in(k, idx) for k in (k_sample, k_aug, k_strategy))
+        return key, k_sample, k_aug, k_strategy
 
     def _mean(self, x):
         return x if self.mesh is None else jax.lax.pmean(x, AXIS)
@@ -135,7 +133,7 @@ class Search:
 
     def _step(self, state: SearchState, batches, search: bool):
         train_batch, val_batch = batches
-        key, k_sample, k_aug, k_strategy, k_val = self._device_keys(state.key)
+        key, k_sample, k_aug, k_strategy = self._device_keys(state.key)
         arch, weights = self.strategy.sample(state.strategy_state, k_sample)
         params, opt_state, train_loss, train_acc = self._weight_step(state, weights, train_batch, k_aug)
         metrics = {"train_loss": train_loss, "train_accuracy": train_acc}
