@@ -11,11 +11,17 @@ masked unit has zero activation and zero gradient, and Adam / SGD leave a zero-g
 untouched, so a member trains exactly the child MLP made of the leading units; its kernels are drawn
 with the child's fan-in (LeCun normal, as ``flax.linen.Dense``), so it also starts like the child.
 
-Adam uses eps = 1e-3 as in the paper (App. B.2: b1 0.9, b2 0.999, eps 0.001).
+The training of one member is the pure function ``train_member`` (data arrays as arguments, so it
+traces under ``jit`` / ``vmap`` / ``shard_map``): ``make_trainer`` vmaps it over members and the
+``standalone`` evaluator (``jaxnas/evaluators/standalone.py``) calls it per search lane.
+
+Adam uses eps = 1e-3 as in the paper (App. B.2: b1 0.9, b2 0.999, eps 0.001); the optimizer comes
+from the shared factory ``jaxnas.optim.make_optimizer``.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Optional, Sequence
@@ -25,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas import optim
 from jaxnas.tasks import classification_loss
 
 
@@ -58,11 +65,15 @@ class TrainConfig:
                              f"lower batch_size")
         return num_train // self.batch_size
 
+    def total_steps(self, num_train: int) -> int:
+        """Optimizer steps of one member: ``epochs * steps_per_epoch``, capped by ``max_steps``."""
+        full = self.epochs * self.steps_per_epoch(num_train)
+        return full if self.max_steps is None else min(int(self.max_steps), full)
+
     def make_optimizer(self, total_steps: int) -> optax.GradientTransformation:
-        lr = optax.cosine_decay_schedule(self.lr, total_steps) if self.schedule == "cosine" else self.lr
-        if self.optimizer == "adam":
-            return optax.adam(lr, self.b1, self.b2, eps=self.eps)
-        return optax.sgd(lr, self.momentum or None)
+        return optim.make_optimizer(self.optimizer, self.lr, b1=self.b1, b2=self.b2, eps=self.eps,
+                                    momentum=self.momentum, schedule=self.schedule,
+                                    total_steps=total_steps, what="stand-alone training")
 
 
 def train_config_from(cfg: dict, epochs: Optional[int] = None) -> TrainConfig:
@@ -136,50 +147,68 @@ def _evaluate(params, widths, max_widths, x, y, num_classes, eval_batch: int):
     return {"val_loss": loss, "val_accuracy": acc, "val_balanced_error": balanced_error(logits, y, num_classes)}
 
 
-def make_trainer(x_train, y_train, x_val, y_val, max_widths: Sequence[int], num_outputs: int,
-                 num_classes: int, cfg: TrainConfig, eval_batch: int = 4096):
-    """A jit-compiled ``train(widths int[M, L], keys[M]) -> {metric: float[M]}``: M members trained
-    at once (vmap), epochs and steps scanned. Data arrays live on the device, shared by members."""
-    x_train, y_train = jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train, jnp.int32)
-    x_val, y_val = jnp.asarray(x_val, jnp.float32), jnp.asarray(y_val, jnp.int32)
+def train_member(widths, key, arrays, *, max_widths: Sequence[int], num_outputs: int,
+                 num_classes: int, cfg: TrainConfig, eval_batch: int = 4096) -> dict:
+    """Train ONE member from scratch and evaluate it: a pure, traceable function.
+
+    ``widths``: int[L] hidden widths (may be traced), ``key``: its seed (split into init and data
+    order), ``arrays``: ``(x_train, y_train, x_val, y_val)`` (float32 / int32, may be traced).
+    Returns scalars ``val_loss``, ``val_accuracy``, ``val_balanced_error`` and ``train_loss`` (the
+    mean loss of the last epoch). Epochs and steps are ``lax.scan``-ned; ``vmap`` it over members.
+    """
+    x_train, y_train, x_val, y_val = arrays
     n, num_inputs = x_train.shape
     max_widths = tuple(int(w) for w in max_widths)
     spe = cfg.steps_per_epoch(n)
-    total = cfg.epochs * spe if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * spe)
+    total = cfg.total_steps(n)
     epochs = -(-total // spe)
     tx = cfg.make_optimizer(total)
 
-    def loss_fn(params, widths, idx):
+    def loss_fn(params, idx):
         loss, _ = classification_loss(masked_apply(params, x_train[idx], widths, max_widths), y_train[idx])
         return loss
 
-    def one(widths, key):
-        k_init, k_data = jax.random.split(key)
-        params = init_masked(k_init, widths, max_widths, num_inputs, num_outputs)
-        opt = tx.init(params)
+    k_init, k_data = jax.random.split(key)
+    params = init_masked(k_init, widths, max_widths, num_inputs, num_outputs)
+    opt = tx.init(params)
 
-        def step(carry, idx_t):
-            params, opt = carry
-            idx, t = idx_t
-            loss, g = jax.value_and_grad(loss_fn)(params, widths, idx)
-            upd, new_opt = tx.update(g, opt, params)
-            new_params = optax.apply_updates(params, upd)
-            live = t < total                      # the last epoch may stop early (max_steps)
-            keep = lambda a, b: jnp.where(live, a, b)
-            return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt)), loss
+    def step(carry, idx_t):
+        params, opt = carry
+        idx, t = idx_t
+        loss, g = jax.value_and_grad(loss_fn)(params, idx)
+        upd, new_opt = tx.update(g, opt, params)
+        new_params = optax.apply_updates(params, upd)
+        live = t < total                      # the last epoch may stop early (max_steps)
+        keep = lambda a, b: jnp.where(live, a, b)
+        return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt)), loss
 
-        def epoch(carry, e):
-            idx = epoch_indices(k_data, e, n, cfg.batch_size)
-            carry, losses = jax.lax.scan(step, carry, (idx, e * spe + jnp.arange(spe)))
-            return carry, jnp.mean(losses)
+    def epoch(carry, e):
+        idx = epoch_indices(k_data, e, n, cfg.batch_size)
+        carry, losses = jax.lax.scan(step, carry, (idx, e * spe + jnp.arange(spe)))
+        return carry, jnp.mean(losses)
 
-        (params, _), train_losses = jax.lax.scan(epoch, (params, opt), jnp.arange(epochs))
-        out = _evaluate(params, widths, max_widths, x_val, y_val, num_classes, eval_batch)
-        out["train_loss"] = train_losses[-1]
-        return out
+    (params, _), train_losses = jax.lax.scan(epoch, (params, opt), jnp.arange(epochs))
+    out = _evaluate(params, widths, max_widths, x_val, y_val, num_classes, eval_batch)
+    out["train_loss"] = train_losses[-1]
+    return out
 
-    train = jax.jit(jax.vmap(one))
-    train.total_steps = total  # type: ignore[attr-defined]
+
+def make_trainer(x_train, y_train, x_val, y_val, max_widths: Sequence[int], num_outputs: int,
+                 num_classes: int, cfg: TrainConfig, eval_batch: int = 4096):
+    """A jit-compiled ``train(widths int[M, L], keys[M]) -> {metric: float[M]}``: M members trained
+    at once (``vmap`` of ``train_member``). Data arrays live on the device, shared by members, and
+    enter the compiled program as arguments."""
+    arrays = (jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train, jnp.int32),
+              jnp.asarray(x_val, jnp.float32), jnp.asarray(y_val, jnp.int32))
+    member = functools.partial(train_member, max_widths=tuple(int(w) for w in max_widths),
+                               num_outputs=int(num_outputs), num_classes=int(num_classes), cfg=cfg,
+                               eval_batch=int(eval_batch))
+    compiled = jax.jit(jax.vmap(member, in_axes=(0, 0, None)))
+
+    def train(widths, keys):
+        return compiled(widths, keys, arrays)
+
+    train.total_steps = cfg.total_steps(int(arrays[0].shape[0]))  # type: ignore[attr-defined]
     return train
 
 
