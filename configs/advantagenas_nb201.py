@@ -11,8 +11,8 @@ one theta step per batch, alternately).
 
 Weights (App. D, after NAS-Bench-201): Nesterov SGD, momentum 0.9, weight decay 5e-4, lr 0.1
 cosine-annealed to 0 over the 100 epochs. Theta (after DARTS): Adam, betas (0.5, 0.999), weight
-decay 3e-3, lr 3e-4 cosine-annealed to 0 over the 50 epochs it moves (``total_steps`` counts theta
-steps). Gradient clipping 1.0 on both ("we applied a gradient clipping of 1.0 to both w and
+decay 3e-3, lr 3e-4 cosine-annealed to 0 over the 50 epochs it moves (``lr_schedule='cosine'``; the engine
+gives theta's step count). Gradient clipping 1.0 on both ("we applied a gradient clipping of 1.0 to both w and
 theta"). Augmentation: random crop 32 after 4-pixel padding + horizontal flip. Final
 architecture: argmax of theta. Reward: minus the validation loss of the sampled architecture.
 
@@ -42,7 +42,7 @@ def get_config():
         "space": {"name": "nb201", "C": 16, "cells_per_stage": 5, "unique_cells": False,
                   "ops": list(NB201_OPS_NO_ZERO)},
         "strategy": {"name": "advantage", "lr": 3e-4, "b1": 0.5, "b2": 0.999, "weight_decay": 3e-3,
-                     "clip": 1.0, "total_steps": steps - warmup, "final": "argmax",
+                     "clip": 1.0, "lr_schedule": "cosine", "final": "argmax",
                      "zero_op": "none", "gamma": 0.05},
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
                       "weight_decay": 5e-4, "schedule": "cosine", "clip": 1.0},

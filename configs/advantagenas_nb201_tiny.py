@@ -36,7 +36,6 @@ def get_config():
     cfg["data"] = {"name": "image_npz", "path": str(DEFAULT_PATH), "val_fraction": 0.5,
                    "augment": True}
     cfg["space"].update({"C": 4, "cells_per_stage": 1})
-    cfg["strategy"]["total_steps"] = STEPS - WARMUP
     cfg["search"].update({"steps": STEPS, "warmup_steps": WARMUP, "batch_size": BATCH,
                           "val_batch_size": BATCH, "chunk": 50, "checkpoint_every": 300,
                           "eval_batch_size": 500})

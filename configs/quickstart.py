@@ -13,7 +13,7 @@ def get_config():
         "data": {"name": "connect4", "val_fraction": 0.2},
         "space": {"name": "mlp", "num_layers": 2},
         "strategy": {"name": "tabnas", "budget": 20_000, "pv": "mc", "num_mc_samples": 4096,
-                     "lr": 0.01, "total_steps": steps, "warmup_frac": 0.25, "q_offset": 1.0},
+                     "lr": 0.01, "warmup_frac": 0.25, "q_offset": 1.0},
         "optimizer": {"name": "adam", "lr": 3e-3},
         "search": {"steps": steps, "batch_size": 256, "chunk": 200, "checkpoint_every": 1000},
     }

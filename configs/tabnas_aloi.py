@@ -9,12 +9,12 @@ Search space (App. B.2): every hidden layer picks its width from the 20 sizes {8
 Weight training (Table 2): batch 128, Adam, lr 0.0005 (constant), 50 stand-alone epochs;
 the search runs 100 epochs (2x stand-alone, as the paper's 120-epoch Criteo search), i.e.
 ``search.steps`` = 100 * 86,400 training rows // 128 = 67,500 steps; with your own
-row count set ``search.steps`` and ``strategy.total_steps`` to ``epochs * rows // batch``.
+row count set ``search.steps`` to ``epochs * rows // batch`` (the engine gives the strategy its step count).
 TabNAS (Alg. 1-3): rejection-based REINFORCE with a Monte-Carlo P̂(V) of N = 32,768 samples, RL lr 0.005,
 layer warm-up over the first 25% of the steps, Q = 1 - loss (``q_offset=1``).
 Budget: 64,568 parameters, the reference 64-192-48-32 (0.0662 +- 0.0011 balanced error).
 Abs Reward baseline (TuNAS): replace the ``strategy`` dict by
-``{"name": "tunas_abs", "target": 64568, "beta": -25.0, "lr": 0.005, "total_steps": ..., "q_offset": 1.0}`` (|beta| = 25 is the paper's medium value here, App. E.2).
+``{"name": "tunas_abs", "target": 64568, "beta": -25.0, "lr": 0.005, "q_offset": 1.0}`` (|beta| = 25 is the paper's medium value here, App. E.2).
 
 Differences from the paper: the paper's Adam has eps 1e-3 (the engine's optimizer uses optax's default)
 and every layer has layer normalisation (the MLP supernet has none); numeric features are standardised
@@ -30,7 +30,7 @@ def get_config():
         "data": {"name": "tabular", "path": None, "val_fraction": 0.2},
         "space": {"name": "mlp", "num_layers": 4},
         "strategy": {"name": "tabnas", "budget": 64568, "pv": "mc", "num_mc_samples": 32768,
-                     "lr": 0.005, "total_steps": steps, "warmup_frac": 0.25, "q_offset": 1.0},
+                     "lr": 0.005, "warmup_frac": 0.25, "q_offset": 1.0},
         "optimizer": {"name": "adam", "lr": 0.0005, "schedule": "constant"},
         "search": {"steps": steps, "batch_size": batch, "chunk": 500, "checkpoint_every": 50000},
     }

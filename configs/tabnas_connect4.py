@@ -5,7 +5,7 @@ in {0, 1, 2} fed as standardised numbers, 3 classes); split 80% training / 20% v
 The paper feeds a 2-dimensional learned embedding per feature (84 inputs); this library has no
 embedding layer.
 Run: ``jaxnas search configs/tabnas_connect4.py`` (120 x 54,045 // 32 = 202,668 steps: long on a
-CPU; ``search.steps=... strategy.total_steps=...`` for less; bench/tabnas_connect4.py runs a reduced
+CPU; ``search.steps=...`` for less; bench/tabnas_connect4.py runs a reduced
 version and checks the result against stand-alone training).
 The paper gives no Connect-4 search space or reference: it says FFNs under 5,000 parameters reach
 near-SOTA accuracy and both rewards find the Pareto-optimal references. The 2 layers and the budget of
@@ -15,12 +15,12 @@ Search space (App. B.2): every hidden layer picks its width from the 20 sizes {8
 Weight training (Table 2): batch 32, Adam, lr 0.0005 (cosine decay), 60 stand-alone epochs;
 the search runs 120 epochs (2x stand-alone, as the paper's 120-epoch Criteo search), i.e.
 ``search.steps`` = 120 * 54,045 training rows // 32 = 202,668 steps; with your own
-row count set ``search.steps`` and ``strategy.total_steps`` to ``epochs * rows // batch``.
+row count set ``search.steps`` to ``epochs * rows // batch`` (the engine gives the strategy its step count).
 TabNAS (Alg. 1-3): rejection-based REINFORCE with a Monte-Carlo P̂(V) of N = 4,096 samples, RL lr 0.005,
 layer warm-up over the first 25% of the steps, Q = 1 - loss (``q_offset=1``).
 Budget: 5,000 parameters (our choice, see above).
 Abs Reward baseline (TuNAS): replace the ``strategy`` dict by
-``{"name": "tunas_abs", "target": 5000, "beta": -1.0, "lr": 0.005, "total_steps": ..., "q_offset": 1.0}`` (beta not given for Connect-4).
+``{"name": "tunas_abs", "target": 5000, "beta": -1.0, "lr": 0.005, "q_offset": 1.0}`` (beta not given for Connect-4).
 
 Differences from the paper: the paper's Adam has eps 1e-3 (the engine's optimizer uses optax's default)
 and every layer has layer normalisation (the MLP supernet has none); numeric features are standardised
@@ -36,7 +36,7 @@ def get_config():
         "data": {"name": "connect4", "val_fraction": 0.2},
         "space": {"name": "mlp", "num_layers": 2},
         "strategy": {"name": "tabnas", "budget": 5000, "pv": "mc", "num_mc_samples": 4096,
-                     "lr": 0.005, "total_steps": steps, "warmup_frac": 0.25, "q_offset": 1.0},
+                     "lr": 0.005, "warmup_frac": 0.25, "q_offset": 1.0},
         "optimizer": {"name": "adam", "lr": 0.0005, "schedule": "cosine"},
         "search": {"steps": steps, "batch_size": batch, "chunk": 500, "checkpoint_every": 50000},
     }

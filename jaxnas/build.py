@@ -1,48 +1,67 @@
-"""From a resolved config to data, space, task, strategy and optimizer."""
+"""From a resolved config to data, space, task, strategy, evaluator and the compiled search.
+
+Registries (``jaxnas.registry.Registry``), not if-chains: ``DATASETS`` (config ``data.name``),
+``SPACES`` (``space.name``, each with its own keys), ``TASKS`` (the supernet task of a space); the
+evaluators register in ``jaxnas.evaluators`` and the strategies in ``jaxnas.strategies``.
+"""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
-import optax
 
 from jaxnas import data as D
-from jaxnas.search import AXIS, Search, make_mesh
+from jaxnas.registry import Registry
+from jaxnas.search import AXIS, Phase, Search, check_phases, make_mesh, strategy_steps, weight_steps
 from jaxnas.spaces import MLPSpace, TABNAS_WIDTHS
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 from jaxnas.strategies import make as make_strategy
 from jaxnas.supernets import DartsNet, MLPSupernet, NasBench201Net
 from jaxnas.tasks import ClassificationTask
 
-IMAGE_SETS = ("cifar10", "cifar100")
+DATASETS = Registry("data set", fallback="tfds")
+SPACES = Registry("space")
+TASKS = Registry("task")
 
 
 @dataclasses.dataclass
 class Experiment:
     config: dict
-    data: Any            # TabularData or ImageData: x_train, y_train, x_val, y_val
+    data: Any            # TabularData or ImageData (None for evaluators without data, e.g. a table)
     space: Any
-    task: ClassificationTask
+    task: Optional[ClassificationTask]
+    strategy: Any
+    evaluator: Any
     search: Search
+    phases: tuple[Phase, ...]
 
 
-def load_data(cfg: dict):
-    d = cfg["data"]
+# ---- data sets -----------------------------------------------------------------------------------
+@DATASETS.register("connect4")
+def _connect4(d: dict, seed: int):
+    return D.load_tabular("connect4", val_fraction=d["val_fraction"], seed=seed, max_train=d["max_train"],
+                          standardize=d["standardize"])
+
+
+@DATASETS.register("tabular")
+def _tabular(d: dict, seed: int):
+    if not d["path"]:
+        raise ValueError("data.name='tabular' needs data.path (an .npz with X, y or a .csv/.tsv file)")
+    return D.load_tabular(d["path"], label=d["label"], val_fraction=d["val_fraction"], seed=seed,
+                          max_train=d["max_train"], standardize=d["standardize"])
+
+
+@DATASETS.register("image_npz")
+def _image_npz(d: dict, seed: int):
+    if not d["path"]:
+        raise ValueError("data.name='image_npz' needs data.path (an .npz with X uint8 NHWC and y)")
+    return D.load_image_npz(d["path"], val_fraction=d["val_fraction"], seed=seed, max_train=d["max_train"])
+
+
+@DATASETS.register("tfds")
+def _tfds(d: dict, seed: int):
     name = d["name"]
-    if name == "connect4":
-        return D.load_tabular("connect4", val_fraction=d["val_fraction"], seed=cfg["seed"],
-                              max_train=d["max_train"], standardize=d["standardize"])
-    if name == "tabular":
-        if not d["path"]:
-            raise ValueError("data.name='tabular' needs data.path (an .npz with X, y or a .csv/.tsv file)")
-        return D.load_tabular(d["path"], label=d["label"], val_fraction=d["val_fraction"], seed=cfg["seed"],
-                              max_train=d["max_train"], standardize=d["standardize"])
-    if name == "image_npz":
-        if not d["path"]:
-            raise ValueError("data.name='image_npz' needs data.path (an .npz with X uint8 NHWC and y)")
-        return D.load_image_npz(d["path"], val_fraction=d["val_fraction"], seed=cfg["seed"],
-                                max_train=d["max_train"])
     if not d["data_dir"]:
         raise ValueError(f"data.name={name!r} reads a tfds data set from a local directory: set data.data_dir "
                          f"to a directory prepared with `tfds build {name} --file_format=array_record "
@@ -51,83 +70,130 @@ def load_data(cfg: dict):
                               max_train=d["max_train"], max_val=d["max_val"])
 
 
-def _num_classes(data) -> int:
+def load_data(cfg: dict):
+    d = cfg["data"]
+    return DATASETS.get(d["name"])(d, cfg["seed"])
+
+
+def _num_classes(data, default: int = 10) -> int:
+    if data is None:
+        return default
     return int(getattr(data, "num_classes", None) or (int(np.max(data.y_train)) + 1))
 
 
-def build_space(cfg: dict, data):
-    s = cfg["space"]
+# ---- spaces --------------------------------------------------------------------------------------
+@SPACES.register("mlp", {"num_layers": 2, "widths": None})
+def _mlp_space(s: dict, data):
+    if data is None or getattr(data, "x_train", None) is None or np.ndim(data.x_train) != 2:
+        raise ValueError("space.name='mlp' needs tabular data (2-D features)")
     ncls = _num_classes(data)
-    if s["name"] == "mlp":
-        if getattr(data, "x_train", None) is None or np.ndim(data.x_train) != 2:
-            raise ValueError("space.name='mlp' needs tabular data (2-D features)")
-        widths = tuple(s["widths"]) if s["widths"] else TABNAS_WIDTHS
-        return MLPSpace.create(s["num_layers"], data.x_train.shape[1], 1 if ncls == 2 else ncls, widths)
-    kw = {} if s["ops"] is None else {"ops": tuple(s["ops"])}
-    if s["name"] == "nb201":
-        return NasBench201Space.create(C=s["C"], cells_per_stage=s["cells_per_stage"], num_classes=ncls,
-                                       unique_cells=s["unique_cells"], **kw)
-    if s["name"] == "darts":
-        return DartsSpace.create(C=s["C"], num_cells=s["num_cells"], unique_cells=s["unique_cells"], **kw)
-    raise ValueError(f"unknown space {s['name']!r}; valid: mlp, nb201, darts")
+    widths = tuple(s["widths"]) if s["widths"] else TABNAS_WIDTHS
+    return MLPSpace.create(s["num_layers"], data.x_train.shape[1], 1 if ncls == 2 else ncls, widths)
 
 
-def build_task(cfg: dict, space, data) -> ClassificationTask:
-    reward = cfg["search"]["reward"]
-    if isinstance(space, MLPSpace):
-        return ClassificationTask(space, MLPSupernet(space), (space.num_inputs,), reward=reward)
-    net = NasBench201Net(space) if isinstance(space, NasBench201Space) else DartsNet(space, _num_classes(data))
+def _ops(s):
+    return {} if s["ops"] is None else {"ops": tuple(s["ops"])}
+
+
+@SPACES.register("nb201", {"C": 16, "cells_per_stage": 5, "unique_cells": False, "ops": None})
+def _nb201_space(s: dict, data):
+    return NasBench201Space.create(C=s["C"], cells_per_stage=s["cells_per_stage"],
+                                   num_classes=_num_classes(data), unique_cells=s["unique_cells"], **_ops(s))
+
+
+@SPACES.register("darts", {"C": 16, "num_cells": 8, "unique_cells": False, "ops": None})
+def _darts_space(s: dict, data):
+    return DartsSpace.create(C=s["C"], num_cells=s["num_cells"], unique_cells=s["unique_cells"], **_ops(s))
+
+
+def build_space(cfg: dict, data):
+    return SPACES.get(cfg["space"]["name"])(cfg["space"], data)
+
+
+# ---- tasks: the supernet of a space --------------------------------------------------------------
+@TASKS.register("mlp")
+def _mlp_task(cfg, space, data):
+    return ClassificationTask(space, MLPSupernet(space), (space.num_inputs,), reward=cfg["search"]["reward"])
+
+
+def _image_task(net, cfg, space, data):
     mean, std = data.mean, data.std
     augment = D.random_crop_flip if cfg["data"]["augment"] else None
     return ClassificationTask(space, net, tuple(data.x_train.shape[1:]), augment=augment,
-                              preprocess=lambda x: D.normalize(x, mean, std), reward=reward)
+                              preprocess=lambda x: D.normalize(x, mean, std), reward=cfg["search"]["reward"])
 
 
-def build_optimizer(cfg: dict):
-    o = cfg["optimizer"]
-    steps = cfg["search"]["steps"]
-    if o["schedule"] == "cosine":
-        lr = optax.cosine_decay_schedule(o["lr"], steps)
-    elif o["schedule"] == "constant":
-        lr = o["lr"]
+@TASKS.register("nb201")
+def _nb201_task(cfg, space, data):
+    return _image_task(NasBench201Net(space), cfg, space, data)
+
+
+@TASKS.register("darts")
+def _darts_task(cfg, space, data):
+    return _image_task(DartsNet(space, _num_classes(data)), cfg, space, data)
+
+
+def build_task(cfg: dict, space, data) -> Optional[ClassificationTask]:
+    if data is None:
+        return None
+    return TASKS.get(cfg["space"]["name"])(cfg, space, data)
+
+
+# ---- the schedule, devices and the whole experiment ----------------------------------------------
+def build_phases(cfg: dict, evaluator) -> tuple[Phase, ...]:
+    """``search.phases``, or warm-up (weights only) + both; 'strategy' alone without shared weights."""
+    s = cfg["search"]
+    if s["phases"] is not None:
+        phases = [Phase(k, n) for k, n in s["phases"]]
+    elif evaluator.has_weights:
+        phases = [Phase("weights", s["warmup_steps"]), Phase("both", s["steps"] - s["warmup_steps"])]
     else:
-        raise ValueError(f"optimizer.schedule must be 'constant' or 'cosine', got {o['schedule']!r}")
-    parts = []
-    if o["clip"]:
-        parts.append(optax.clip_by_global_norm(o["clip"]))
-    if o["name"] == "adam":
-        parts.append(optax.adamw(lr, o["b1"], o["b2"], o["eps"], weight_decay=o["weight_decay"])
-                     if o["weight_decay"] else optax.adam(lr, o["b1"], o["b2"], o["eps"]))
-    elif o["name"] == "sgd":
-        if o["weight_decay"]:
-            parts.append(optax.add_decayed_weights(o["weight_decay"]))
-        parts.append(optax.sgd(lr, o["momentum"], o["nesterov"]))
-    else:
-        raise ValueError(f"optimizer.name must be 'adam' or 'sgd', got {o['name']!r}")
-    return optax.chain(*parts)
+        if s["warmup_steps"]:
+            raise ValueError(f"search.warmup_steps trains shared weights; the {evaluator.name!r} evaluator "
+                             f"has none: set it to 0")
+        phases = [Phase("strategy", s["steps"])]
+    if s["phases"] is None and s["warmup_steps"] > s["steps"]:
+        raise ValueError(f"search.warmup_steps ({s['warmup_steps']}) exceeds search.steps ({s['steps']})")
+    return phases
 
 
-def _options(name: str) -> set:
-    import inspect
-    from jaxnas.strategies.base import _REGISTRY  # filled by importing jaxnas.strategies (above)
-    return set(inspect.signature(_REGISTRY[name]).parameters) if name in _REGISTRY else set()
-
-
-def build(cfg: dict) -> Experiment:
-    data = load_data(cfg)
-    space = build_space(cfg, data)
-    task = build_task(cfg, space, data)
-    sopts = {k: v for k, v in cfg["strategy"].items() if k != "name"}
-    devices = cfg["search"]["devices"]
+def build_lanes(cfg: dict):
+    """The device mesh (None for one device) and the samples per step."""
+    s = cfg["search"]
+    devices = s["devices"]
     mesh = None
     if devices == "all" or (isinstance(devices, int) and devices > 1):
         mesh = make_mesh(None if devices == "all" else devices)
-        if cfg["search"]["batch_size"] % mesh.size:
-            raise ValueError(f"search.batch_size {cfg['search']['batch_size']} must divide evenly over "
-                             f"{mesh.size} devices")
-        if "axis_name" in _options(cfg["strategy"]["name"]):
-            # strategies with their own device rule (TabNAS App. B.2.2: average over feasible devices)
-            sopts.setdefault("axis_name", AXIS)
-    strategy = make_strategy(cfg["strategy"]["name"], space, **sopts)
-    search = Search(task, strategy, build_optimizer(cfg), mesh, weight_lr=float(cfg["optimizer"]["lr"]))
-    return Experiment(cfg, data, space, task, search)
+        if s["batch_size"] % mesh.size:
+            raise ValueError(f"search.batch_size {s['batch_size']} must divide evenly over {mesh.size} devices")
+    samples = int(s["samples"]) if s["samples"] is not None else (1 if mesh is None else mesh.size)
+    if samples < 1:
+        raise ValueError(f"search.samples must be >= 1, got {samples}")
+    return mesh, samples
+
+
+def build(cfg: dict) -> Experiment:
+    from jaxnas.evaluators import get as get_evaluator
+    ev_cfg = cfg["evaluator"]
+    factory = get_evaluator(ev_cfg["name"])
+    data = load_data(cfg) if getattr(factory, "needs_data", True) else None
+    space = build_space(cfg, data)
+    task = build_task(cfg, space, data)
+    mesh, samples = build_lanes(cfg)
+    axis = AXIS if (mesh is not None or samples > 1) else None
+    # the schedule depends only on whether the evaluator has weights (a class-level fact)
+    phases0 = build_phases(cfg, _Probe(getattr(factory, "has_weights", True), ev_cfg["name"]))
+    sopts = {k: v for k, v in cfg["strategy"].items() if k != "name"}
+    strategy = make_strategy(cfg["strategy"]["name"], space, axis_name=axis,
+                             total_steps=max(strategy_steps(phases0), 1), **sopts)
+    evaluator = factory({k: v for k, v in ev_cfg.items() if k != "name"}, cfg=cfg, space=space, data=data,
+                        task=task, axis_name=axis, mode=strategy.mode, weight_steps=weight_steps(phases0))
+    phases = check_phases(phases0, evaluator, strategy)
+    search = Search(evaluator, strategy, mesh, samples)
+    return Experiment(cfg, data, space, task, strategy, evaluator, search, phases)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Probe:
+    has_weights: bool
+    name: str

@@ -1,8 +1,10 @@
 """Experiment configs: a Python file whose ``get_config()`` returns a nested dict.
 
-Every key must exist in ``DEFAULTS`` (except ``strategy``, whose extra keys are the strategy's own
-options, checked by the strategy; naming another strategy drops the previous one's options). Command-line overrides are ``dotted.key=value`` with Python
-literals (``search.steps=200 strategy.lr=0.01 space.widths=[8,16]``).
+Every key must exist in ``DEFAULTS``, except in the *tagged* sections ``space``, ``evaluator`` and
+``strategy``, whose keys depend on their ``name``: a space's and an evaluator's keys are checked
+against their registered defaults here, a strategy's options by the strategy; naming another one drops
+the previous one's keys. Command-line overrides are ``dotted.key=value`` with Python literals
+(``search.steps=200 strategy.lr=0.01 space.widths=[8,16]``).
 """
 from __future__ import annotations
 
@@ -26,16 +28,10 @@ DEFAULTS: dict = {
         "standardize": True,
         "augment": False,     # images: random crop (pad 4) + horizontal flip
     },
-    "space": {
-        "name": "mlp",        # mlp | nb201 | darts
-        "num_layers": 2,
-        "widths": None,       # mlp: list of widths (default: TabNAS's 20 sizes)
-        "C": 16,
-        "cells_per_stage": 5,
-        "num_cells": 8,
-        "unique_cells": False,
-        "ops": None,          # cell spaces: a subset of the op names
-    },
+    # tagged sections: the keys of each depend on its name (defaults from the registry of spaces /
+    # evaluators, options of the strategy); naming another one drops the old one's keys
+    "space": {"name": "mlp"},           # mlp | nb201 | darts (jaxnas.build.SPACES)
+    "evaluator": {"name": "shared_weights"},  # shared_weights | table | standalone
     "strategy": {"name": "reinforce"},
     "optimizer": {
         "name": "adam",       # adam | sgd
@@ -55,28 +51,33 @@ DEFAULTS: dict = {
     "search": {
         "steps": 1000,
         "warmup_steps": 0,    # weights only (the strategy does not move)
+        "phases": None,       # or [[kind, steps], ...], kind weights | strategy | both (then steps = their sum)
+        "samples": None,      # samples (lanes) per step; default: one per device
         "batch_size": 256,
         "val_batch_size": None,
         "chunk": 50,          # steps per compiled call (lax.scan)
         "checkpoint_every": 500,
-        "devices": 1,         # 1, a number, or "all": data parallel over a device mesh
-        "reward": "neg_loss", # neg_loss | accuracy
+        "devices": 1,         # 1, a number, or "all": one sample per device, data parallel
+        "reward": "neg_loss", # shared_weights: neg_loss | accuracy
         "eval_batch_size": 2048,
     },
 }
+
+
+TAGGED = ("space", "evaluator", "strategy")
 
 
 def _merge(base: dict, update: dict, path: str = "") -> dict:
     out = copy.deepcopy(base)
     for k, v in update.items():
         where = f"{path}{k}"
-        if path == "strategy.":
+        if path.rstrip(".") in TAGGED:
             out[k] = v
             continue
         if k not in base:
             raise ValueError(f"unknown config key {where!r}; valid keys here: {', '.join(sorted(base))}")
-        if k == "strategy" and not path and isinstance(v, dict) and v.get("name", base[k].get("name")) != base[k].get("name"):
-            out[k] = dict(v)  # another strategy: the old one's options do not apply
+        if k in TAGGED and not path and isinstance(v, dict) and v.get("name", base[k].get("name")) != base[k].get("name"):
+            out[k] = dict(v)  # another space/evaluator/strategy: the old one's keys do not apply
             continue
         if isinstance(base[k], dict):
             if not isinstance(v, dict):
@@ -125,11 +126,41 @@ def raw_config(path) -> dict:
     return module.get_config()
 
 
+def _tagged(section: str, given: dict, registry) -> dict:
+    """``given`` completed with the registered defaults of its name; unknown names/keys raise."""
+    name = given.get("name")
+    defaults = registry(name)   # raises, listing the valid names
+    unknown = sorted(set(given) - {"name"} - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(f'{section}.{k}' for k in unknown)} for "
+                         f"{section}.name={name!r}; its keys are: {', '.join(sorted(defaults)) or '(none)'}")
+    return {"name": name, **copy.deepcopy(defaults), **{k: v for k, v in given.items() if k != "name"}}
+
+
 def resolve(config: dict, overrides=()) -> dict:
+    from jaxnas.build import SPACES
+    from jaxnas.evaluators import get as get_evaluator
     cfg = _merge(DEFAULTS, config)
     cfg = _merge(cfg, parse_overrides(overrides))
     if "name" not in cfg["strategy"]:
         raise ValueError("config key 'strategy.name' is required")
+    if "total_steps" in cfg["strategy"]:
+        raise ValueError("strategy.total_steps is set by the engine (the strategy steps of the schedule: "
+                         "search.steps minus search.warmup_steps, or the non-'weights' search.phases); "
+                         "remove it from the config")
+    cfg["space"] = _tagged("space", cfg["space"], lambda n: SPACES.get(n).defaults)
+    cfg["evaluator"] = _tagged("evaluator", cfg["evaluator"], lambda n: get_evaluator(n).defaults)
+    s = cfg["search"]
+    if s["phases"] is not None:
+        try:
+            phases = [(str(k), int(n)) for k, n in s["phases"]]
+        except (TypeError, ValueError):
+            raise ValueError(f"search.phases must be a list of [kind, steps] pairs, got {s['phases']!r}") from None
+        if s["warmup_steps"]:
+            raise ValueError("give either search.phases or search.warmup_steps, not both (a warm-up is a "
+                             "['weights', N] phase)")
+        s["phases"] = [list(p) for p in phases]
+        s["steps"] = sum(n for _, n in phases)
     if cfg["search"]["steps"] < 1 or cfg["search"]["chunk"] < 1:
         raise ValueError("search.steps and search.chunk must be >= 1")
     if cfg["search"]["checkpoint_every"] % cfg["search"]["chunk"]:

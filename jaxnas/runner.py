@@ -56,6 +56,20 @@ def _progress(done, total, t0, metrics, stream):
     stream.flush()
 
 
+def _chunks(phases, start: int, end: int, chunk: int):
+    """``(kind, first_step, n)`` chunks covering steps [start, end): a chunk ends on a multiple of
+    ``chunk`` (so checkpoints keep their schedule) and at the end of its phase."""
+    t0 = 0
+    for p in phases:
+        t1 = t0 + p.steps
+        step = max(start, t0)
+        while step < min(t1, end):
+            n = min(chunk - step % chunk, min(t1, end) - step)
+            yield p.kind, step, n
+            step += n
+        t0 = t1
+
+
 def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None = None) -> dict:
     """Runs (or resumes) the search of ``cfg`` in ``workdir``; returns the result dict.
 
@@ -66,11 +80,11 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
     exp: Experiment = build(cfg)
     (workdir / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
     s = cfg["search"]
-    total, chunk = s["steps"], s["chunk"]
-    data = exp.data
-    train_sampler = BatchSampler(len(data.y_train), s["batch_size"], cfg["seed"])
-    val_sampler = BatchSampler(len(data.y_val), s["val_batch_size"] or s["batch_size"], cfg["seed"] + 1)
-    search = exp.search
+    total = sum(p.steps for p in exp.phases)
+    data, search = exp.data, exp.search
+    if search.evaluator.needs_batches:
+        train_sampler = BatchSampler(len(data.y_train), s["batch_size"], cfg["seed"])
+        val_sampler = BatchSampler(len(data.y_val), s["val_batch_size"] or s["batch_size"], cfg["seed"] + 1)
     state = search.init(jax.random.key(cfg["seed"]))
     manager = _checkpoint_manager(workdir)
     start = 0
@@ -89,18 +103,17 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
     step = start
     end = total if stop_after is None else min(total, stop_after)
     with metrics_path.open("a") as mf:
-        while step < end:
-            warm = step < s["warmup_steps"]
-            # chunks end on multiples of `chunk` (and at the end of warm-up), so checkpoints every
-            # `checkpoint_every` steps are reached whatever the warm-up length
-            n = min(chunk - step % chunk, end - step, (s["warmup_steps"] - step) if warm else chunk)
-            tb = gather((data.x_train, data.y_train), train_sampler.chunk(step, n))
-            vb = gather((data.x_val, data.y_val), val_sampler.chunk(step, n))
-            state, m = search.run_chunk(state, tb, vb, search=not warm)
+        for kind, step, n in _chunks(exp.phases, start, end, s["chunk"]):
+            if search.evaluator.needs_batches:
+                tb = gather((data.x_train, data.y_train), train_sampler.chunk(step, n))
+                vb = gather((data.x_val, data.y_val), val_sampler.chunk(step, n))
+                state, m = search.run_chunk(state, tb, vb, kind=kind)
+            else:
+                state, m = search.run_chunk(state, kind=kind, length=n)
             m = jax.device_get(m)
             check_metrics(m, step)
             for i in range(n):
-                row = {"step": step + i, "warmup": bool(warm)}
+                row = {"step": step + i, "phase": kind}
                 for k, v in m.items():
                     v = np.asarray(v[i])
                     row[k] = v.tolist() if v.ndim else float(v)
@@ -108,28 +121,31 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
             mf.flush()
             step += n
             _progress(step - start, end - start, t0,
-                      {k: float(np.mean(m[k])) for k in ("train_loss", "reward") if k in m}, progress)
+                      {k.split("/")[-1]: float(np.mean(m[k])) for k in ("weights/train_loss", "strategy/reward")
+                       if k in m}, progress)
             if step % s["checkpoint_every"] == 0 or step == total:
                 import orbax.checkpoint as ocp
                 manager.save(step, args=ocp.args.StandardSave(state))
                 manager.wait_until_finished()
     manager.close()
+    step = max(step, start)
     if step < total:
         return {"step": step, "finished": False}
-    arch = np.asarray(jax.device_get(search.strategy.derive(state.strategy_state)))
-    val = search.evaluate(state.params, arch, data.x_val, data.y_val, s["eval_batch_size"])
-    result = {
-        "finished": True, "step": step, "strategy": cfg["strategy"]["name"],
-        "arch": exp.space.encode(arch), "arch_indices": arch.tolist(),
-        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-        "search_seconds": time.perf_counter() - t0, "state_digest": state_digest(state),
-    }
-    if hasattr(exp.space, "param_count"):
-        result["param_count"] = float(exp.space.param_count(arch))
-    if hasattr(data, "val_majority_rate"):
-        result["val_majority_rate"] = float(data.val_majority_rate)
+    return finish(exp, state, workdir, time.perf_counter() - t0)
+
+
+def finish(exp: Experiment, state, workdir, seconds: float) -> dict:
+    """The result of a finished search: its derived architecture described by the space, rated by the
+    evaluator (and the NAS-Bench-201 table when configured); written to ``result.json``."""
+    cfg = exp.config
+    arch = np.asarray(jax.device_get(exp.strategy.derive(state.strategy)))
+    result = {"finished": True, "step": int(state.step), "strategy": cfg["strategy"]["name"],
+              "evaluator": exp.evaluator.name, **exp.space.describe(arch),
+              **exp.evaluator.result(jax.device_get(state.evaluator), arch),
+              "evaluations": int(state.evaluations), "search_seconds": seconds,
+              "state_digest": state_digest(state)}
     if cfg["benchmark"]["nb201_table"]:
         from jaxnas.benchmarks.nb201 import annotate
         result = annotate(result, cfg["benchmark"]["nb201_table"])
-    (workdir / "result.json").write_text(json.dumps(result, indent=1))
+    (Path(workdir) / "result.json").write_text(json.dumps(result, indent=1))
     return result

@@ -1,70 +1,142 @@
-"""The one-shot search loop: a weight step and a strategy step, compiled once, many steps per call.
+"""The search loop: one compiled program over any evaluator and any strategy, many steps per call.
 
-Per step ``t`` (DESIGN.md):
-1. the strategy samples an architecture (each device its own, from a key folded with its index);
-2. weight step: optax update of the supernet parameters on a training batch, gradient of the loss
-   averaged over devices (``grad(pmean(loss))``: inside ``shard_map`` the gradient of a replicated
-   parameter is already a sum over devices, so ``pmean(grad)`` would be wrong, see STACK-NOTES.md);
-3. strategy step on a validation batch with ``reward_fn(weights) = reward(params, weights, val)``;
-   the new strategy state is averaged over devices (floating leaves; other leaves from device 0),
-   so every device holds the same state after every step.
+A step has ``P`` *lanes* (``samples``): each lane samples its own architecture, evaluates it and
+computes its own estimate; the strategy reduces its estimate over the lane axis ``AXIS`` itself and
+every lane applies the identical update (DESIGN.md invariant 6). Lanes are
 
-``lax.scan`` runs ``chunk`` steps per host call; the batches of a chunk are gathered on the host from
-a step-indexed sampler, so a run resumes from any step with no iterator state. Warm-up steps (weights
-only) are a second compiled function: putting the strategy step under ``lax.cond`` would place the
-supernet's convolutions inside a conditional, whose gradient is slow on CPU (jax-ml/jax#12868).
+- devices of a 1-D mesh under ``jax.shard_map`` (one sample per device), or
+- ``jax.vmap(axis_name=AXIS)`` lanes on one device, for evaluators that may be vmapped (a benchmark
+  table, stand-alone training); never for a sparse supernet (``lax.switch`` under ``vmap`` runs every
+  branch, DESIGN.md invariant 2).
+
+Either way the strategy sees the same collectives, so a run on 8 devices equals a 1-device run that
+draws the same 8 samples per step. The outputs are declared replicated (``out_specs=P()`` /
+``out_axes=None``): a strategy that forgot to reduce a leaf fails to compile instead of silently
+keeping device 0's value.
+
+Per step ``t`` and lane ``i`` (keys folded with ``i``):
+1. ``arch, weights = strategy.sample(state, k)``;
+2. phases ``weights`` / ``both``: ``evaluator.weight_step`` (shared weights; the gradient of the
+   lane-mean loss);
+3. phases ``strategy`` / ``both``: ``strategy.step(state, k, evaluator.reward_fn(...), ctx)``, with
+   ``ctx`` (a :class:`SupernetContext`) only for strategies that unroll the weight step.
+
+A search is a schedule of phases (:class:`Phase`); each kind is its own compiled chunk function
+(``lax.scan``), so a frozen-weight or weight-only phase never traces the other half, and the supernet's
+convolutions never sit under ``lax.cond`` (slow gradients on CPU, jax-ml/jax#12868).
 """
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxnas.strategies.base import Strategy, SupernetContext
-
 AXIS = "data"
+PHASE_KINDS = ("weights", "strategy", "both")
+
+
+class Phase(NamedTuple):
+    kind: str     # "weights": weights only (warm-up); "strategy": weights frozen; "both": alternate
+    steps: int
 
 
 @flax.struct.dataclass
 class SearchState:
-    step: jax.Array  # int32: global steps done (warm-up included)
-    params: Any
-    opt_state: Any
-    strategy_state: Any
+    step: jax.Array             # int32: steps done, all phases
+    evaluator: Any              # the evaluator's state (supernet params + optimizer, or nothing)
+    strategy: Any               # the strategy's state
     key: jax.Array
+    evaluations: jax.Array      # int32: reward evaluations over all lanes (table queries)
 
 
 class NonFiniteError(FloatingPointError, ValueError):
     pass
 
 
+def check_phases(phases, evaluator, strategy) -> tuple[Phase, ...]:
+    """Validates a schedule against what the evaluator and strategy can do; says what to change."""
+    out = []
+    for p in phases:
+        kind, steps = p
+        if kind not in PHASE_KINDS:
+            raise ValueError(f"phase kind {kind!r}: use one of {PHASE_KINDS}")
+        if int(steps) < 0:
+            raise ValueError(f"phase {kind!r} has {steps} steps; must be >= 0")
+        if kind != "strategy" and not evaluator.has_weights:
+            raise ValueError(f"phase {kind!r} trains shared weights, but the {evaluator.name!r} evaluator "
+                             f"has none: use only 'strategy' phases (search.phases) or "
+                             f"evaluator.name='shared_weights'")
+        if int(steps):
+            out.append(Phase(kind, int(steps)))
+    if strategy_steps(out) == 0:
+        raise ValueError(f"the schedule {[tuple(p) for p in out]} leaves the strategy no steps (a warm-up "
+                         f"as long as the search?): lower search.warmup_steps or raise search.steps")
+    return tuple(out)
+
+
+def strategy_steps(phases) -> int:
+    return sum(p.steps for p in phases if p.kind != "weights")
+
+
+def weight_steps(phases) -> int:
+    return sum(p.steps for p in phases if p.kind != "strategy")
+
+
 @dataclasses.dataclass(frozen=True)
 class Search:
-    """Compiled search of ``strategy`` on ``task`` with ``optimizer`` for the supernet weights.
+    """Compiled search of ``strategy`` learning from ``evaluator``.
 
-    ``mesh``: a 1-D device mesh with axis ``"data"`` (``make_mesh(n)``) for data parallelism, or
-    None for one device without ``shard_map``. The global batch is split across the mesh.
+    ``mesh``: a 1-D device mesh (``make_mesh(n)``), one lane per device, or None for one device.
+    ``samples``: lanes per step; with a mesh it must equal the mesh size, without one any number
+    (vmapped lanes; only for evaluators with ``max_lane_batch > 1``).
+    The strategy must have been built with ``axis_name=search.axis_name``.
     """
-    task: Any
-    strategy: Strategy
-    optimizer: optax.GradientTransformation
+    evaluator: Any
+    strategy: Any
     mesh: Optional[jax.sharding.Mesh] = None
-    weight_lr: float = 0.0  # for strategies that unroll the weight step (DARTS 2nd order)
+    samples: int = 1
+
+    def __post_init__(self):
+        if self.mesh is not None and self.samples != self.mesh.size:
+            raise ValueError(f"search.samples={self.samples} on {self.mesh.size} devices: each device "
+                             f"evaluates one sample per step, so samples must equal the device count")
+        if self.mesh is None and self.samples > 1:
+            if self.evaluator.max_lane_batch < self.samples:
+                raise ValueError(
+                    f"search.samples={self.samples} on one device vmaps the evaluation, which the "
+                    f"{self.evaluator.name!r} evaluator does not allow (a sparse supernet under vmap runs "
+                    f"every op): use search.devices={self.samples} (one sample per device) or samples=1")
+            if self.evaluator.needs_batches:
+                raise ValueError(f"search.samples > 1 on one device needs an evaluator without data "
+                                 f"batches; {self.evaluator.name!r} has them")
+        if self.strategy.needs in ("gradient", "unroll") and not self.evaluator.differentiable:
+            raise ValueError(f"strategy {self.strategy.name!r} differentiates the reward, which the "
+                             f"{self.evaluator.name!r} evaluator cannot: use evaluator.name='shared_weights' "
+                             f"or a reward-only strategy (random, reinforce, parsec, tabnas, ...)")
+        if self.strategy.needs == "unroll" and not self.evaluator.has_weights:
+            raise ValueError(f"strategy {self.strategy.name!r} unrolls a weight step: it needs the "
+                             f"shared_weights evaluator")
+
+    @property
+    def axis_name(self) -> Optional[str]:
+        """The lane axis the strategy reduces over (None: one lane, no collectives)."""
+        return AXIS if (self.mesh is not None or self.samples > 1) else None
+
+    @property
+    def num_devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.size
 
     # ---- state -------------------------------------------------------------------------------
     def init(self, key) -> SearchState:
-        k_params, k_strategy, k_loop = jax.random.split(key, 3)
-        params = self.task.init_params(k_params)
-        state = SearchState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=self.optimizer.init(params),
-                            strategy_state=self.strategy.init(k_strategy), key=k_loop)
+        k_eval, k_strategy, k_loop = jax.random.split(key, 3)
+        state = SearchState(step=jnp.zeros((), jnp.int32), evaluator=self.evaluator.init(k_eval),
+                            strategy=self.strategy.init(k_strategy), key=k_loop,
+                            evaluations=jnp.zeros((), jnp.int32))
         return self.replicate(state)
 
     def replicate(self, tree):
@@ -79,134 +151,103 @@ class Search:
         return jax.device_put(batches, NamedSharding(self.mesh, P(None, AXIS)))
 
     @property
-    def num_devices(self) -> int:
-        return 1 if self.mesh is None else self.mesh.size
+    def inputs(self):
+        cache = self.__dict__.setdefault("_inputs", [])
+        if not cache:
+            cache.append(self.replicate(self.evaluator.inputs()))
+        return cache[0]
 
-    # ---- one step (per device) ---------------------------------------------------------------
-    def _device_keys(self, key):
-        key, k_sample, k_aug, k_strategy = jax.random.split(key, 4)
-        # device d draws from keys folded with d (0 without a mesh: a 1-device mesh equals no mesh)
-        idx = 0 if self.mesh is None else jax.lax.axis_index(AXIS)
-        k_sample, k_aug, k_strategy = (jax.random.fold_in(k, idx) for k in (k_sample, k_aug, k_strategy))
-        return key, k_sample, k_aug, k_strategy
+    # ---- one step of one lane ----------------------------------------------------------------
+    def _lane(self):
+        return 0 if self.axis_name is None else jax.lax.axis_index(AXIS)
 
-    def _mean(self, x):
-        return x if self.mesh is None else jax.lax.pmean(x, AXIS)
+    def _reduce_metric(self, x):
+        x = jnp.asarray(x)
+        x = x.astype(jnp.float32) if x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.integer) else x
+        return x if self.axis_name is None else jax.lax.pmean(x, AXIS)
 
-    def _weight_step(self, state: SearchState, weights, batch, k_aug):
-        mode = self.strategy.mode
-
-        def loss_fn(p):
-            loss, metrics = self.task.loss(p, weights, batch, k_aug, mode)
-            return self._mean(loss), metrics
-
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return params, opt_state, loss, self._mean(metrics["accuracy"])
-
-    def loss_grad(self, params, weights, batch):
-        """Loss and gradient of the weight step for fixed architecture weights (global batch split
-        over the mesh): equals the gradient of the mean loss over the global batch."""
-        def f(params, weights, batch):
-            def loss_fn(p):
-                return self._mean(self.task.loss(p, weights, batch, None, self.strategy.mode)[0])
-            return jax.value_and_grad(loss_fn)(params)
-        if self.mesh is None:
-            return jax.jit(f)(params, weights, batch)
-        g = jax.jit(jax.shard_map(f, mesh=self.mesh, in_specs=(P(), P(), P(AXIS)), out_specs=P()))
-        with jax.set_mesh(self.mesh):
-            return g(self.replicate(params), self.replicate(weights),
-                     jax.device_put(batch, NamedSharding(self.mesh, P(AXIS))))
-
-    def _sync_strategy_state(self, s):
-        if self.mesh is None:
-            return s
-
-        def sync(x):
-            if jnp.issubdtype(x.dtype, jnp.floating):
-                return jax.lax.pmean(x, AXIS)
-            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-                return x
-            return _from_device0(x)
-        return jax.tree.map(sync, s)
-
-    def _step(self, state: SearchState, batches, search: bool):
-        train_batch, val_batch = batches
-        key, k_sample, k_aug, k_strategy = self._device_keys(state.key)
-        arch, weights = self.strategy.sample(state.strategy_state, k_sample)
-        params, opt_state, train_loss, train_acc = self._weight_step(state, weights, train_batch, k_aug)
-        metrics = {"train_loss": train_loss, "train_accuracy": train_acc}
-        s_state = state.strategy_state
-        if search:
-            task, mode = self.task, self.strategy.mode
-
-            def val_reward(p, w):
-                loss, m = task.loss(p, w, val_batch, None, mode, train=False)
-                return task.reward_of(loss, m), {"loss": loss, **m}
-
-            ctx = SupernetContext(params=params,
-                                  train_loss=lambda p, w: task.loss(p, w, train_batch, k_aug, mode)[0],
-                                  val_reward=val_reward, weight_lr=self.weight_lr)
-            s_state, s_metrics = self.strategy.step(s_state, k_strategy, partial(val_reward, params), ctx=ctx)
-            s_state = self._sync_strategy_state(s_state)
-            for name in ("reward", "nonfinite"):
-                if name in s_metrics:
-                    metrics[name] = self._mean(jnp.asarray(s_metrics[name], jnp.float32))
-        probs = self.strategy.probs(s_state)
-        metrics["entropy"] = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), -1)
-        metrics["arch"] = arch if self.mesh is None else _from_device0(arch)  # device 0's sample
-        new = SearchState(step=state.step + 1, params=params, opt_state=opt_state,
-                          strategy_state=s_state, key=key)
+    def _step(self, state: SearchState, inputs, batches, kind: str):
+        train_batch, val_batch = batches if batches is not None else (None, None)
+        key, *ks = jax.random.split(state.key, 5)
+        lane = self._lane()
+        k_sample, k_weights, k_reward, k_strategy = (jax.random.fold_in(k, lane) for k in ks)
+        ev, st = state.evaluator, state.strategy
+        arch, weights = self.strategy.sample(st, k_sample)
+        metrics, evaluations = {}, state.evaluations
+        if kind in ("weights", "both"):
+            ev, wm = self.evaluator.weight_step(ev, inputs, weights, train_batch, k_weights)
+            metrics.update({f"weights/{k}": self._reduce_metric(v) for k, v in wm.items()})
+        if kind in ("strategy", "both"):
+            reward_fn = self.evaluator.reward_fn(ev, inputs, val_batch, k_reward)
+            ctx = None
+            if self.strategy.needs == "unroll":
+                ctx = self.evaluator.context(ev, inputs, train_batch, val_batch, k_weights)
+            st, sm = self.strategy.step(st, k_strategy, reward_fn, ctx=ctx)
+            n = jnp.asarray(sm.get("evaluations", 1.0), jnp.float32)
+            n = n if self.axis_name is None else jax.lax.psum(n, AXIS)
+            evaluations = evaluations + jnp.round(n).astype(jnp.int32)
+            metrics.update({f"strategy/{k}": self._reduce_metric(v) for k, v in sm.items()})
+        metrics["policy/entropy"] = categorical_entropy(self.strategy.probs(st))
+        # every lane's sample, [P, D] (the report's choice frequencies)
+        metrics["sample/arch"] = arch[None] if self.axis_name is None else jax.lax.all_gather(arch, AXIS)
+        new = SearchState(step=state.step + 1, evaluator=ev, strategy=st, key=key, evaluations=evaluations)
         return new, metrics
 
     # ---- compiled chunks ---------------------------------------------------------------------
-    @property
-    def _chunk_fns(self):
+    def _chunk_fn(self, kind: str):
         cache = self.__dict__.setdefault("_cache", {})
-        if not cache:
-            for search in (False, True):
-                def chunk(state, batches, search=search):
-                    return jax.lax.scan(lambda s, b: self._step(s, b, search), state, batches)
-                if self.mesh is not None:
-                    chunk = jax.shard_map(chunk, mesh=self.mesh, in_specs=(P(), P(None, AXIS)),
-                                          out_specs=(P(), P()))
-                cache[search] = jax.jit(chunk)
-        return cache
+        if kind not in cache:
+            def chunk(state, inputs, batches, length=None):
+                body = lambda s, b: self._step(s, inputs, b, kind)
+                return jax.lax.scan(body, state, batches, length=length)
 
-    def run_chunk(self, state: SearchState, train_batches, val_batches, search: bool = True):
-        """Runs ``len(batches)`` steps in one compiled call; returns (state, per-step metrics)."""
-        batches = self.shard_batches((train_batches, val_batches))
-        if self.mesh is not None:
-            with jax.set_mesh(self.mesh):
-                return self._chunk_fns[search](state, batches)
-        return self._chunk_fns[search](state, batches)
+            if self.mesh is not None:
+                f = jax.shard_map(lambda s, i, b: chunk(s, i, b), mesh=self.mesh,
+                                  in_specs=(P(), P(), P(None, AXIS)), out_specs=(P(), P()))
+                nob = lambda s, i, n: jax.shard_map(lambda s, i: chunk(s, i, None, n), mesh=self.mesh,
+                                                    in_specs=(P(), P()), out_specs=(P(), P()))(s, i)
+            elif self.samples > 1:
+                f = None
+                nob = lambda s, i, n: jax.vmap(lambda s, i: chunk(s, i, None, n), in_axes=(None, None),
+                                               out_axes=None, axis_name=AXIS, axis_size=self.samples)(s, i)
+            else:
+                f = chunk
+                nob = lambda s, i, n: chunk(s, i, None, n)
+            cache[kind] = (jax.jit(f) if f is not None else None,
+                           jax.jit(nob, static_argnums=2))
+        return cache[kind]
 
-    # ---- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, params, arch, x, y, batch_size: int = 1024) -> dict:
-        """Loss and accuracy of ``arch`` (one-hot weights, sparse mode) over a whole data split."""
-        space = self.task.space
-        weights = space.one_hot(jnp.asarray(arch))
+    def run_chunk(self, state: SearchState, train_batches=None, val_batches=None, kind: str = "both",
+                  length: Optional[int] = None):
+        """Runs one compiled chunk of ``kind`` steps; returns (state, per-step metrics).
 
-        @jax.jit
-        def one(xb, yb):
-            loss, m = self.task.loss(params, weights, (xb, yb), None, "sparse", train=False)
-            return loss * xb.shape[0], m["accuracy"] * xb.shape[0]
+        With batches (evaluators that need data) the chunk has ``len(train_batches)`` steps; without,
+        ``length`` steps."""
+        if kind not in PHASE_KINDS:
+            raise ValueError(f"kind must be one of {PHASE_KINDS}, got {kind!r}")
+        with_batches, no_batches = self._chunk_fn(kind)
+        ctx = jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext()
+        with ctx:
+            if self.evaluator.needs_batches:
+                if train_batches is None:
+                    raise ValueError(f"the {self.evaluator.name!r} evaluator needs train/val batches")
+                return with_batches(state, self.inputs, self.shard_batches((train_batches, val_batches)))
+            if length is None:
+                raise ValueError("give length= (steps) for an evaluator without batches")
+            return no_batches(state, self.inputs, int(length))
 
-        tot_loss = tot_acc = 0.0
-        n = len(y)
-        for i in range(0, n, batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            l, a = one(jnp.asarray(xb), jnp.asarray(yb))
-            tot_loss += float(l)
-            tot_acc += float(a)
-        return {"loss": tot_loss / n, "accuracy": tot_acc / n}
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
 
 
-def _from_device0(x):
-    """Device 0's value on every device (an invariant result, as shard_map's P() output needs)."""
-    mine = jnp.where(jax.lax.axis_index(AXIS) == 0, x.astype(jnp.int32), 0)
-    return jax.lax.psum(mine, AXIS).astype(x.dtype)
+def categorical_entropy(probs) -> jax.Array:
+    """Entropy per decision of a probability matrix ``[D, K]`` (0 log 0 = 0)."""
+    return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), -1)
 
 
 def make_mesh(num_devices: Optional[int] = None):
@@ -221,7 +262,7 @@ def make_mesh(num_devices: Optional[int] = None):
 
 def check_metrics(metrics: dict, step0: int):
     """Stops a search whose loss or reward went NaN/inf, naming the step and what to change."""
-    for name in ("train_loss", "reward"):
+    for name in ("weights/train_loss", "strategy/reward"):
         if name in metrics:
             v = np.asarray(metrics[name])
             bad = ~np.isfinite(v)
@@ -231,8 +272,8 @@ def check_metrics(metrics: dict, step0: int):
                     f"{name} became {v[bad][0]} at step {at}: the search cannot continue. Lower the "
                     f"weight learning rate (optimizer.lr) or enable gradient clipping (optimizer.clip), "
                     f"check the data for NaN/inf values, and make sure the reward is finite.")
-    if "nonfinite" in metrics and np.asarray(metrics["nonfinite"]).any():
-        at = step0 + int(np.argmax(np.asarray(metrics["nonfinite"]) > 0))
+    if "strategy/nonfinite" in metrics and np.asarray(metrics["strategy/nonfinite"]).any():
+        at = step0 + int(np.argmax(np.asarray(metrics["strategy/nonfinite"]) > 0))
         raise NonFiniteError(
             f"the strategy got a NaN/inf reward or gradient at step {at} (it skipped the update). "
             f"Lower the learning rates (optimizer.lr, strategy.lr), enable clipping, or check the reward.")

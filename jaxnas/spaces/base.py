@@ -150,6 +150,32 @@ class Space:
         return jax.random.categorical(key, logits, axis=-1,
                                       shape=tuple(shape) + (self.num_decisions,)).astype(jnp.int32)
 
+    # ---- derivation and description ----------------------------------------------------------
+    def derive_mask(self, exclude=()) -> np.ndarray:
+        """``bool[D, K]``: valid choices not named in ``exclude``; a decision left empty keeps all."""
+        m = self.mask.copy()
+        for d, ch in enumerate(self.choices):
+            keep = np.array([c not in exclude for c in ch] + [False] * (self.max_choices - len(ch)))
+            if (m[d] & keep).any():
+                m[d] &= keep
+        return m
+
+    def derive(self, scores, exclude=()) -> jnp.ndarray:
+        """The final architecture of per-choice ``scores float[D, K]`` (logits, alpha, probabilities):
+        the best valid choice per decision that is not named in ``exclude``. Traceable. Spaces with
+        a derivation rule of their own (DARTS: two inputs per node) override it."""
+        m = jnp.asarray(self.derive_mask(tuple(exclude)))
+        return jnp.argmax(jnp.where(m, scores, -jnp.inf), axis=-1).astype(jnp.int32)
+
+    def describe(self, arch) -> dict:
+        """What a result reports about ``arch``: its string, indices and, where the space has a cost
+        model, its parameter count."""
+        a = self.check_arch(arch)
+        out = {"arch": self.encode(a), "arch_indices": a.tolist()}
+        if hasattr(self, "param_count"):
+            out["param_count"] = float(self.param_count(a))
+        return out
+
     def one_hot(self, arch) -> jnp.ndarray:
         """``float32[..., D, K]`` one-hot weights of architectures ``int[..., D]``."""
         return jax.nn.one_hot(arch, self.max_choices, dtype=jnp.float32)

@@ -132,6 +132,12 @@ class CellSpace(Space):
             out[name] = gene
         return out
 
+    def genotype_string(self, arch) -> str:
+        """``normal=[(op, src), ...] reduce=[...]`` of an architecture whose dropped edges are 'none'
+        (as DARTS prints its ``Genotype``)."""
+        g = self.genotype(self.one_hot(self.check_arch(arch)))
+        return " ".join(f"{b}={g[b]}" for b in self.block_names)
+
     def genotype_to_arch(self, genotype: dict) -> np.ndarray:
         """The architecture whose unselected edges are 'none' (inverse of ``genotype`` on archs)."""
         if self.zero_op is None:
@@ -229,6 +235,36 @@ class DartsSpace(CellSpace):
     @property
     def unique_cells(self) -> bool:
         return self.num_blocks != 2 or self.block_names != ("normal", "reduce")
+
+    def derive(self, scores, exclude=(), inputs_per_node: int = 2) -> jnp.ndarray:
+        """The DARTS genotype as an architecture (DARTS sec. 2.4): per edge the strongest non-zero op;
+        per node the ``inputs_per_node`` incoming edges with the strongest such op are kept (ties: the
+        lower source, as DARTS's stable sort) and every other edge becomes 'none'. ``exclude`` also
+        removes other ops from the choice. Traceable; ``genotype`` is the same rule on the host."""
+        zero = self.zero_op
+        ex = tuple(exclude) + (("none",) if zero is not None else ())
+        m = jnp.asarray(self.derive_mask(ex))
+        s = jnp.where(m, jnp.asarray(scores, jnp.float32), -jnp.inf)
+        op = jnp.argmax(s, -1).astype(jnp.int32)
+        if zero is None:
+            return op
+        strength = jnp.max(s, -1).reshape(self.num_blocks, self.edges_per_cell)
+        keep, e = [], 0
+        for j in range(self.num_input_nodes, self.num_input_nodes + self.num_nodes):
+            st = strength[:, e:e + j]                                    # [blocks, j]
+            # rank of each source among the node's inputs: stronger first, lower index on ties
+            better = (st[:, None, :] > st[:, :, None]) | (
+                (st[:, None, :] == st[:, :, None]) & (jnp.arange(j)[None, :] < jnp.arange(j)[:, None]))
+            keep.append(jnp.sum(better, -1) < inputs_per_node)
+            e += j
+        keep = jnp.concatenate(keep, -1).reshape(-1)
+        return jnp.where(keep, op, zero).astype(jnp.int32)
+
+    def describe(self, arch) -> dict:
+        out = super().describe(arch)
+        if self.zero_op is not None:
+            out["genotype"] = self.genotype_string(arch)
+        return out
 
     def block_of_cell(self, cell: int) -> int:
         if self.unique_cells:

@@ -1,0 +1,11 @@
+"""Evaluators: what a strategy learns from (see base.py for the protocol).
+
+``shared_weights`` (a one-shot supernet), ``table`` (a benchmark table), ``standalone`` (candidates
+trained from scratch in one vmapped program).
+"""
+from jaxnas.evaluators.base import Evaluator, available, get, register
+from jaxnas.evaluators import shared_weights, table  # noqa: F401  (register)
+try:  # written alongside; registers "standalone"
+    from jaxnas.evaluators import standalone  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass

@@ -1,0 +1,66 @@
+"""The evaluator protocol: what a strategy learns from.
+
+The search loop (``jaxnas/search.py``) runs one *sample* per lane of the population axis ``AXIS``
+(a device under ``shard_map``, or a ``vmap`` lane on one device). Per lane and step it calls
+
+- ``weight_step(state, inputs, weights, batch, key) -> (state, metrics)`` (evaluators with
+  ``has_weights`` only): one optimizer step of the shared weights on this lane's training batch;
+  the gradient is reduced over ``axis_name`` inside, so every lane holds the same state after it;
+- ``reward_fn(state, inputs, batch, key) -> reward_fn``, with ``reward_fn(weights float[D, K]) ->
+  (reward, aux)`` (higher is better) for the strategy; differentiable w.r.t. ``weights`` when
+  ``differentiable`` is True; safe under ``jax.vmap`` over weights when ``batched_rewards`` is True;
+- ``context(state, inputs, train_batch, val_batch, key) -> SupernetContext`` for strategies that
+  unroll the weight step (DARTS 2nd order).
+
+``inputs`` is a pytree of arrays the compiled chunk takes as an argument (replicated on every
+device; e.g. a benchmark table or a training set), never part of the checkpointed state.
+``state`` is a pytree checkpointed with the search. ``result(state, arch)`` runs on the host after
+the search and returns what ``result.json`` reports about the derived architecture.
+``needs_batches``: whether the loop must feed train/validation batches.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import jax
+
+RewardFn = Callable[[jax.Array], tuple[jax.Array, Any]]
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+class Evaluator(Protocol):
+    name: str
+    has_weights: bool        # a weight step exists (phases "weights" and "both" are allowed)
+    differentiable: bool     # reward_fn works under jax.grad (gradient strategies need it)
+    needs_batches: bool      # the loop feeds (train, val) batches
+    max_lane_batch: int      # samples one lane may evaluate at once under vmap (1: never vmap)
+
+    def init(self, key) -> Any: ...
+    def inputs(self) -> Any: ...
+    def weight_step(self, state, inputs, weights, batch, key) -> tuple[Any, dict]: ...
+    def reward_fn(self, state, inputs, batch, key) -> RewardFn: ...
+    def context(self, state, inputs, train_batch, val_batch, key): ...
+    def result(self, state, arch) -> dict: ...
+
+
+def register(name: str):
+    """``@register("table") def make(cfg, space, data, task, axis_name) -> Evaluator``."""
+    def deco(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"evaluator {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def available() -> list[str]:
+    import jaxnas.evaluators  # noqa: F401  (registers the built-in evaluators)
+    return sorted(_REGISTRY)
+
+
+def get(name: str):
+    import jaxnas.evaluators  # noqa: F401
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown evaluator {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name]
