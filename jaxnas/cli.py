@@ -14,19 +14,26 @@ def _search(args):
     workdir = Path(args.workdir or Path("workdirs") / Path(args.config).stem)
     result = run_search(cfg, workdir, progress=None if args.quiet else sys.stderr)
     print(f"derived architecture: {result['arch']}")
-    line = f"validation accuracy: {result['val_accuracy']:.4f} (loss {result['val_loss']:.4f})"
-    if "val_majority_rate" in result:
-        line += f"; majority-class rate {result['val_majority_rate']:.4f}"
-    print(line)
+    if "genotype" in result:
+        print(f"genotype: {result['genotype']}")
+    if "val_accuracy" in result:
+        line = f"validation accuracy: {result['val_accuracy']:.4f} (loss {result['val_loss']:.4f})"
+        if "val_majority_rate" in result:
+            line += f"; majority-class rate {result['val_majority_rate']:.4f}"
+        print(line)
+    for c in result.get("table_report", ()):
+        print(f"{c}: {result[c]:.2f} (rank {result[c + '_rank']}, best {result[c + '_best']:.2f})")
     if "param_count" in result:
         print(f"parameters: {int(result['param_count'])}")
+    print(f"reward evaluations: {result['evaluations']} ({result['search_seconds']:.1f} s)")
     print(f"work dir: {workdir}")
     print(json.dumps(result))
 
 
 def _report(args):
     from jaxnas.report import report
-    print(report(args.workdir, plots=not args.no_plots))
+    metrics = [m for m in (args.metrics or "").split(",") if m]
+    print(report(args.workdir, plots=not args.no_plots, metrics=metrics))
 
 
 def main(argv=None):
@@ -42,6 +49,8 @@ def main(argv=None):
     r = sub.add_parser("report", help="summarise a work dir and save plots")
     r.add_argument("workdir")
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--metrics", help="comma-separated metrics to plot into metrics.png, e.g. pv,feasible "
+                                     "(a bare name matches strategy/pv; see metrics.jsonl for all)")
     r.set_defaults(fn=_report)
     args, extra = ap.parse_known_args(argv)  # overrides may come after the options too
     bad = [e for e in extra if "=" not in e or args.command != "search"]

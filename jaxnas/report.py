@@ -1,4 +1,10 @@
-"""Summary and plots of a search work dir: per-decision choice frequencies and entropy over time."""
+"""Summary and plots of a search work dir: any logged metric over time, per-decision choice
+frequencies and the policy entropy.
+
+``metrics.jsonl`` has one row per step: ``step``, ``phase`` and one key per metric, namespaced by its
+source (``weights/train_loss``, ``strategy/reward``, ``strategy/pv``, ``policy/entropy`` per decision,
+``sample/arch`` [samples, D]). ``--metrics pv,feasible`` plots those (a bare name matches any namespace).
+"""
 from __future__ import annotations
 
 import json
@@ -14,48 +20,102 @@ def load_metrics(workdir) -> list[dict]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
-def report(workdir, plots: bool = True) -> str:
+def metric_names(rows) -> list[str]:
+    names = []
+    for r in rows:
+        names.extend(k for k in r if k not in ("step", "phase") and k not in names)
+    return names
+
+
+def resolve_metrics(rows, wanted) -> list[str]:
+    """Full names of ``wanted`` (``pv`` finds ``strategy/pv``); unknown names raise with the list."""
+    names = metric_names(rows)
+    out = []
+    for w in wanted:
+        hits = [n for n in names if n == w or n.split("/")[-1] == w]
+        if not hits:
+            raise ValueError(f"no metric {w!r} in metrics.jsonl; logged: {', '.join(names)}")
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def series(rows, name):
+    """(steps, values) of the rows that logged ``name``."""
+    pts = [(r["step"], r[name]) for r in rows if name in r]
+    return np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)
+
+
+def report(workdir, plots: bool = True, metrics=None) -> str:
     workdir = Path(workdir)
     rows = load_metrics(workdir)
     result_path = workdir / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else None
     lines = [f"work dir: {workdir}", f"steps logged: {len(rows)}"]
+    wanted = resolve_metrics(rows, metrics) if metrics else []
     if rows:
         tail = rows[-min(100, len(rows)):]
-        lines.append(f"last {len(tail)} steps: train_loss {np.mean([r['train_loss'] for r in tail]):.4f}"
-                     + (f", reward {np.mean([r['reward'] for r in tail if 'reward' in r]):.4f}"
-                        if any('reward' in r for r in tail) else ""))
-        ent = np.array([r["entropy"] for r in rows])
-        lines.append(f"policy entropy per decision: start {np.round(ent[0], 3).tolist()} "
-                     f"end {np.round(ent[-1], 3).tolist()}")
+        scalars = [n for n in metric_names(tail)
+                   if all(np.ndim(r[n]) == 0 for r in tail if n in r)]
+        for n in (wanted or [n for n in scalars if n in ("weights/train_loss", "strategy/reward")]):
+            _, v = series(tail, n)
+            lines.append(f"last {len(tail)} steps: {n} mean {np.mean(v):.4f}")
+        _, ent = series(rows, "policy/entropy")
+        if len(ent):
+            lines.append(f"policy entropy per decision: start {np.round(ent[0], 3).tolist()} "
+                         f"end {np.round(ent[-1], 3).tolist()}")
     if result:
-        lines.append(f"derived architecture: {result.get('arch')} (val accuracy "
-                     f"{result.get('val_accuracy', float('nan')):.4f}, val loss {result.get('val_loss', float('nan')):.4f})")
+        lines.append(f"derived architecture: {result.get('arch')}")
+        rated = {k: v for k, v in result.items() if isinstance(v, float) and k != "search_seconds"}
+        lines.append("result: " + ", ".join(f"{k} {v:.4f}" for k, v in rated.items()))
     else:
         lines.append("no result.json yet: the search has not finished (re-run `jaxnas search` to resume)")
     if plots and rows:
-        lines.extend(f"plot: {p}" for p in save_plots(workdir, rows))
+        lines.extend(f"plot: {p}" for p in save_plots(workdir, rows, wanted))
     return "\n".join(lines)
 
 
-def save_plots(workdir, rows, window: int = 100) -> list[Path]:
-    """Entropy per decision, and the running frequency of each choice of the sampled architectures
-    (a window of ``window`` steps): how the search's distribution moves over time."""
+def _plt():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    steps = np.array([r["step"] for r in rows])
-    ent = np.array([r["entropy"] for r in rows])
-    archs = np.array([r["arch"] for r in rows])
+
+def save_metric_plot(workdir, rows, names) -> Path:
+    """One panel per metric over steps (vector metrics: one line per entry)."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.4 * len(names)), squeeze=False, sharex=True)
+    for ax, n in zip(axes[:, 0], names):
+        steps, v = series(rows, n)
+        ax.plot(steps, v.reshape(len(steps), -1), lw=0.8)
+        ax.set_ylabel(n, fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    p = Path(workdir) / "metrics.png"
+    fig.tight_layout(); fig.savefig(p, dpi=100); plt.close(fig)
+    return p
+
+
+def save_plots(workdir, rows, metrics=(), window: int = 100) -> list[Path]:
+    """The requested metrics, the entropy per decision, and the running frequency of each choice of
+    the sampled architectures (a window of ``window`` steps, all samples of a step)."""
+    plt = _plt()
     out = []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, ent)
-    ax.set_xlabel("step"); ax.set_ylabel("entropy per decision (nats)")
-    ax.set_title("policy entropy")
-    p = Path(workdir) / "entropy.png"
-    fig.tight_layout(); fig.savefig(p, dpi=100); plt.close(fig); out.append(p)
-    D = archs.shape[1]
+    if metrics:
+        out.append(save_metric_plot(workdir, rows, list(metrics)))
+    steps, ent = series(rows, "policy/entropy")
+    if len(steps):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(steps, ent)
+        ax.set_xlabel("step"); ax.set_ylabel("entropy per decision (nats)")
+        ax.set_title("policy entropy")
+        p = Path(workdir) / "entropy.png"
+        fig.tight_layout(); fig.savefig(p, dpi=100); plt.close(fig); out.append(p)
+    rows = [r for r in rows if "sample/arch" in r]
+    if not rows:
+        return out
+    steps = np.array([r["step"] for r in rows])
+    archs = np.array([r["sample/arch"] for r in rows])       # [T, samples, D]
+    D = archs.shape[2]
     K = int(archs.max()) + 1
     cols = min(D, 4)
     nrows = -(-D // cols)
@@ -64,8 +124,9 @@ def save_plots(workdir, rows, window: int = 100) -> list[Path]:
     for d in range(D):
         ax = axes[d // cols][d % cols]
         for k in range(K):
-            freq = np.convolve((archs[:, d] == k).astype(float), kernel, mode="valid")
-            if freq.max() > 0.05:
+            per_step = np.mean(archs[:, :, d] == k, axis=1)
+            freq = np.convolve(per_step, kernel, mode="valid")
+            if freq.size and freq.max() > 0.05:
                 ax.plot(steps[window - 1:] if len(steps) >= window else steps[:len(freq)], freq, label=str(k))
         ax.set_title(f"decision {d}", fontsize=8); ax.set_ylim(0, 1)
         ax.legend(fontsize=6)

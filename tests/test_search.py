@@ -28,13 +28,15 @@ def test_search_runs_and_logs(tmp_path):
     assert result["finished"] and result["step"] == 30
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(30))
-    assert all(r["warmup"] for r in rows[:10]) and not any(r["warmup"] for r in rows[10:])
-    assert "reward" not in rows[0] and "reward" in rows[10]
-    chex.assert_shape(np.array([r["entropy"] for r in rows]), (30, 2))
-    archs = np.array([r["arch"] for r in rows])
+    assert all(r["phase"] == "weights" for r in rows[:10]) and all(r["phase"] == "both" for r in rows[10:])
+    assert "strategy/reward" not in rows[0] and "strategy/reward" in rows[10]
+    chex.assert_shape(np.array([r["policy/entropy"] for r in rows]), (30, 2))
+    archs = np.array([r["sample/arch"] for r in rows])
+    chex.assert_shape(archs, (30, 1, 2))
     assert archs.min() >= 0 and archs.max() <= 2
     # warm-up leaves the policy where it started (uniform over 3 widths)
-    np.testing.assert_allclose(rows[9]["entropy"], [np.log(3)] * 2, rtol=1e-5)
+    np.testing.assert_allclose(rows[9]["policy/entropy"], [np.log(3)] * 2, rtol=1e-5)
+    assert result["evaluations"] == 20  # one reward evaluation per strategy step
     assert 0.0 <= result["val_accuracy"] <= 1.0 and np.isfinite(result["val_loss"])
     assert result["arch"].count("-") == 1
 
@@ -96,6 +98,11 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     (["search.stepz=3"], "unknown config key 'search.stepz'"),
     (["strategy.name='reinforcee'"], "unknown strategy 'reinforcee'"),
     (["space.name='nb202'"], "unknown space 'nb202'"),
+    (["space.num_cells=5"], "space.num_cells for space.name='mlp'"),
+    (["evaluator.name='tabel'"], "unknown evaluator 'tabel'"),
+    (["strategy.total_steps=5"], "set by the engine"),
+    (["search.warmup_steps=40"], "leaves the strategy no steps"),
+    (["search.phases=[['weights', 5], ['bogus', 5]]"], "phase kind 'bogus'"),
     (["strategy.lrr=0.1"], "its options are"),
     (["search.checkpoint_every=15"], "multiple of search.chunk"),
 ])

@@ -76,7 +76,7 @@ class TableEvaluator:
     def result(self, state, arch) -> dict:
         row = self.table.lookup(self.space.encode(np.asarray(arch)))
         out = {"table": self.table.path, "table_index": row["index"], "reward_column": self.column,
-               self.column: row[self.column]}
+               self.column: row[self.column], "table_report": list(self.report)}
         for c in self.report:
             out[c] = row[c]
             out[f"{c}_rank"] = self.table.rank(row["arch"], c)
