@@ -172,14 +172,15 @@ def build_lanes(cfg: dict):
     return mesh, samples
 
 
-def build(cfg: dict) -> Experiment:
+def build(cfg: dict, lanes=None) -> Experiment:
+    """``lanes=(mesh, samples)`` replaces the config's devices/samples (tests compare lane layouts)."""
     from jaxnas.evaluators import get as get_evaluator
     ev_cfg = cfg["evaluator"]
     factory = get_evaluator(ev_cfg["name"])
     data = load_data(cfg) if getattr(factory, "needs_data", True) else None
     space = build_space(cfg, data)
     task = build_task(cfg, space, data)
-    mesh, samples = build_lanes(cfg)
+    mesh, samples = build_lanes(cfg) if lanes is None else lanes
     axis = AXIS if (mesh is not None or samples > 1) else None
     # the schedule depends only on whether the evaluator has weights (a class-level fact)
     phases0 = build_phases(cfg, _Probe(getattr(factory, "has_weights", True), ev_cfg["name"]))

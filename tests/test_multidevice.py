@@ -1,5 +1,6 @@
-"""Data-parallel search over 8 simulated CPU devices (a separate process: XLA_FLAGS must be set
-before jax is imported)."""
+"""Multi-lane search on 8 simulated CPU devices (a separate process: XLA_FLAGS must be set before jax
+is imported): D devices = D samples per step, every device the same state, 8 devices == 8 vmapped
+lanes on one device."""
 import json
 import os
 import subprocess
@@ -21,6 +22,18 @@ def test_eight_devices():
         assert r["one_device_max_diff"] < 1e-5, (name, r)
         assert r["eight_shards"] == 8 and r["eight_devices_replicated"], (name, r)
         assert r["eight_metrics_finite"] and r["eight_differs_from_plain"], (name, r)
+        assert r["eight_samples_logged"] == [10, 8, 2] and r["eight_evaluations"] == 80, (name, r)
     assert all(out["tabnas"].values()), out["tabnas"]
     g = out["grad"]
-    assert g["loss_diff"] < 1e-6 and g["grad_max_abs_diff"] < 1e-5 * max(1.0, g["grad_scale"]), g
+    assert g["loss_diff"] < 1e-6 and g["update_max_abs_diff"] < 1e-5 * max(1.0, g["update_scale"]), g
+    table = out["table"]
+    assert {"random", "reinforce", "parsec", "tabnas"} <= set(table), sorted(table)
+    for name, r in table.items():
+        assert r["replicated"] and r["ints_equal"] and r["samples_equal"] and r["derive_equal"], (name, r)
+        assert r["float_max_diff"] < 1e-6, (name, r)
+        if name in ("random", "reinforce", "parsec"):
+            assert r["evaluations"] == 12 * 8, (name, r)           # one query per sample and step
+        else:
+            assert 0 <= r["evaluations"] <= 12 * 8, (name, r)      # rejected samples are not queried
+        if "best_reward" in r:
+            assert r["best_reward"] == r["best_reward_again"] and r["best_is_max_seen"], (name, r)

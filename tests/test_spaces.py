@@ -141,3 +141,22 @@ def test_spaces_are_hashable_static_args():
     assert hash(sp) == hash(NasBench201Space.create())
     f = jax.jit(lambda a, space: space.param_count(a), static_argnums=1)
     chex.assert_trees_all_close(f(jnp.zeros(6, jnp.int32), sp), sp.param_count(np.zeros(6, np.int32)))
+
+
+def test_darts_derive_is_the_genotype():
+    """Space-aware derive (traceable): on DARTS the two strongest non-zero inputs per node with their
+    strongest non-zero op, every other edge 'none' == DARTS's host-side genotype; ties included."""
+    import jax
+    from jaxnas.spaces.cells import DartsSpace
+    sp = DartsSpace.create()
+    rng = np.random.default_rng(0)
+    derive = jax.jit(sp.derive)
+    for t in range(20):
+        w = rng.normal(size=sp.shape).astype(np.float32)
+        if t % 4 == 0:
+            w = np.round(w)                                   # ties between inputs
+        a = np.asarray(derive(w))
+        np.testing.assert_array_equal(a, sp.genotype_to_arch(sp.genotype(w)))
+        blocks = a.reshape(2, 14)
+        assert np.all(np.sum(blocks != sp.zero_op, -1) == 8)  # 4 nodes x 2 inputs per cell
+    assert "genotype" in sp.describe(a) and sp.describe(a)["arch_indices"] == a.tolist()
