@@ -147,6 +147,30 @@ def _evaluate(params, widths, max_widths, x, y, num_classes, eval_batch: int):
     return {"val_loss": loss, "val_accuracy": acc, "val_balanced_error": balanced_error(logits, y, num_classes)}
 
 
+def _varying_axes(x) -> set:
+    """The ``shard_map`` mesh axes ``x`` varies over (empty outside ``shard_map``)."""
+    aval = jax.typeof(x)
+    mat = getattr(aval, "manual_axis_type", None)       # jax >= 0.9
+    if mat is not None:
+        return set(getattr(mat, "varying", ()) or ())
+    return set(getattr(aval, "vma", ()) or ())          # older jax
+
+
+def _vary_like(tree, *refs):
+    """Inside ``shard_map``: cast every leaf of ``tree`` to vary over the mesh axes ``refs`` vary
+    over (no-op elsewhere). A member's initial biases and optimizer state are built from constants,
+    so they would be *invariant* (one value shared by all devices), and ``grad`` w.r.t. an invariant
+    value sums the cotangents of every device: members on different devices would share gradients."""
+    axes = set().union(*(_varying_axes(r) for r in refs))
+    if not axes:
+        return tree
+
+    def cast(x):
+        missing = tuple(sorted(axes - _varying_axes(x)))
+        return jax.lax.pcast(x, missing, to="varying") if missing else x
+    return jax.tree.map(cast, tree)
+
+
 def train_member(widths, key, arrays, *, max_widths: Sequence[int], num_outputs: int,
                  num_classes: int, cfg: TrainConfig, eval_batch: int = 4096) -> dict:
     """Train ONE member from scratch and evaluate it: a pure, traceable function.
@@ -170,7 +194,7 @@ def train_member(widths, key, arrays, *, max_widths: Sequence[int], num_outputs:
 
     k_init, k_data = jax.random.split(key)
     params = init_masked(k_init, widths, max_widths, num_inputs, num_outputs)
-    opt = tx.init(params)
+    params, opt = _vary_like((params, tx.init(params)), key, widths, *arrays)  # per device (shard_map)
 
     def step(carry, idx_t):
         params, opt = carry
