@@ -4,8 +4,4 @@
 trained from scratch in one vmapped program).
 """
 from jaxnas.evaluators.base import Evaluator, available, get, register
-from jaxnas.evaluators import shared_weights, table  # noqa: F401  (register)
-try:  # written alongside; registers "standalone"
-    from jaxnas.evaluators import standalone  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
+from jaxnas.evaluators import shared_weights, standalone, table  # noqa: F401  (register)
