@@ -165,9 +165,13 @@ def _vary_like(tree, *refs):
     if not axes:
         return tree
 
+    pcast = getattr(jax.lax, "pcast", None)
+    to_varying = ((lambda x, ax: pcast(x, ax, to="varying")) if pcast is not None
+                  else jax.lax.pvary)                   # older jax
+
     def cast(x):
         missing = tuple(sorted(axes - _varying_axes(x)))
-        return jax.lax.pcast(x, missing, to="varying") if missing else x
+        return to_varying(x, missing) if missing else x
     return jax.tree.map(cast, tree)
 
 

@@ -46,6 +46,7 @@ def test_reward_is_train_one(setup):
     assert isinstance(ev, StandaloneEvaluator) and ev.name == "standalone"
     assert (ev.has_weights, ev.differentiable, ev.needs_batches) == (False, False, False)
     assert ev.max_lane_batch >= 1 and ev.total_steps == 12
+    assert ev.lane_mode == ("sequential" if jax.default_backend() == "cpu" else "vmap")   # "auto"
     inputs = ev.inputs()
     chex.assert_shape(inputs["x_train"], (512, 42))
     chex.assert_type([inputs["x_train"], inputs["y_train"]], [jnp.float32, jnp.int32])
@@ -71,7 +72,8 @@ def test_reward_is_train_one(setup):
 
 def test_lanes_vmap_equals_single_calls(setup):
     data, space = setup
-    ev = _make(setup, reward="accuracy")
+    ev = _make(setup, reward="accuracy", lane_mode="vmap")      # batched ops over the lanes
+    assert ev.lane_mode == "vmap"
     inputs, state = ev.inputs(), ev.init(jax.random.key(0))
     archs = jnp.asarray([[0, 0], [2, 1], [1, 2], [2, 2]], jnp.int32)
     weights = jax.vmap(space.one_hot)(archs)                             # [4, D, K]
@@ -92,7 +94,8 @@ def test_lanes_vmap_equals_single_calls(setup):
 
 def test_weights_vmap_inside_lanes_equals_single_calls(setup):
     data, space = setup
-    ev = _make(setup, reward="neg_balanced_error")
+    ev = _make(setup, reward="neg_balanced_error", lane_mode="sequential")   # a loop in one program
+    assert ev.lane_mode == "sequential"
     inputs, state = ev.inputs(), ev.init(jax.random.key(0))
     archs = jnp.asarray([[[0, 1], [2, 2], [1, 0]], [[2, 0], [0, 2], [1, 1]]], jnp.int32)   # [lanes, N, D]
     weights = jax.vmap(jax.vmap(space.one_hot))(archs)
@@ -156,6 +159,8 @@ def test_errors(setup):
         _make(setup, epoch=3)
     with pytest.raises(ValueError, match="reward must be one of"):
         _make(setup, reward="loss")
+    with pytest.raises(ValueError, match="lane_mode"):
+        _make(setup, lane_mode="pmap")
     with pytest.raises(ValueError, match="schedule"):
         _make(setup, schedule="step")
     with pytest.raises(ValueError, match="eps"):

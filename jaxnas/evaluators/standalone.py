@@ -6,7 +6,9 @@ space's width table (traceable) and trains that MLP from scratch with ``jaxnas.s
 then evaluates it on the whole validation split. Everything is one traced function of the data
 arrays (``inputs``), so the search loop trains its P samples in ONE compiled program: a ``vmap``
 over lanes (``axis_name="data"``), a ``shard_map`` over devices (one candidate per device), or a
-strategy's own ``vmap`` over a batch of weights inside a lane. No collectives are used.
+strategy's own ``vmap`` over a batch of weights inside a lane. No collectives are used. Under a
+``vmap`` the candidates either run as batched ops or as a loop inside that program (``lane_mode``;
+``auto``: a loop on CPU, where batched matmuls do not beat separate ones, batched elsewhere).
 
 The reward (higher is better) is ``-val_loss`` (default), ``val_accuracy`` or
 ``-val_balanced_error`` (option ``reward``); ``aux`` holds ``val_loss``, ``val_accuracy``,
@@ -35,6 +37,12 @@ from jaxnas.spaces import MLPSpace
 from jaxnas.standalone import TrainConfig, train_archs, train_member
 
 REWARDS = ("neg_loss", "accuracy", "neg_balanced_error")
+# How candidates batched by a ``vmap`` (lanes on one device, or a strategy's vmap over weights) run,
+# always inside the one compiled program: "vmap" batches their ops (one batched matmul for all:
+# the fast form on accelerators); "sequential" loops over them (``jax.custom_batching.sequential_vmap``:
+# on XLA:CPU a batched matmul is no faster than separate ones, and slower for wide layers); "auto":
+# sequential on CPU, vmap elsewhere. Results agree (to float rounding). No effect under shard_map.
+LANE_MODES = ("auto", "vmap", "sequential")
 
 # Defaults: TabNAS stand-alone training (Table 2 / App. B.2: batch 32, Adam lr 5e-4 cosine, eps 1e-3,
 # 60 epochs). Lower ``epochs`` or set ``max_steps`` for a search: every sample is a full training.
@@ -52,6 +60,7 @@ DEFAULTS = {
     "reward": "neg_loss",      # neg_loss | accuracy | neg_balanced_error (on the validation split)
     "eval_batch": 4096,        # validation rows per forward pass
     "max_lane_batch": 64,      # candidates one lane may train at once under vmap
+    "lane_mode": "auto",       # vmap | sequential | auto: how vmapped candidates run (see LANE_MODES)
     "result_seed": 0,          # seed of the retraining of the derived architecture (``result``)
 }
 
@@ -72,6 +81,7 @@ class StandaloneEvaluator:
     eval_batch: int = 4096
     result_seed: int = 0
     max_lane_batch: int = 64
+    lane_mode: str = "vmap"          # resolved: vmap | sequential
     name: str = "standalone"
     has_weights: bool = False
     differentiable: bool = False
@@ -99,14 +109,31 @@ class StandaloneEvaluator:
         return {"x_train": jnp.asarray(d.x_train, jnp.float32), "y_train": jnp.asarray(d.y_train, jnp.int32),
                 "x_val": jnp.asarray(d.x_val, jnp.float32), "y_val": jnp.asarray(d.y_val, jnp.int32)}
 
+    def _trainer(self):
+        """``(widths, key, arrays) -> metrics`` of one candidate, per ``lane_mode`` under vmap."""
+        member = self._member
+        if self.lane_mode == "vmap":
+            return member
+
+        def run(widths, key, arrays):
+            typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+            impl = jax.random.key_impl(key) if typed else None
+
+            @jax.custom_batching.sequential_vmap      # a vmap of it is a loop over the candidates
+            def seq(widths, key_data, arrays):
+                k = jax.random.wrap_key_data(key_data, impl=impl) if typed else key_data
+                return member(widths, k, arrays)
+            return seq(widths, jax.random.key_data(key) if typed else key, arrays)
+        return run
+
     def reward_fn(self, state, inputs, batch, key):
         del state, batch
         arrays = (inputs["x_train"], inputs["y_train"], inputs["x_val"], inputs["y_val"])
-        member = self._member
+        train = self._trainer()
 
         def f(weights):
             arch = jnp.argmax(weights, -1).astype(jnp.int32)
-            out = member(self.space.arch_widths(arch), key, arrays)
+            out = train(self.space.arch_widths(arch), key, arrays)
             if self.reward == "neg_loss":
                 r = -out["val_loss"]
             elif self.reward == "accuracy":
@@ -151,6 +178,8 @@ def check_options(options: dict) -> dict:
     for k in ("eval_batch", "max_lane_batch"):
         if int(o[k]) < 1:
             raise ValueError(f"evaluator 'standalone': {k} must be >= 1, got {o[k]}")
+    if o["lane_mode"] not in LANE_MODES:
+        raise ValueError(f"evaluator 'standalone': lane_mode must be one of {LANE_MODES}, got {o['lane_mode']!r}")
     if o["max_steps"] is not None and int(o["max_steps"]) < 1:
         raise ValueError(f"evaluator 'standalone': max_steps must be >= 1 or None, got {o['max_steps']}")
     return o
@@ -176,9 +205,12 @@ def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=N
         tcfg.make_optimizer(tcfg.total_steps(int(data.x_train.shape[0])))   # validates eps, betas, ...
     except ValueError as e:
         raise ValueError(f"evaluator 'standalone': {e}") from None
+    mode = o["lane_mode"]
+    if mode == "auto":
+        mode = "sequential" if jax.default_backend() == "cpu" else "vmap"
     return StandaloneEvaluator(space=space, data=data, train_cfg=tcfg, reward=o["reward"],
                                eval_batch=int(o["eval_batch"]), result_seed=int(o["result_seed"]),
-                               max_lane_batch=int(o["max_lane_batch"]))
+                               max_lane_batch=int(o["max_lane_batch"]), lane_mode=mode)
 
 
 make.defaults = DEFAULTS
