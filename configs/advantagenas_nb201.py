@@ -43,7 +43,7 @@ def get_config():
                   "ops": list(NB201_OPS_NO_ZERO)},
         "strategy": {"name": "advantage", "lr": 3e-4, "b1": 0.5, "b2": 0.999, "weight_decay": 3e-3,
                      "clip": 1.0, "lr_schedule": "cosine", "final": "argmax",
-                     "zero_op": "none", "gamma": 0.05},
+                     "zero_op": "none", "decay": 0.95},   # AdvantageNAS gamma = 1 - decay
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
                       "weight_decay": 5e-4, "schedule": "cosine", "clip": 1.0},
         "search": {"steps": steps, "warmup_steps": warmup, "batch_size": BATCH,

@@ -1,7 +1,7 @@
 """AdvantageNAS on NAS-Bench-201 **with the zero op** (``none``) in the space (App. F, Table 4).
 
 Everything else as ``advantagenas_nb201.py`` (App. D settings). A sampled zero op gets the worst
-moving-average advantage of the other ops on its edge (App. B, eq. 9, decay gamma = 0.05, App. C),
+moving-average advantage of the other ops on its edge (App. B, eq. 9, gamma = 0.05, App. C: ``decay`` 0.95),
 so the search does not stall on it:
 
     python -m jaxnas search configs/advantagenas_nb201_zero.py data.data_dir=/path/to/tfds

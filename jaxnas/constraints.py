@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.spaces.base import NEG_INF, Space
+from jaxnas.spaces.base import Space
 
 CostFn = Callable[[jax.Array], jax.Array]
 
@@ -32,10 +32,11 @@ ENUM_LIMIT = 2_000_000      # exact P(V) by enumeration up to this many architec
 DP_MAX_BINS = 5_000_000     # cost-axis bins x choices the exact DP accepts
 
 
-# ---- policy helpers ------------------------------------------------------------------------------
+# ---- policy helpers (the categorical core of jaxnas.strategies.categorical) ---------------------
 def log_probs(logits: jax.Array, mask) -> jax.Array:
     """Per-decision log-probabilities ``[D, K]`` of the factorised policy (softmax per decision)."""
-    return jax.nn.log_softmax(jnp.where(jnp.asarray(mask), logits, NEG_INF), axis=-1)
+    from jaxnas.strategies.categorical import log_softmax  # not at import: strategies import us
+    return log_softmax(logits, mask)
 
 
 def arch_log_prob(logp: jax.Array, archs: jax.Array) -> jax.Array:
@@ -375,21 +376,10 @@ def mnas_hard_reward(q, cost, target, beta):
 
 # ---- multi-device averaging, App. B.2.2 ----------------------------------------------------------
 def feasible_mean(tree, feasible, axis_name: Optional[str] = None):
-    """Averages a per-device pytree over the devices whose sample was feasible (App. B.2.2): zero the
-    infeasible ones, take the mean over devices, reweight by devices / feasible devices.
-
-    Returns ``(mean_tree, n_feasible)``; the mean is 0 where no device was feasible. Call inside
-    ``shard_map`` (or ``vmap`` with ``axis_name``); with ``axis_name=None`` it is the one-device case.
+    """Averages a per-lane pytree over the lanes (devices) whose sample was feasible (App. B.2.2),
+    ``psum(where(feasible, x, 0)) / max(psum(feasible), 1)``: the categorical core's
+    ``masked_mean``. Returns ``(mean_tree, n_feasible)``; the mean is 0 where no lane was feasible.
+    Call inside ``shard_map`` (or ``vmap`` with ``axis_name``); ``axis_name=None`` is one lane.
     """
-    keep = jnp.asarray(feasible, bool)
-    f = keep.astype(jnp.float32)
-    zeroed = lambda x: jnp.where(keep, x, jnp.zeros_like(x))     # not x * f: NaN * 0 is NaN
-    if axis_name is None:
-        n_dev, n_feas = 1.0, f
-        mean = zeroed
-    else:
-        n_dev = jax.lax.psum(1.0, axis_name)
-        n_feas = jax.lax.psum(f, axis_name)
-        mean = lambda x: jax.lax.pmean(zeroed(x), axis_name)
-    scale = n_dev / jnp.maximum(n_feas, 1.0)
-    return jax.tree.map(lambda x: mean(x) * scale, tree), n_feas
+    from jaxnas.strategies.categorical import masked_mean  # not at import: strategies import us
+    return masked_mean(tree, feasible, axis_name)

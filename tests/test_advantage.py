@@ -7,8 +7,10 @@ import pytest
 
 from jaxnas.spaces.base import Space
 from jaxnas.strategies import make
-from jaxnas.strategies import policy as P
-from jaxnas.strategies.advantage import exact_advantages, taylor_advantages, zero_op_rule
+from jaxnas.strategies import categorical as cat
+from jaxnas.strategies.advantage import (exact_advantages, per_decision_estimate,
+                                         taylor_advantages, zero_op_rule)
+from jaxnas.strategies.reinforce import reinforce_estimate
 
 
 def _space(D, K, zero=False):
@@ -20,8 +22,8 @@ def test_score_is_grad_log_prob():
     space = _space(3, 4)
     logits = jax.random.normal(jax.random.key(0), (3, 4))
     arch = jnp.array([0, 3, 1])
-    chex.assert_trees_all_close(P.score(logits, arch, space.mask),
-                                jax.grad(P.log_prob)(logits, arch, space.mask), atol=1e-6)
+    chex.assert_trees_all_close(cat.score(logits, arch, space.mask),
+                                jax.grad(cat.log_prob)(logits, arch, space.mask), atol=1e-6)
 
 
 def test_variance_closed_form_sec_4_4():
@@ -35,7 +37,7 @@ def test_variance_closed_form_sec_4_4():
     space = _space(D, K)
     k1, k2, k3 = jax.random.split(jax.random.key(42), 3)
     logits = jax.random.normal(k1, (D, K))
-    mu = P.policy_probs(logits, space.mask)
+    mu = cat.softmax(logits, space.mask)
     R = jax.random.normal(k2, (D, K))
     R = R - jnp.sum(mu * R, -1, keepdims=True)          # centre every edge: E[r_k^T a_k] = 0
 
@@ -45,8 +47,8 @@ def test_variance_closed_form_sec_4_4():
     def estimates(arch):
         w = space.one_hot(arch)
         adv, reward, _, _ = taylor_advantages(reward_fn, w)            # eq. 7
-        d_adv = P.per_decision_estimate(logits, arch, adv, space.mask)  # Alg. 1 line 9
-        d_base = P.reinforce_estimate(logits, arch, reward, space.mask)  # eq. 4, no baseline
+        d_adv = per_decision_estimate(logits, arch, adv, space.mask)  # Alg. 1 line 9
+        d_base = reinforce_estimate(logits, arch, reward, space.mask)  # eq. 4, no baseline
         return d_adv, d_base
 
     archs = space.sample(k3, logits, shape=(N,))
@@ -95,26 +97,26 @@ def test_unbiased_eq6_theorem_4_2():
     rewards = jax.vmap(lambda a: reward_fn(space.one_hot(a))[0])(archs)
 
     def J(theta):
-        logp = jax.vmap(lambda a: P.log_prob(theta, a, space.mask))(archs)
+        logp = jax.vmap(lambda a: cat.log_prob(theta, a, space.mask))(archs)
         return jnp.sum(jnp.exp(logp) * rewards)
 
     grad_j = jax.grad(J)(logits)
-    p = jnp.exp(jax.vmap(lambda a: P.log_prob(logits, a, space.mask))(archs))
+    p = jnp.exp(jax.vmap(lambda a: cat.log_prob(logits, a, space.mask))(archs))
 
     def eq6(arch):
         adv, _, _ = exact_advantages(reward_fn, space.one_hot(arch))
-        return P.per_decision_estimate(logits, arch, adv, space.mask)
+        return per_decision_estimate(logits, arch, adv, space.mask)
 
     def eq7(arch):
         adv, _, _, _ = taylor_advantages(reward_fn, space.one_hot(arch))
-        return P.per_decision_estimate(logits, arch, adv, space.mask)
+        return per_decision_estimate(logits, arch, adv, space.mask)
 
     mean6 = jnp.tensordot(p, jax.vmap(eq6)(archs), 1)
     chex.assert_trees_all_close(mean6, grad_j, atol=1e-5)
     mean7 = jnp.tensordot(p, jax.vmap(eq7)(archs), 1)
     assert float(jnp.max(jnp.abs(mean7 - grad_j))) > 1e-2
     # REINFORCE with a constant baseline is unbiased as well
-    mean_r = jnp.tensordot(p, jax.vmap(lambda a, r: P.reinforce_estimate(
+    mean_r = jnp.tensordot(p, jax.vmap(lambda a, r: reinforce_estimate(
         logits, a, r, space.mask, 0.7))(archs, rewards), 1)
     chex.assert_trees_all_close(mean_r, grad_j, atol=1e-5)
 
@@ -148,9 +150,9 @@ def test_zero_op_rule_matches_eq9():
     adv = np.array([0.0, 0.5, -0.2], np.float32)
     arch = np.array([0, 2, 3])
     zero_idx = np.zeros(3, np.int32)
-    gamma = 0.05
+    gamma = 0.05                               # eq. 9's gamma: decay = 1 - gamma
     new_adv, new_ema = zero_op_rule(jnp.asarray(adv), jnp.asarray(arch), jnp.asarray(ema),
-                                    zero_idx, space.mask, gamma)
+                                    zero_idx, space.mask, 1.0 - gamma)
     ref_ema = ema.copy()
     for i in range(3):
         ref_ema[i, arch[i]] += gamma * (adv[i] - ema[i, arch[i]])
@@ -201,8 +203,8 @@ def test_step_follows_algorithm_1(name):
         arch1 = space.sample(key1, state.logits)
         adv1 = taylor_advantages(reward_fn, space.one_hot(arch1))[0]
         coeff = adv2 - adv1                      # baseline initialised by the first advantage
-    delta = coeff[:, None] * (space.one_hot(arch2) - P.policy_probs(state1.logits, space.mask))
-    opt = P.make_optimizer(lr=0.1)
+    delta = coeff[:, None] * (space.one_hot(arch2) - cat.softmax(state1.logits, space.mask))
+    opt = cat.make_optimizer("test", lr=0.1)
     upd, _ = opt.update(-delta, state1.opt_state, state1.logits)
     chex.assert_trees_all_close(state2.logits, state1.logits + upd, atol=1e-6)
     chex.assert_trees_all_close(m2["reward"], r2)
@@ -256,6 +258,6 @@ def test_nan_reward_leaves_policy_untouched(name):
 
 def test_bad_config_errors():
     space = _space(3, 3)
-    for kwargs in ({"gamma": 0.0}, {"estimator": "third"}, {"final": "best"}, {"lr": -1.0}):
+    for kwargs in ({"decay": 1.0}, {"gamma": 0.05}, {"estimator": "third"}, {"final": "best"}, {"lr": -1.0}):
         with pytest.raises(ValueError):
             make("advantage", space, **kwargs)

@@ -11,7 +11,7 @@ import pytest
 
 from jaxnas.spaces.base import Space
 from jaxnas.strategies import make
-from jaxnas.strategies import policy as P
+from jaxnas.strategies import categorical as cat
 from jaxnas.strategies.parsec import importance_estimate
 from jaxnas.supernets import toy
 
@@ -45,7 +45,7 @@ def _scan(strategy, reward_fn, n, seed=1):
 def test_reinforce_baseline_is_ema_of_past_rewards():
     space = _space(3, 4)
     _, reward_fn = _table_reward(space, jax.random.key(2))
-    s = make("reinforce", space, gamma=0.05)
+    s = make("reinforce", space, decay=0.95)   # AdvantageNAS gamma = 1 - decay = 0.05
     state, m = _scan(s, reward_fn, 30)
     r = np.asarray(m["reward"], np.float64)
     b = r[0]                                   # initialised with the first reward
@@ -68,8 +68,8 @@ def test_reinforce_step_is_adam_on_eq4():
     chex.assert_trees_all_close(state1.logits, state0.logits)    # (r - b) = 0 on the first step
     state2, m2 = s.step(state1, k2, reward_fn)
     arch = space.sample(k2, state1.logits)
-    delta = (m2["reward"] - m1["reward"]) * (space.one_hot(arch) - P.policy_probs(state1.logits, space.mask))
-    upd, _ = P.make_optimizer(lr=0.1).update(-delta, state1.opt_state, state1.logits)
+    delta = (m2["reward"] - m1["reward"]) * (space.one_hot(arch) - cat.softmax(state1.logits, space.mask))
+    upd, _ = cat.make_optimizer("test", lr=0.1).update(-delta, state1.opt_state, state1.logits)
     chex.assert_trees_all_close(state2.logits, state1.logits + upd, atol=1e-6)
 
 
@@ -115,7 +115,7 @@ def test_parsec_accumulates_eight_samples_per_update():
         if i < 7:
             chex.assert_trees_all_close(state.logits, before.logits)   # theta fixed while sampling
     delta = importance_estimate(before.logits, jnp.stack(archs), jnp.stack(rewards), space.mask)
-    upd, _ = P.make_optimizer(lr=0.1).update(-delta, before.opt_state, before.logits)
+    upd, _ = cat.make_optimizer("test", lr=0.1).update(-delta, before.opt_state, before.logits)
     chex.assert_trees_all_close(state.logits, before.logits + upd, atol=1e-6)
     assert int(state.extra["count"]) == 0
 
@@ -130,7 +130,7 @@ def test_parsec_batch_mode_one_update_per_step():
     archs = space.sample(key, state.logits, shape=(8,))
     rewards = jnp.stack([reward_fn(space.one_hot(a))[0] for a in archs])
     delta = importance_estimate(state.logits, archs, rewards, space.mask)
-    upd, _ = P.make_optimizer(lr=0.1).update(-delta, state.opt_state, state.logits)
+    upd, _ = cat.make_optimizer("test", lr=0.1).update(-delta, state.opt_state, state.logits)
     chex.assert_trees_all_close(new.logits, state.logits + upd, atol=1e-6)
     chex.assert_trees_all_close(new.best_reward, jnp.max(rewards))
 

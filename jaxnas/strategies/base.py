@@ -1,17 +1,31 @@
 """The strategy protocol: a search method as pure functions over a pytree state.
 
-A strategy is built for one space and one config and exposes
+A strategy is built for one space and one config by ``make(name, space, *, axis_name=None,
+total_steps=None, **options)`` and exposes
 
 - ``init(key) -> state``
 - ``sample(state, key) -> (arch int32[D], weights float[D, K])``: what the weight step trains.
 - ``step(state, key, reward_fn, ctx=None) -> (state, metrics)``: one architecture update. ``reward_fn(weights)
   -> (reward, aux)`` closes over the supernet parameters and a validation batch (higher is better).
-  A strategy calls it once, under ``jax.grad``, or under ``jax.vmap`` over many weight matrices.
-- ``derive(state) -> arch int32[D]``: the final architecture.
+  A strategy calls it once, under ``jax.grad``, or several times (``lax.map``).
+- ``derive(state) -> arch int32[D]``: the final architecture (``space.derive`` of the scores, or the
+  process best).
 - ``probs(state) -> float[D, K]``: the current per-decision distribution (for reports).
 
 ``mode`` says which supernet mode the weights are meant for: ``"sparse"`` (one op per decision,
-``lax.switch``) or ``"dense"`` (weighted sum of every op).
+``lax.switch``) or ``"dense"`` (weighted sum of every op). ``needs`` says what ``step`` does with
+``reward_fn``: ``"reward"`` (evaluates it only), ``"gradient"`` (differentiates it w.r.t. the
+weights) or ``"unroll"`` (also needs ``ctx=SupernetContext`` for an unrolled weight step; only these
+strategies get a ctx, the others get ``ctx=None``). ``phases`` is an optional default schedule
+(unused for now).
+
+Population axis. ``axis_name`` names the axis of a step with P samples (devices of ``shard_map`` or
+lanes of ``vmap``): every lane calls ``step`` with its own key and reward_fn, the strategy reduces its
+estimate over the lanes with collectives and every lane applies the same update, so the returned
+state is identical on all lanes (see ``categorical.py``). ``metrics`` are per-lane scalars the engine
+averages over lanes (it sums ``evaluations``); every step returns ``reward``, ``nonfinite``,
+``entropy`` and ``evaluations``. ``total_steps`` is the number of strategy steps the engine runs
+(None when a strategy is used by hand; the methods that need it raise).
 
 All functions are jit-able; the state is a pytree (``flax.struct.dataclass``); randomness comes only
 from the keys passed in.
@@ -19,29 +33,31 @@ from the keys passed in.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+import inspect
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
-import jax.numpy as jnp
 
-from jaxnas.spaces.base import NEG_INF, Space
+from jaxnas.spaces.base import Space
 
 RewardFn = Callable[[jax.Array], tuple[jax.Array, Any]]
+NEEDS = ("reward", "gradient", "unroll")
 
 
 class SupernetContext(NamedTuple):
     """What a strategy needs beyond ``reward_fn`` when it differentiates through the weight step
-    (DARTS second order, eq. 7 of Liu et al.). The search loop passes one to every ``step`` as
-    ``ctx=``; strategies that do not need it ignore it.
+    (DARTS second order, eq. 7 of Liu et al.). The search loop passes one as ``ctx=`` to the
+    strategies with ``needs="unroll"`` (the others get ``ctx=None``).
 
-    params: the supernet parameters; train_loss(params, weights) -> scalar on the current training
-    batch; val_reward(params, weights) -> (reward, aux) on the validation batch (reward_fn is
-    ``partial(val_reward, params)``); weight_lr: the learning rate of the weight optimizer.
+    params: the supernet parameters; train_loss(params, weights) -> scalar on this lane's training
+    batch; val_reward(params, weights) -> (reward, aux) on this lane's validation batch (reward_fn is
+    ``partial(val_reward, params)``); weight_lr: the learning rate of the weight optimizer at the
+    current step (a float or a traced scalar).
     """
     params: Any
     train_loss: Callable[[Any, jax.Array], jax.Array]
     val_reward: Callable[[Any, jax.Array], tuple[jax.Array, Any]]
-    weight_lr: float
+    weight_lr: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,20 +70,29 @@ class Strategy:
     step: Callable[..., tuple[Any, dict]]  # (state, key, reward_fn, ctx=None)
     derive: Callable[[Any], jax.Array]
     probs: Callable[[Any], jax.Array]
+    needs: str = "reward"
+    phases: Optional[tuple] = None
 
     def __post_init__(self):
         if self.mode not in ("sparse", "dense"):
             raise ValueError(f"strategy {self.name!r}: mode must be 'sparse' or 'dense', got {self.mode!r}")
+        if self.needs not in NEEDS:
+            raise ValueError(f"strategy {self.name!r}: needs must be one of {NEEDS}, got {self.needs!r}")
 
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}
 
 
 def register(name: str):
-    """Decorator: ``@register("reinforce") def make(space, **config) -> Strategy``."""
+    """Decorator: ``@register("reinforce") def make(space, *, axis_name=None, total_steps=None,
+    **options) -> Strategy``. Every factory accepts ``axis_name`` and ``total_steps``."""
     def deco(fn):
         if name in _REGISTRY:
             raise ValueError(f"strategy {name!r} registered twice")
+        params = inspect.signature(fn).parameters
+        missing = [p for p in ("axis_name", "total_steps") if p not in params]
+        if missing:
+            raise TypeError(f"strategy {name!r}: the factory must accept {missing}")
         _REGISTRY[name] = fn
         return fn
     return deco
@@ -77,31 +102,25 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make(name: str, space: Space, **config) -> Strategy:
-    """Builds the registered strategy ``name`` for ``space``; unknown names and keys raise."""
+def options(name: str) -> list[str]:
+    """The options of strategy ``name`` (besides ``space``, ``axis_name`` and ``total_steps``)."""
+    import jaxnas.strategies  # noqa: F401  (registers the built-in strategies)
+    return [p for p in inspect.signature(_REGISTRY[name]).parameters
+            if p not in ("space", "axis_name", "total_steps")]
+
+
+def make(name: str, space: Space, *, axis_name: Optional[str] = None,
+         total_steps: Optional[int] = None, **config) -> Strategy:
+    """Builds the registered strategy ``name`` for ``space``; unknown names and options raise.
+
+    axis_name: the population axis (None: one lane). total_steps: the number of strategy steps the
+    engine will run (None when unknown; methods that need it raise)."""
     import jaxnas.strategies  # noqa: F401  (registers the built-in strategies)
     if name not in _REGISTRY:
         raise ValueError(f"unknown strategy {name!r}; available: {', '.join(available())}")
+    fn = _REGISTRY[name]
     try:
-        return _REGISTRY[name](space, **config)
-    except TypeError as e:  # an unexpected keyword: name it and the ones that exist
-        import inspect
-        params = [p for p in inspect.signature(_REGISTRY[name]).parameters if p != "space"]
-        raise ValueError(f"strategy {name!r}: {e}; its options are: {', '.join(params)}") from None
-
-
-# ---- helpers shared by policy-based strategies ---------------------------------------------------
-def masked_log_softmax(logits: jax.Array, mask) -> jax.Array:
-    """Log-probabilities over valid choices; invalid choices get a large negative (finite) value."""
-    return jax.nn.log_softmax(jnp.where(jnp.asarray(mask), logits, NEG_INF), axis=-1)
-
-
-def categorical_entropy(logits: jax.Array, mask) -> jax.Array:
-    """Entropy per decision, ``float[D]``."""
-    logp = masked_log_softmax(logits, mask)
-    return -jnp.sum(jnp.where(jnp.asarray(mask), jnp.exp(logp) * logp, 0.0), -1)
-
-
-def check_finite_reward(reward: jax.Array, strategy: str) -> jax.Array:
-    """Flags a NaN/inf reward; the search loop turns the flag into an error with advice."""
-    return jnp.logical_not(jnp.all(jnp.isfinite(reward)))
+        inspect.signature(fn).bind(space, axis_name=axis_name, total_steps=total_steps, **config)
+    except TypeError as e:  # an unexpected or missing keyword: name it and the ones that exist
+        raise ValueError(f"strategy {name!r}: {e}; its options are: {', '.join(options(name))}") from None
+    return fn(space, axis_name=axis_name, total_steps=total_steps, **config)

@@ -15,20 +15,28 @@ maximised; the optimizer minimises ``-reward``.
 | snas      | dense  | Gumbel-softmax soft sample, tau 1 -> 0 cosine (floored, see below)    |
 | nasp      | dense  | one-hot(argmax alpha); alpha kept in the box [0, 1]                   |
 | proxyless | sparse | binary gates on two paths sampled per decision                        |
+
+A method is a :class:`Method`: how it samples for the weight step and how one lane computes its
+reward gradient w.r.t. alpha (:class:`LaneGrad`); the rest (lane mean, optimizer step, skip of
+non-finite steps, process best, metrics, derive) is :func:`_build`.
+
+P lanes: every lane differentiates its own reward w.r.t. ``vary(alpha)`` (its own gradient, see
+``categorical.py``); the gradients are averaged over the lanes whose reward and gradient are finite,
+so the update is the gradient of the mean reward. ProxylessNAS updates and rescales the union of the
+lanes' sampled pairs; DARTS 2nd order unrolls one weight step with the lane-mean training gradient.
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
 from jaxnas.spaces.base import NEG_INF, Space
-from jaxnas.strategies.base import (SupernetContext, Strategy, check_finite_reward,
-                                    masked_log_softmax, register)
+from jaxnas.strategies import categorical as K
+from jaxnas.strategies.base import SupernetContext, Strategy, register
 
 # Choices that mean "no edge"; DARTS (sec. 2.4) excludes them when it derives the final cell.
 ZERO_OPS = ("none", "zero")
@@ -43,64 +51,37 @@ class GradientState:
     best_reward: jax.Array    # float32, -inf until a one-hot architecture is evaluated
 
 
+class LaneGrad(NamedTuple):
+    """What one lane's architecture step computed."""
+    reward: jax.Array                     # the reward it reports
+    grad: jax.Array                       # d reward / d alpha, float[D, K]
+    arch: Optional[jax.Array] = None      # the one-hot architecture evaluated (process best)
+    touched: Optional[jax.Array] = None   # bool[D, K]: the entries it updates (all when None)
+    evaluations: float = 1.0              # reward_fn evaluations
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """The method-specific pieces. ``sample(state, key) -> (arch, weights)``;
+    ``grad(state, alpha, key, reward_fn, ctx) -> LaneGrad`` with ``alpha`` already per-lane;
+    ``probs(alpha)`` (default: masked softmax); ``project(alpha)`` after each step (NASP's box);
+    ``rescale(old, new, sel)`` after each step on the updated entries ``sel`` (ProxylessNAS);
+    ``metrics(step) -> dict``; ``tracks``: it evaluates one-hot architectures, so
+    ``final='process_best'`` is available."""
+    name: str
+    mode: str
+    sample: Callable
+    grad: Callable
+    needs: str = "gradient"
+    probs: Optional[Callable] = None
+    project: Optional[Callable] = None
+    rescale: Optional[Callable] = None
+    init_value: float = 0.0
+    metrics: Optional[Callable] = None
+    tracks: bool = False
+
+
 # ---- shared pieces -------------------------------------------------------------------------------
-def _check_common(name, lr, b1, b2, weight_decay, clip, optimizer, lr_schedule, total_steps):
-    if not lr > 0:
-        raise ValueError(f"strategy {name!r}: lr must be > 0, got {lr}")
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise ValueError(f"strategy {name!r}: Adam betas must lie in [0, 1), got b1={b1}, b2={b2}")
-    if weight_decay < 0:
-        raise ValueError(f"strategy {name!r}: weight_decay must be >= 0, got {weight_decay}")
-    if clip is not None and not clip > 0:
-        raise ValueError(f"strategy {name!r}: clip (global-norm gradient clipping) must be > 0 "
-                         f"or None (off), got {clip}")
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"strategy {name!r}: optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"strategy {name!r}: lr_schedule must be 'constant' or 'cosine', "
-                         f"got {lr_schedule!r}")
-    if lr_schedule == "cosine" and (total_steps is None or total_steps < 1):
-        raise ValueError(f"strategy {name!r}: lr_schedule='cosine' needs total_steps >= 1 "
-                         f"(the number of architecture steps of the search), got {total_steps}")
-
-
-def _arch_optimizer(lr, b1, b2, weight_decay, clip, optimizer, lr_schedule, total_steps):
-    """PyTorch-style Adam with coupled L2 decay, as DARTS / AdvantageNAS App. D use it."""
-    sched = optax.cosine_decay_schedule(lr, total_steps) if lr_schedule == "cosine" else lr
-    parts = []
-    if clip is not None:
-        parts.append(optax.clip_by_global_norm(clip))
-    if weight_decay:
-        parts.append(optax.add_decayed_weights(weight_decay))
-    if optimizer == "adam":
-        parts.append(optax.scale_by_adam(b1=b1, b2=b2))
-    parts.append(optax.scale_by_learning_rate(sched))
-    return optax.chain(*parts)
-
-
-def _masked_softmax(alpha, mask):
-    return jnp.exp(masked_log_softmax(alpha, mask))
-
-
-def _entropy(p):
-    """Entropy per decision of a probability matrix (0 log 0 = 0)."""
-    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), -1)
-
-
-def _argmax_valid(scores, mask):
-    return jnp.argmax(jnp.where(mask, scores, -jnp.inf), -1).astype(jnp.int32)
-
-
-def _derive_mask(space: Space, exclude) -> jnp.ndarray:
-    """Valid choices minus those named in ``exclude``; a decision left empty keeps all its choices."""
-    m = space.mask.copy()
-    for d, ch in enumerate(space.choices):
-        keep = np.array([c not in exclude for c in ch] + [False] * (space.max_choices - len(ch)))
-        if (m[d] & keep).any():
-            m[d] &= keep
-    return jnp.asarray(m)
-
-
 def gumbel_softmax(key, alpha, mask, tau, hard: bool):
     """Gumbel-softmax sample over valid choices (Maddison et al. 2017), as GDAS (hard) and SNAS (soft) use it.
 
@@ -110,7 +91,7 @@ def gumbel_softmax(key, alpha, mask, tau, hard: bool):
     """
     mask = jnp.asarray(mask)
     g = jax.random.gumbel(key, alpha.shape, dtype=jnp.float32)
-    z = jnp.where(mask, (masked_log_softmax(alpha, mask) + g) / tau, NEG_INF)
+    z = jnp.where(mask, (K.log_softmax(alpha, mask) + g) / tau, NEG_INF)
     soft = jax.nn.softmax(z, axis=-1)
     idx = jnp.argmax(z, -1).astype(jnp.int32)
     if not hard:
@@ -133,111 +114,98 @@ def snas_temperature(step, total_steps, tau0=1.0, tau_floor=1e-3):
 
 
 def _reward_grad(reward_fn, weights_of_alpha, alpha):
-    """(reward, aux, d reward / d alpha) with the weights a differentiable function of alpha."""
-    def f(a):
-        r, aux = reward_fn(weights_of_alpha(a))
-        return r, aux
-    (r, aux), g = jax.value_and_grad(f, has_aux=True)(alpha)
-    return r, aux, g
+    """(reward, d reward / d alpha) with the weights a differentiable function of alpha."""
+    (r, _), g = jax.value_and_grad(lambda a: reward_fn(weights_of_alpha(a)), has_aux=True)(alpha)
+    return r, g
 
 
-def _build(name, space, mode, *, lr, b1, b2, weight_decay, clip, optimizer, lr_schedule,
-           total_steps, init_std, init_value, derive_exclude,
-           sample_fn, arch_grad_fn, probs_fn=None, project_fn=None, extra_metrics=None,
-           update_mask_fn=None, post_update_fn=None, track_fn=None, final="argmax") -> Strategy:
-    """Assembles a Strategy from the method-specific pieces.
-
-    arch_grad_fn(state, key, reward_fn, ctx) -> (reward, aux, grad_of_reward, info): the ascent
-    direction; info is passed to update_mask_fn / post_update_fn (ProxylessNAS's sampled pair) and
-    track_fn(info) -> the one-hot architecture that was evaluated (for final='process_best').
-    """
-    if final not in ("argmax", "process_best") or (final == "process_best" and track_fn is None):
+def _build(method: Method, space: Space, *, axis_name, total_steps, init_std, derive_exclude,
+           final="argmax", **opt) -> Strategy:
+    """Assembles a Strategy from a :class:`Method` and the optimizer options ``opt``."""
+    name = method.name
+    if final not in K.FINAL_RULES or (final == "process_best" and not method.tracks):
         raise ValueError(f"strategy {name!r}: final={final!r}; choose 'argmax'"
-                         + (" or 'process_best'" if track_fn is not None else
+                         + (" or 'process_best'" if method.tracks else
                             " (this method never evaluates a one-hot architecture)"))
-    _check_common(name, lr, b1, b2, weight_decay, clip, optimizer, lr_schedule, total_steps)
     if init_std < 0:
         raise ValueError(f"strategy {name!r}: init_std must be >= 0, got {init_std}")
     mask = jnp.asarray(space.mask)
-    dmask = _derive_mask(space, tuple(derive_exclude))
-    opt = _arch_optimizer(lr, b1, b2, weight_decay, clip, optimizer, lr_schedule, total_steps)
-    probs_fn = probs_fn or (lambda alpha: _masked_softmax(alpha, mask))
-    project_fn = project_fn or (lambda alpha: alpha)
+    optimizer = K.make_optimizer(name, total_steps=total_steps, **opt)
+    probs_fn = method.probs or (lambda alpha: K.softmax(alpha, mask))
+    project = method.project or (lambda alpha: alpha)
 
     def init(key):
-        alpha = init_value + init_std * jax.random.normal(key, space.shape, jnp.float32)
-        alpha = jnp.where(mask, project_fn(alpha), 0.0)
-        return GradientState(alpha=alpha, opt_state=opt.init(alpha), step=jnp.zeros((), jnp.int32),
+        alpha = method.init_value + init_std * jax.random.normal(key, space.shape, jnp.float32)
+        alpha = jnp.where(mask, project(alpha), 0.0)
+        return GradientState(alpha=alpha, opt_state=optimizer.init(alpha),
+                             step=jnp.zeros((), jnp.int32),
                              best_arch=jnp.zeros((space.num_decisions,), jnp.int32),
                              best_reward=jnp.full((), -jnp.inf, jnp.float32))
 
-    def sample(state, key):
-        return sample_fn(state, key)
-
     def step(state, key, reward_fn, ctx=None):
-        reward, aux, g, info = arch_grad_fn(state, key, reward_fn, ctx)
-        bad = check_finite_reward(reward, name) | ~jnp.all(jnp.isfinite(jnp.where(mask, g, 0.0)))
-        g = jnp.where(mask, g, 0.0)
-        updates, opt_state = opt.update(-g, state.opt_state, state.alpha)   # minimise -reward
-        keep = mask if update_mask_fn is None else mask & update_mask_fn(info)
-        alpha = state.alpha + jnp.where(keep, updates, 0.0)
-        if post_update_fn is not None:
-            alpha = post_update_fn(state.alpha, alpha, info)
-        alpha = jnp.where(mask, project_fn(alpha), 0.0)
-        # a non-finite reward or gradient never reaches alpha: the step is skipped and flagged
-        ok = ~bad
-        alpha = jnp.where(ok, alpha, state.alpha)
-        opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), opt_state, state.opt_state)
+        lane = method.grad(state, K.vary(state.alpha, axis_name), key, reward_fn, ctx)
+        g = jnp.where(mask, lane.grad, 0.0)
+        # a non-finite reward or gradient never reaches alpha: that lane is left out, and the step
+        # is skipped (and flagged) when no lane is left
+        ok = K.finite(lane.reward) & K.finite(g)
+        g, n_ok = K.masked_mean(g, ok, axis_name)          # the gradient of the mean reward
+        sel = post = None
+        if lane.touched is not None:                       # union of the lanes' updated entries
+            sel = K.lane_sum((lane.touched & ok).astype(jnp.float32), axis_name) > 0
+            if method.rescale is not None:
+                post = lambda old, new: method.rescale(old, new, mask & sel)
+        alpha, opt_state = K.ascend(optimizer, state.alpha, state.opt_state, g, n_ok > 0,
+                                    mask=mask, fill=0.0, where=sel, post=post, project=project)
         new = state.replace(alpha=alpha, opt_state=opt_state, step=state.step + 1)
-        if track_fn is not None:  # "process best" over the one-hot architectures evaluated
-            arch = track_fn(info)
-            better = ok & (reward > state.best_reward)
-            new = new.replace(best_arch=jnp.where(better, arch, state.best_arch),
-                              best_reward=jnp.where(better, jnp.asarray(reward, jnp.float32),
-                                                    state.best_reward))
-        ent = _entropy(probs_fn(alpha))
-        metrics = {"reward": jnp.asarray(reward, jnp.float32),
-                   "entropy": jnp.mean(ent),             # AdvantageNAS App. H, Fig. 4
-                   "entropy_per_decision": ent,
-                   "nonfinite": bad}
-        if extra_metrics is not None:
-            metrics.update(extra_metrics(state))
+        if lane.arch is not None:  # "process best" over the one-hot architectures evaluated
+            best_arch, best_reward = K.track_best(state.best_arch, state.best_reward, lane.arch,
+                                                  lane.reward, ok, axis_name)
+            new = new.replace(best_arch=best_arch, best_reward=best_reward)
+        p = probs_fn(alpha)
+        more = {} if method.metrics is None else method.metrics(state.step)
+        metrics = K.step_metrics(lane.reward, ~ok, p, lane.evaluations, **more)
+        metrics["entropy_per_decision"] = K.entropy(p)     # AdvantageNAS App. H, Fig. 4
         return new, metrics
 
     def derive(state):
-        amax = _argmax_valid(state.alpha, dmask)
+        amax = K.derive(space, state.alpha, derive_exclude)
         if final == "argmax":
             return amax
         return jnp.where(jnp.isfinite(state.best_reward), state.best_arch, amax)
 
-    def probs(state):
-        return probs_fn(state.alpha)
-
-    return Strategy(name=name, space=space, mode=mode, init=init, sample=sample, step=step,
-                    derive=derive, probs=probs)
+    return Strategy(name=name, space=space, mode=method.mode, init=init, sample=method.sample,
+                    step=step, derive=derive, probs=lambda s: probs_fn(s.alpha), needs=method.needs)
 
 
 def _need_total_steps(name, total_steps):
     if total_steps is None or int(total_steps) < 1:
-        raise ValueError(f"strategy {name!r} anneals its Gumbel temperature over the search: set "
-                         f"total_steps (the number of architecture steps), got {total_steps}")
+        raise ValueError(f"strategy {name!r} anneals its Gumbel temperature over the search and "
+                         f"needs total_steps (the number of strategy steps, passed by the engine), "
+                         f"got {total_steps}")
     return int(total_steps)
 
 
 # ---- DARTS ---------------------------------------------------------------------------------------
-def unrolled_loss_grad(alpha, mask, ctx: SupernetContext, xi, method="exact"):
+def unrolled_loss_grad(alpha, mask, ctx: SupernetContext, xi, method="exact", axis_name=None):
     """Gradient w.r.t. alpha of L_val(w - xi grad_w L_train(w, a), a), a = softmax(alpha)
     (DARTS eq. 6-7), with L_val = -val_reward. Returns (val_reward at w', aux, loss gradient).
 
     method="exact": JAX differentiates through the one-step unroll (a Hessian-vector product).
     method="finite_difference": DARTS eq. 8, the central difference with eps = 0.01 / |grad_w'|.
+
+    With ``axis_name`` the unrolled step uses the lane-mean training gradient (the weight step of
+    the engine), and eq. 8's direction the lane-mean validation gradient; alpha must be per-lane
+    (``categorical.vary``), and the lane mean of the result is the gradient of the mean reward.
     """
     def weights(a):
-        return _masked_softmax(a, mask)
+        return K.softmax(a, mask)
+
+    def grad_w(f, p):  # this lane's gradient w.r.t. the (replicated) weights, averaged over lanes
+        return K.lane_mean(jax.grad(f)(K.vary(p, axis_name)), axis_name)
 
     def unroll(a):
         w_a = weights(a)
-        gw = jax.grad(ctx.train_loss)(ctx.params, w_a)
+        gw = grad_w(lambda p: ctx.train_loss(p, w_a), ctx.params)    # eq. 6: w - xi grad L_train
         return jax.tree.map(lambda p, q: p - xi * q, ctx.params, gw)
 
     if method == "exact":
@@ -252,72 +220,91 @@ def unrolled_loss_grad(alpha, mask, ctx: SupernetContext, xi, method="exact"):
     def f_val(a, p):
         r, aux = ctx.val_reward(p, weights(a))
         return -r, (r, aux)
-    (_, (r, aux)), (g_a, g_w) = jax.value_and_grad(f_val, argnums=(0, 1), has_aux=True)(alpha, w1)
+    (_, (r, aux)), (g_a, g_w) = jax.value_and_grad(f_val, argnums=(0, 1), has_aux=True)(
+        alpha, K.vary(w1, axis_name))
+    g_w = K.lane_mean(g_w, axis_name)
     norm = jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g_w)))
     eps = 0.01 / jnp.maximum(norm, 1e-12)
     w_plus = jax.tree.map(lambda p, q: p + eps * q, ctx.params, g_w)
     w_minus = jax.tree.map(lambda p, q: p - eps * q, ctx.params, g_w)
     d_train = jax.grad(lambda a, p: ctx.train_loss(p, weights(a)))
-    hvp = (d_train(alpha, w_plus) - d_train(alpha, w_minus)) / (2 * eps)
+    hvp = (d_train(alpha, w_plus) - d_train(alpha, w_minus)) / (2 * eps)   # eq. 8
     return r, aux, g_a - xi * hvp
 
 
-def _darts(space, name, second_order, *, lr, b1, b2, weight_decay, clip, optimizer,
-           lr_schedule, total_steps, init_std, derive_exclude, xi=None, unroll="exact"):
+def _darts_method(space, name, second_order, xi=None, unroll="exact", axis_name=None) -> Method:
     mask = jnp.asarray(space.mask)
     if unroll not in ("exact", "finite_difference"):
         raise ValueError(f"strategy {name!r}: unroll must be 'exact' or 'finite_difference', "
                          f"got {unroll!r}")
 
-    def sample_fn(state, key):
-        w = _masked_softmax(state.alpha, mask)           # AdvantageNAS eq. 1-2: softmax relaxation
-        return _argmax_valid(state.alpha, mask), w
+    def sample(state, key):
+        w = K.softmax(state.alpha, mask)                  # AdvantageNAS eq. 1-2: softmax relaxation
+        return K.masked_argmax(state.alpha, mask), w
 
-    def arch_grad_fn(state, key, reward_fn, ctx):
+    def grad(state, alpha, key, reward_fn, ctx):
         if not second_order:                              # DARTS first order: xi = 0
-            r, aux, g = _reward_grad(reward_fn, lambda a: _masked_softmax(a, mask), state.alpha)
-            return r, aux, g, None
+            r, g = _reward_grad(reward_fn, lambda a: K.softmax(a, mask), alpha)
+            return LaneGrad(r, g)
         if ctx is None:
             raise ValueError("strategy 'darts2' differentiates through a weight step: call "
                              "step(state, key, reward_fn, ctx=SupernetContext(params, train_loss, "
                              "val_reward, weight_lr)), or use 'darts' (first order)")
         step_size = ctx.weight_lr if xi is None else xi
-        r, aux, g_loss = unrolled_loss_grad(state.alpha, mask, ctx, step_size, unroll)
-        return r, aux, -g_loss, None
+        r, _, g_loss = unrolled_loss_grad(alpha, mask, ctx, step_size, unroll, axis_name)
+        return LaneGrad(r, -g_loss)
 
-    return _build(name, space, "dense", lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
-                  total_steps=total_steps, init_std=init_std, init_value=0.0,
-                  derive_exclude=derive_exclude, sample_fn=sample_fn, arch_grad_fn=arch_grad_fn)
+    return Method(name, "dense", sample, grad, needs="unroll" if second_order else "gradient")
 
 
 @register("darts")
-def make_darts(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, clip=1.0,
-               optimizer="adam", lr_schedule="constant", total_steps=None, init_std=0.0,
-               derive_exclude=ZERO_OPS) -> Strategy:
+def make_darts(space: Space, *, axis_name=None, total_steps=None, optimizer="adam", lr=3e-4,
+               b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0, lr_schedule="constant",
+               init_std=0.0, derive_exclude=ZERO_OPS, final="argmax") -> Strategy:
     """DARTS, first order (Liu et al. 2019, eq. 6 with xi = 0): ascend reward(softmax(alpha))."""
-    return _darts(space, "darts", False, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
-                  total_steps=total_steps, init_std=init_std, derive_exclude=derive_exclude)
+    return _build(_darts_method(space, "darts", False), space, axis_name=axis_name,
+                  total_steps=total_steps, init_std=init_std, derive_exclude=derive_exclude,
+                  final=final,
+                  optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                  clip=clip, lr_schedule=lr_schedule)
 
 
 @register("darts2")
-def make_darts2(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, clip=1.0,
-                optimizer="adam", lr_schedule="constant", total_steps=None, init_std=0.0,
-                derive_exclude=ZERO_OPS, xi=None, unroll="exact") -> Strategy:
-    """DARTS, second order (eq. 6-8): xi defaults to ctx.weight_lr; unroll='exact' (autodiff) or
-    'finite_difference' (eq. 8). The unroll is a plain SGD step (the DARTS code adds momentum and
-    weight decay to it). The reported reward is the validation reward at the unrolled weights."""
-    return _darts(space, "darts2", True, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
-                  total_steps=total_steps, init_std=init_std, derive_exclude=derive_exclude,
-                  xi=xi, unroll=unroll)
+def make_darts2(space: Space, *, axis_name=None, total_steps=None, optimizer="adam", lr=3e-4,
+                b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0, lr_schedule="constant",
+                init_std=0.0, derive_exclude=ZERO_OPS, xi=None, unroll="exact",
+                final="argmax") -> Strategy:
+    """DARTS, second order (eq. 6-8): xi defaults to ctx.weight_lr (the weight optimizer's current
+    lr); unroll='exact' (autodiff) or 'finite_difference' (eq. 8). The unroll is a plain SGD step
+    (the DARTS code adds momentum and weight decay to it). The reported reward is the validation
+    reward at the unrolled weights."""
+    return _build(_darts_method(space, "darts2", True, xi, unroll, axis_name), space,
+                  axis_name=axis_name, total_steps=total_steps, init_std=init_std,
+                  derive_exclude=derive_exclude, final=final, optimizer=optimizer, lr=lr, b1=b1,
+                  b2=b2, eps=eps, weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule)
 
 
 # ---- GDAS and SNAS -------------------------------------------------------------------------------
+def _gumbel_method(space, name, mode, hard: bool, tau: Callable, tracks: bool) -> Method:
+    mask = jnp.asarray(space.mask)
+
+    def sample(state, key):
+        w, idx = gumbel_softmax(key, state.alpha, mask, tau(state.step), hard=hard)
+        return idx, w
+
+    def grad(state, alpha, key, reward_fn, ctx):
+        t = tau(state.step)
+        r, g = _reward_grad(reward_fn, lambda a: gumbel_softmax(key, a, mask, t, hard)[0], alpha)
+        idx = gumbel_softmax(key, alpha, mask, t, hard)[1]
+        return LaneGrad(r, g, arch=idx if tracks else None)
+
+    return Method(name, mode, sample, grad, metrics=lambda s: {"temperature": tau(s)},
+                  tracks=tracks)
+
+
 @register("gdas")
-def make_gdas(space: Space, *, total_steps=None, tau_max=10.0, tau_min=0.1, lr=3e-4, b1=0.5,
-              b2=0.999, weight_decay=1e-3, clip=1.0, optimizer="adam",
+def make_gdas(space: Space, *, axis_name=None, total_steps=None, tau_max=10.0, tau_min=0.1,
+              optimizer="adam", lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0,
               lr_schedule="constant", init_std=0.0, derive_exclude=(),
               final="argmax") -> Strategy:
     """GDAS (Dong & Yang 2019): one op per decision from a hard Gumbel-softmax sample; alpha learns
@@ -328,54 +315,29 @@ def make_gdas(space: Space, *, total_steps=None, tau_max=10.0, tau_min=0.1, lr=3
     T = _need_total_steps("gdas", total_steps)
     if not tau_max >= tau_min > 0:
         raise ValueError(f"strategy 'gdas': need tau_max >= tau_min > 0, got {tau_max}, {tau_min}")
-    mask = jnp.asarray(space.mask)
     tau = lambda s: gdas_temperature(s, T, tau_max, tau_min)
-
-    def sample_fn(state, key):
-        w, idx = gumbel_softmax(key, state.alpha, mask, tau(state.step), hard=True)
-        return idx, w
-
-    def arch_grad_fn(state, key, reward_fn, ctx):
-        t = tau(state.step)
-        r, aux, g = _reward_grad(
-            reward_fn, lambda a: gumbel_softmax(key, a, mask, t, hard=True)[0], state.alpha)
-        return r, aux, g, gumbel_softmax(key, state.alpha, mask, t, hard=True)[1]
-
-    return _build("gdas", space, "sparse", lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
-                  total_steps=T, init_std=init_std, init_value=0.0, derive_exclude=derive_exclude,
-                  sample_fn=sample_fn, arch_grad_fn=arch_grad_fn, track_fn=lambda idx: idx,
-                  final=final, extra_metrics=lambda s: {"temperature": tau(s.step)})
+    return _build(_gumbel_method(space, "gdas", "sparse", True, tau, tracks=True), space,
+                  axis_name=axis_name, total_steps=T, init_std=init_std,
+                  derive_exclude=derive_exclude, final=final, optimizer=optimizer, lr=lr, b1=b1,
+                  b2=b2, eps=eps, weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule)
 
 
 @register("snas")
-def make_snas(space: Space, *, total_steps=None, tau0=1.0, tau_floor=1e-3, lr=3e-4, b1=0.5,
-              b2=0.999, weight_decay=1e-3, clip=1.0, optimizer="adam",
-              lr_schedule="constant", init_std=0.0, derive_exclude=ZERO_OPS) -> Strategy:
+def make_snas(space: Space, *, axis_name=None, total_steps=None, tau0=1.0, tau_floor=1e-3,
+              optimizer="adam", lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0,
+              lr_schedule="constant", init_std=0.0, derive_exclude=ZERO_OPS,
+              final="argmax") -> Strategy:
     """SNAS (Xie et al. 2019): dense supernet weighted by a relaxed (soft) Gumbel-softmax sample
     (concrete distribution; AdvantageNAS sec. 3), alpha learns by the reparameterised gradient; tau cosine-annealed tau0 -> 0
     (AdvantageNAS App. C), floored at tau_floor > 0 so 1/tau stays finite."""
     T = _need_total_steps("snas", total_steps)
     if not tau0 >= tau_floor > 0:
         raise ValueError(f"strategy 'snas': need tau0 >= tau_floor > 0, got {tau0}, {tau_floor}")
-    mask = jnp.asarray(space.mask)
     tau = lambda s: snas_temperature(s, T, tau0, tau_floor)
-
-    def sample_fn(state, key):
-        w, idx = gumbel_softmax(key, state.alpha, mask, tau(state.step), hard=False)
-        return idx, w
-
-    def arch_grad_fn(state, key, reward_fn, ctx):
-        t = tau(state.step)
-        r, aux, g = _reward_grad(
-            reward_fn, lambda a: gumbel_softmax(key, a, mask, t, hard=False)[0], state.alpha)
-        return r, aux, g, None
-
-    return _build("snas", space, "dense", lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
-                  total_steps=T, init_std=init_std, init_value=0.0, derive_exclude=derive_exclude,
-                  sample_fn=sample_fn, arch_grad_fn=arch_grad_fn,
-                  extra_metrics=lambda s: {"temperature": tau(s.step)})
+    return _build(_gumbel_method(space, "snas", "dense", False, tau, tracks=False), space,
+                  axis_name=axis_name, total_steps=T, init_std=init_std,
+                  derive_exclude=derive_exclude, final=final, optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
+                  weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule)
 
 
 # ---- NASP ----------------------------------------------------------------------------------------
@@ -391,9 +353,10 @@ def nasp_project(alpha, box="clip"):
 
 
 @register("nasp")
-def make_nasp(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, clip=1.0,
-              optimizer="adam", lr_schedule="constant", total_steps=None, init_value=1.0,
-              init_std=0.0, box="clip", derive_exclude=ZERO_OPS) -> Strategy:
+def make_nasp(space: Space, *, axis_name=None, total_steps=None, optimizer="adam", lr=3e-4, b1=0.5,
+              b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0, lr_schedule="constant",
+              init_value=1.0, init_std=0.0, box="clip", derive_exclude=ZERO_OPS,
+              final="argmax") -> Strategy:
     """NASP (Yao et al. 2020, Alg. 2): the forward uses the discrete a_bar = prox_{C1}(alpha), the
     one-hot of argmax alpha, in both the weight and the architecture step; the gradient w.r.t.
     a_bar updates the continuous alpha, which is then projected onto C2 = [0, 1]. The architecture
@@ -405,21 +368,21 @@ def make_nasp(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, cli
     if not 0.0 <= init_value <= 1.0:
         raise ValueError(f"strategy 'nasp': init_value must lie in the box [0, 1], got {init_value}")
     mask = jnp.asarray(space.mask)
-    K = space.max_choices
+    K_ = space.max_choices
 
     def discrete(alpha):
-        idx = _argmax_valid(alpha, mask)
-        return idx, jax.nn.one_hot(idx, K, dtype=jnp.float32)
+        idx = K.masked_argmax(alpha, mask)
+        return idx, jax.nn.one_hot(idx, K_, dtype=jnp.float32)
 
-    def sample_fn(state, key):
+    def sample(state, key):
         return discrete(state.alpha)
 
-    def arch_grad_fn(state, key, reward_fn, ctx):
-        _, a_bar = discrete(state.alpha)
-        (r, aux), g = jax.value_and_grad(reward_fn, has_aux=True)(a_bar)   # grad w.r.t. a_bar
-        return r, aux, g, None
+    def grad(state, alpha, key, reward_fn, ctx):
+        _, a_bar = discrete(alpha)                          # per-lane (alpha is)
+        (r, _), g = jax.value_and_grad(reward_fn, has_aux=True)(a_bar)   # grad w.r.t. a_bar
+        return LaneGrad(r, g)
 
-    def probs_fn(alpha):
+    def probs(alpha):
         a = jnp.where(mask, jnp.maximum(alpha, 0.0), 0.0)
         s = jnp.sum(a, -1, keepdims=True)
         uniform = mask / jnp.sum(mask, -1, keepdims=True)
@@ -428,11 +391,11 @@ def make_nasp(space: Space, *, lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, cli
     def project(alpha):
         return jnp.where(mask, nasp_project(jnp.where(mask, alpha, 0.0), box), 0.0)
 
-    return _build("nasp", space, "dense", lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
-                  total_steps=total_steps, init_std=init_std, init_value=init_value,
-                  derive_exclude=derive_exclude, sample_fn=sample_fn, arch_grad_fn=arch_grad_fn,
-                  probs_fn=probs_fn, project_fn=project)
+    method = Method("nasp", "dense", sample, grad, probs=probs, project=project,
+                    init_value=init_value)
+    return _build(method, space, axis_name=axis_name, total_steps=total_steps, init_std=init_std,
+                  derive_exclude=derive_exclude, final=final, optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
+                  weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule)
 
 
 # ---- ProxylessNAS --------------------------------------------------------------------------------
@@ -443,7 +406,7 @@ def sample_two_paths(key, alpha, mask):
     pair probabilities float[D, 2]). A decision with one valid choice pairs it with a masked one,
     whose probability is 0 so its update is 0."""
     k1, k2 = jax.random.split(key)
-    logp = masked_log_softmax(alpha, mask)
+    logp = K.log_softmax(alpha, mask)
     z = jnp.where(mask, logp + jax.random.gumbel(k1, alpha.shape), NEG_INF)
     _, pair = jax.lax.top_k(z, 2)
     pair_logits = jnp.take_along_axis(jnp.where(mask, alpha, NEG_INF), pair, -1)
@@ -463,15 +426,17 @@ def proxyless_pair_grad(gate_grads, pair, p, K):
 
 
 @register("proxyless")
-def make_proxyless(space: Space, *, mode="sparse", lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3,
-                   clip=1.0, optimizer="adam", lr_schedule="constant", total_steps=None,
-                   init_std=0.0, derive_exclude=()) -> Strategy:
+def make_proxyless(space: Space, *, axis_name=None, total_steps=None, mode="sparse",
+                   optimizer="adam", lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3,
+                   clip=1.0, lr_schedule="constant", init_std=0.0, derive_exclude=(),
+                   final="argmax") -> Strategy:
     """ProxylessNAS (Cai et al. 2019), two-path mode. Weight step: one path per decision sampled
     from softmax(alpha), gate 1 (binary gates). Architecture step: sample two paths per
     decision, make one active with the pair's renormalised probabilities, take the gate gradients
     d reward / d g of both and apply eq. 4 over the pair; only the pair's alpha are updated, then
     they are shifted by log(sum exp new / sum exp old) so that the unsampled paths' probabilities
-    do not change (mix_op.py rescale_updated_arch_param).
+    do not change (mix_op.py rescale_updated_arch_param). With P lanes: the union of the lanes'
+    pairs is updated and rescaled.
 
     mode='sparse': two sparse evaluations, gates one-hot on the active paths, then on the inactive
     ones (each gate gradient is taken with its own path running; the original runs both paths in
@@ -482,36 +447,32 @@ def make_proxyless(space: Space, *, mode="sparse", lr=3e-4, b1=0.5, b2=0.999, we
     if mode not in ("sparse", "dense"):
         raise ValueError(f"strategy 'proxyless': mode must be 'sparse' or 'dense', got {mode!r}")
     mask = jnp.asarray(space.mask)
-    K = space.max_choices
+    K_ = space.max_choices
 
-    def sample_fn(state, key):
+    def sample(state, key):
         idx = space.sample(key, jnp.where(mask, state.alpha, NEG_INF))
-        return idx, jax.nn.one_hot(idx, K, dtype=jnp.float32)
+        return idx, jax.nn.one_hot(idx, K_, dtype=jnp.float32)
 
-    def arch_grad_fn(state, key, reward_fn, ctx):
-        pair, p = sample_two_paths(key, state.alpha, mask)
-        gates_a = jax.nn.one_hot(pair[:, 0], K, dtype=jnp.float32)
-        (r, aux), ga = jax.value_and_grad(reward_fn, has_aux=True)(gates_a)
+    def grad(state, alpha, key, reward_fn, ctx):
+        pair, p = sample_two_paths(key, alpha, mask)
+        gates_a = jax.nn.one_hot(pair[:, 0], K_, dtype=jnp.float32)
+        (r, _), ga = jax.value_and_grad(reward_fn, has_aux=True)(gates_a)
         if mode == "dense":
             gate_grads = jnp.take_along_axis(ga, pair, -1)
         else:
-            gates_b = jax.nn.one_hot(pair[:, 1], K, dtype=jnp.float32)
+            gates_b = jax.nn.one_hot(pair[:, 1], K_, dtype=jnp.float32)
             gb = jax.grad(lambda w: reward_fn(w)[0])(gates_b)
             gate_grads = jnp.stack([jnp.take_along_axis(ga, pair[:, :1], -1)[:, 0],
                                     jnp.take_along_axis(gb, pair[:, 1:], -1)[:, 0]], -1)
-        g = proxyless_pair_grad(gate_grads, pair, p, K)
-        return r, aux, g, pair
+        g = proxyless_pair_grad(gate_grads, pair, p, K_)
+        in_pair = jnp.sum(jax.nn.one_hot(pair, K_), 1) > 0
+        return LaneGrad(r, g, touched=in_pair, evaluations=2.0 if mode == "sparse" else 1.0)
 
-    def in_pair(pair):
-        return jnp.sum(jax.nn.one_hot(pair, K), 1) > 0
-
-    def rescale(old, new, pair):
-        sel = in_pair(pair) & mask
+    def rescale(old, new, sel):
         lse = lambda a: jax.nn.logsumexp(jnp.where(sel, a, -jnp.inf), -1, keepdims=True)
         return jnp.where(sel, new - (lse(new) - lse(old)), new)
 
-    return _build("proxyless", space, mode, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                  clip=clip, optimizer=optimizer, lr_schedule=lr_schedule,
-                  total_steps=total_steps, init_std=init_std, init_value=0.0,
-                  derive_exclude=derive_exclude, sample_fn=sample_fn, arch_grad_fn=arch_grad_fn,
-                  update_mask_fn=in_pair, post_update_fn=rescale)
+    method = Method("proxyless", mode, sample, grad, rescale=rescale)
+    return _build(method, space, axis_name=axis_name, total_steps=total_steps, init_std=init_std,
+                  derive_exclude=derive_exclude, final=final, optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
+                  weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule)

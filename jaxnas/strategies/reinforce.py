@@ -2,9 +2,13 @@
 
 One architecture step: sample ``a ~ p_theta``, evaluate the reward once (forward only, no
 backward), ascend ``(r - b)(a - mu(theta))`` (eq. 4) with Adam. The baseline ``b`` approximates
-``E[R]`` by an exponential moving average with decay ``gamma = 0.05`` (App. C, eq. 9 form); it is
-built from past rewards only and initialised with the first reward (as the authors' EMA), so the
-first step does not move theta and the estimate stays unbiased.
+``E[R]`` by an exponential moving average (App. C, eq. 9 form, gamma = 0.05, i.e. ``decay = 0.95``);
+it is built from past rewards only and initialised with the first rewards (as the authors' EMA), so
+with one lane the first step does not move theta and the estimate stays unbiased.
+
+P lanes: every lane samples and evaluates its own architecture; all use the same ``b``; the
+directions are averaged over the lanes with a finite reward and the baseline moves towards their
+mean reward.
 """
 from __future__ import annotations
 
@@ -13,43 +17,53 @@ from typing import Optional
 import jax.numpy as jnp
 
 from jaxnas.spaces.base import Space
-from jaxnas.strategies.base import Strategy, check_finite_reward, register
+from jaxnas.strategies import categorical as K
 from jaxnas.strategies import policy as P
+from jaxnas.strategies.base import Strategy, register
+
+
+def reinforce_estimate(logits, arch, reward, mask, baseline=0.0):
+    """REINFORCE, eq. 4 (with an optional baseline, App. C): ``(r - b) (a - mu)``."""
+    return (reward - baseline) * K.score(logits, arch, mask)
 
 
 @register("reinforce")
-def make_reinforce(space: Space, gamma: float = 0.05, baseline: bool = True,
-                   final: str = "argmax", lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
-                   weight_decay: float = 0.0, clip: Optional[float] = None,
-                   total_steps: Optional[int] = None) -> Strategy:
-    """REINFORCE. gamma: decay of the moving-average baseline; baseline=False gives plain eq. 4;
-    final: "argmax" or "process_best" (ENAS's rule); Adam lr/b1/b2, weight_decay, clip,
-    total_steps (cosine decay) on theta."""
-    gamma = P.check_gamma(gamma)
-    opt = P.make_optimizer(lr, b1, b2, weight_decay, clip, total_steps)
+def make_reinforce(space: Space, *, axis_name: Optional[str] = None,
+                   total_steps: Optional[int] = None, decay: float = 0.95, baseline: bool = True,
+                   final: str = "argmax", optimizer: str = "adam", lr: float = 1e-3,
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                   clip: Optional[float] = None, lr_schedule: str = "constant") -> Strategy:
+    """REINFORCE. decay: weight of the old value in the moving-average baseline (paper gamma =
+    1 - decay = 0.05); baseline=False gives plain eq. 4; final: "argmax" or "process_best" (ENAS's
+    rule); optimizer/lr/b1/b2/eps/weight_decay/clip/lr_schedule on theta."""
+    decay = K.check_decay("reinforce", decay)
+    opt = K.make_optimizer("reinforce", optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
+                           weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule,
+                           total_steps=total_steps)
     mask = space.mask
 
     def extra_init():
         return {"baseline": jnp.zeros((), jnp.float32), "baseline_set": jnp.zeros((), bool)}
 
-    def step_impl(state, key, reward_fn, ctx):
+    def step(state, key, reward_fn, ctx):
         arch = space.sample(key, state.logits)
         reward, _ = reward_fn(space.one_hot(arch))
-        bad = check_finite_reward(reward, "reinforce")
-        ok = ~bad
+        ok = K.finite(reward)
         r = jnp.where(ok, reward, 0.0).astype(jnp.float32)
+        r_mean, n_ok = K.masked_mean(r, ok, axis_name)
         ex = state.extra
-        if baseline:
-            b = jnp.where(ex["baseline_set"], ex["baseline"], r)
-            new_b = P.ema_update(b, r, gamma)
+        if baseline:   # the same b on every lane: past rewards, or this step's mean at the first
+            b = jnp.where(ex["baseline_set"], ex["baseline"], r_mean)
+            new_b = K.ema(b, r_mean, decay)                         # eq. 9 form
         else:
             b, new_b = jnp.zeros((), jnp.float32), ex["baseline"]
-        delta = P.reinforce_estimate(state.logits, arch, r, mask, b)   # eq. 4 with baseline
-        new = P.ascent_update(state, delta, opt, mask, ok)
+        delta = reinforce_estimate(state.logits, arch, r, mask, b)   # eq. 4 with baseline
+        new, _ = P.update(state, delta, ok, opt, mask, axis_name)
+        seen = n_ok > 0
         new = new.replace(step=state.step + 1,
-                          extra={"baseline": jnp.where(ok, new_b, ex["baseline"]),
-                                 "baseline_set": ex["baseline_set"] | ok})
-        new = P.track_best(new, arch, reward)
-        return new, P.policy_metrics(new, reward, bad, mask, baseline=b)
+                          extra={"baseline": jnp.where(seen, new_b, ex["baseline"]),
+                                 "baseline_set": ex["baseline_set"] | seen})
+        new = P.track_best(new, arch, reward, ok, axis_name)
+        return new, K.step_metrics(reward, ~ok, K.softmax(new.logits, mask), 1.0, baseline=b)
 
-    return P.build_policy_strategy("reinforce", space, step_impl, opt, final, extra_init)
+    return P.build_policy_strategy("reinforce", space, step, opt, final, extra_init)

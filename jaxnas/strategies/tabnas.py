@@ -13,22 +13,26 @@ Q, the quality reward, is ``reward_fn(weights)[0] + q_offset``. The paper uses Q
 engine whose reward is -loss gets exactly that with ``q_offset=1`` (it matters only for the
 multiplicative MnasNet rewards, which assume Q > 0, and for the first step, where Q̄ = 0).
 
-Common to all: Adam on the logits (App. A/B.1: b1 0.9, b2 0.999, eps 1e-3), the bias-corrected moving
-average baseline of Alg. 1 line 18 (gamma 0.9), layer warm-up (sec. 3.1): during the first
+Common to all: Adam on the logits (App. A/B.1: b1 0.9, b2 0.999, ``eps`` 1e-3; the optimizer options
+of every strategy), the bias-corrected moving average baseline of Alg. 1 line 18 (its gamma = 0.9 is
+``decay``, the weight of the old value), layer warm-up (sec. 3.1): during the first
 ``warmup_frac * total_steps`` steps ``sample`` returns the whole supernet (largest choice everywhere)
 with a probability decaying linearly 1 -> 0 and a policy sample otherwise, and ``step`` makes no RL
-update. With ``axis_name`` set, ``step`` runs under ``shard_map``: every device samples its own y and
-the gradients are averaged over the devices whose y was feasible (App. B.2.2).
+update. With ``axis_name`` set (P lanes: devices of ``shard_map`` or lanes of ``vmap``) every lane
+samples its own y and the gradients are averaged over the lanes whose y was feasible (App. B.2.2).
+``final``: "alg3" (Alg. 3, the default of ``"tabnas"``) or "argmax" (the default of the shaped ones).
 
 The baseline Q̄ of the shaped-reward strategies is the moving average of the shaped reward r (as
 in TuNAS); for ``"tabnas"`` it averages Q over feasible samples only (rejected y have no Q).
 
-Metrics of ``step`` (scalars; under ``axis_name`` averaged over devices): ``reward`` Q (0 when the
-sample was rejected or during warm-up), ``baseline`` Q̄, ``feasible`` (fraction of samples in V),
-``cost`` T(y), ``updated``, ``warmup``, ``warmup_prob``, ``entropy`` (mean over decisions),
-``nonfinite`` (a NaN/inf reward or gradient: that update was skipped),
-``skipped_infeasible`` (cumulative); tabnas adds ``pv`` (the P̂(V) or P(V) used) and
-``skipped_zero_pv`` (cumulative, App. E.3); ``pv_exact`` when an exact P(V) exists (DP or
+Metrics of ``step`` (scalars, reduced over the lanes by the App. B.2.2 rule, so identical on every
+lane): ``reward`` Q (mean over the lanes whose sample was evaluated; 0 when every sample was rejected
+or during warm-up), ``baseline`` Q̄, ``feasible`` (fraction of samples in V), ``cost`` T(y),
+``updated``, ``warmup``, ``warmup_prob``, ``entropy`` (mean over decisions, after the step),
+``evaluations`` (the fraction of lanes whose sample was evaluated, neither rejected nor in warm-up:
+summed over the P lanes, the number of evaluations), ``nonfinite`` (a NaN/inf reward or gradient:
+that update was skipped), ``skipped_infeasible`` (cumulative); tabnas adds ``pv`` (the P̂(V) or
+P(V) used) and ``skipped_zero_pv`` (cumulative, App. E.3); ``pv_exact`` when an exact P(V) exists (DP or
 enumeration; ``log_exact_pv=False`` turns it off); shaped strategies add ``shaped_reward``.
 """
 from __future__ import annotations
@@ -38,12 +42,12 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
 
 from jaxnas import constraints as C
-from jaxnas.spaces.base import Space
-from jaxnas.strategies.base import Strategy, categorical_entropy, register
+from jaxnas.spaces.base import NEG_INF, Space
+from jaxnas.strategies import categorical as K
+from jaxnas.strategies.base import Strategy, register
 
 
 @struct.dataclass
@@ -62,27 +66,6 @@ class TabNASState:
         return jnp.where(self.baseline_den > 0, self.baseline_num / jnp.maximum(self.baseline_den, 1e-30), 0.0)
 
 
-def _to_varying(tree, axis_name):
-    """Marks replicated values as per-device (shard_map's varying type). Needed (1) before
-    differentiating w.r.t. the replicated logits, so jax.grad inside shard_map gives this device's
-    gradient and not one already summed over devices, and (2) on the outputs of ``lax.cond``
-    branches, which must agree in type. vmap has no such notion and needs nothing."""
-    if axis_name is None:
-        return tree
-
-    if axis_name not in getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()):
-        return tree                                   # vmap(axis_name=...), not shard_map
-
-    def cast(x):
-        if axis_name in getattr(jax.typeof(x), "vma", frozenset()):
-            return x
-        try:
-            return jax.lax.pcast(x, axis_name, to="varying")
-        except ValueError:  # shard_map(check_vma=False): every value already counts as varying
-            return x
-    return jax.tree.map(cast, tree)
-
-
 def warmup_probability(step, warmup_steps: int):
     """Sec. 3.1 / Fig. 5(a): probability of training the whole supernet, 1 -> 0 linearly."""
     if warmup_steps <= 0:
@@ -98,7 +81,7 @@ def select_final(budget: C.Budget, logits, key, num_samples: int = 500) -> tuple
     archs = space.sample(key, logits, (num_samples,))
     cost = budget.cost(archs)
     feas = cost <= budget.limit
-    lp = C.arch_log_prob(C.log_probs(logits, space.mask), archs)
+    lp = K.log_prob(logits, archs, space.mask)
     best_cost = jnp.max(jnp.where(feas, cost, -jnp.inf))
     top = jnp.logical_and(feas, cost == best_cost)
     best = archs[jnp.argmax(jnp.where(top, lp, -jnp.inf))]          # ties: the most probable
@@ -126,7 +109,7 @@ def reinforce_objective(logits, mask, y, advantage, pv_fn=None):
     P̂(V), differentiable): J = advantage * log[P(y) / P(V)] (sec. 3.3, Alg. 2 line 11), whose
     gradient is advantage * ∇log P(y | y in V). Where P(V) = 0, log P(V) is replaced by 0 so nothing
     is NaN; the caller must skip that update (App. E.3)."""
-    lp_y = C.arch_log_prob(C.log_probs(logits, mask), y)
+    lp_y = K.log_prob(logits, y, mask)
     if pv_fn is None:
         return advantage * lp_y, jnp.ones((), jnp.float32)
     p_v = pv_fn(logits)
@@ -136,9 +119,9 @@ def reinforce_objective(logits, mask, y, advantage, pv_fn=None):
 
 def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: bool,
            shape_reward: Optional[Callable], pv: str, num_mc_samples: int, mc_chunk: int,
-           lr: float, adam_eps: float, baseline_decay: float, total_steps: Optional[int],
-           warmup_frac: float, q_offset: float, num_final_samples: int, axis_name: Optional[str],
-           log_exact_pv: Optional[bool], derive_mode: str) -> Strategy:
+           decay: float, total_steps: Optional[int], warmup_frac: float, q_offset: float,
+           num_final_samples: int, axis_name: Optional[str], log_exact_pv: Optional[bool],
+           final: str, **opt) -> Strategy:
     if isinstance(budget, C.Budget):
         bud = budget
     else:
@@ -156,17 +139,17 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
     if not 0.0 <= warmup_frac < 1.0:
         raise ValueError(f"warmup_frac must be in [0, 1), got {warmup_frac}")
     if warmup_frac > 0 and total_steps is None:
-        raise ValueError("layer warm-up needs total_steps= (the number of search steps); "
-                         "or set warmup_frac=0")
-    if not 0.0 <= baseline_decay < 1.0:
-        raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+        raise ValueError("layer warm-up runs over a fraction of the search and needs total_steps= "
+                         "(the number of strategy steps, passed by the engine); or set warmup_frac=0")
+    decay = K.check_decay(name, decay)
+    K.check_final(name, final, FINAL_RULES)
     warmup_steps = int(round(warmup_frac * total_steps)) if total_steps else 0
     log_exact = (bud.exact is not None) if log_exact_pv is None else bool(log_exact_pv)
     if log_exact and bud.exact is None:
         raise ValueError("log_exact_pv=True but this budget has no exact P(V)")
     mask = np.asarray(space.mask)
     full_arch = jnp.asarray(space.num_choices - 1, jnp.int32)   # widest choice: the whole supernet
-    tx = optax.adam(lr, b1=0.9, b2=0.999, eps=adam_eps)
+    tx = K.make_optimizer(name, total_steps=total_steps, **opt)
     n_mc = int(num_mc_samples)
     f32 = lambda x: jnp.asarray(x, jnp.float32)
 
@@ -194,8 +177,8 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
         del ctx
         k_y, k_mc = jax.random.split(key)
         warm = state.step < warmup_steps
-        vary = lambda t: _to_varying(t, axis_name)
-        lv = vary(state.logits)
+        vary = lambda t: K.vary(t, axis_name)
+        lv = vary(state.logits)              # this lane's gradient, not one summed over devices
         qbar = state.baseline
 
         def rl(_):
@@ -216,106 +199,115 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
             bad = jnp.logical_and(active, ~(jnp.isfinite(r) & jnp.all(jnp.isfinite(g))))
             used = jnp.logical_and(active, ~bad)
             ok = jnp.logical_and(used, p_v > 0)
-            return vary(dict(g=g, q=q, r=f32(r), cost=f32(cost), feas=feas, active=used, ok=ok,
-                             bad=bad, pv=f32(p_v)))
+            return vary(dict(g=g, q=q, r=f32(r), cost=f32(cost), feas=feas, evaluated=active,
+                             active=used, ok=ok, bad=bad, pv=f32(p_v)))
 
         def idle(_):
             return vary(dict(g=jnp.zeros_like(lv), q=f32(0), r=f32(0), cost=f32(0),
-                             feas=jnp.bool_(False), active=jnp.bool_(False), ok=jnp.bool_(False),
-                             bad=jnp.bool_(False), pv=f32(0)))
+                             feas=jnp.bool_(False), evaluated=jnp.bool_(False),
+                             active=jnp.bool_(False), ok=jnp.bool_(False), bad=jnp.bool_(False),
+                             pv=f32(0)))
 
         o = jax.lax.cond(warm, idle, rl, None)
-        g, n_ok = C.feasible_mean(o["g"], o["ok"], axis_name)      # App. B.2.2
-        (r_mean, q_mean), n_active = C.feasible_mean((o["r"], o["q"]), o["active"], axis_name)
-        n_feas = o["feas"].astype(jnp.float32) if axis_name is None else jax.lax.psum(
-            o["feas"].astype(jnp.float32), axis_name)
-        n_dev = 1.0 if axis_name is None else jax.lax.psum(1.0, axis_name)
-        pv_mean = o["pv"] if axis_name is None else jax.lax.pmean(o["pv"], axis_name)
+        g, n_ok = K.masked_mean(o["g"], o["ok"], axis_name)                # App. B.2.2
+        (r_mean, q_mean), n_active = K.masked_mean((o["r"], o["q"]), o["active"], axis_name)
+        n_feas = K.lane_sum(o["feas"].astype(jnp.float32), axis_name)
+        n_dev = K.lane_count(axis_name)
+        pv_mean = K.lane_mean(o["pv"], axis_name)
 
-        updates, opt_state = tx.update(-g, state.opt_state, state.logits)   # ascend J
         do = n_ok > 0
-        keep = lambda new, old: jnp.where(do, new, old)
-        logits = keep(optax.apply_updates(state.logits, updates), state.logits)
-        opt_state = jax.tree.map(keep, opt_state, state.opt_state)
-        seen = n_active > 0                                          # Alg. 1 line 18
-        gam = baseline_decay
-        num = jnp.where(seen, gam * state.baseline_num + (1 - gam) * r_mean, state.baseline_num)
-        den = jnp.where(seen, gam * state.baseline_den + (1 - gam), state.baseline_den)
+        logits, opt_state = K.ascend(tx, state.logits, state.opt_state, g, do, mask=mask,
+                                     fill=NEG_INF)                        # ascend J
+        seen = n_active > 0                                               # Alg. 1 line 18
+        num = jnp.where(seen, decay * state.baseline_num + (1 - decay) * r_mean, state.baseline_num)
+        den = jnp.where(seen, decay * state.baseline_den + (1 - decay), state.baseline_den)
         rl_on = jnp.logical_not(warm)
         n_inf = jnp.where(rl_on, n_dev - n_feas, 0.0) if rejection else f32(0)
         n_zero = n_active - n_ok if rejection else f32(0)
-        n_bad = o["bad"].astype(jnp.float32) if axis_name is None else jax.lax.psum(
-            o["bad"].astype(jnp.float32), axis_name)
+        n_bad = K.lane_sum(o["bad"].astype(jnp.float32), axis_name)
         new = TabNASState(
             logits=logits, opt_state=opt_state, baseline_num=num, baseline_den=den,
             step=state.step + 1, num_updates=state.num_updates + do.astype(jnp.int32),
             skipped_infeasible=state.skipped_infeasible + n_inf.astype(jnp.int32),
             skipped_zero_pv=state.skipped_zero_pv + n_zero.astype(jnp.int32))
-        metrics = dict(
-            reward=q_mean, baseline=new.baseline, feasible=n_feas / n_dev, cost=o["cost"] if axis_name
-            is None else jax.lax.pmean(o["cost"], axis_name), updated=do.astype(jnp.float32),
-            warmup=warm.astype(jnp.float32), warmup_prob=warmup_probability(state.step, warmup_steps),
-            skipped_infeasible=new.skipped_infeasible.astype(jnp.float32),
-            entropy=jnp.mean(categorical_entropy(state.logits, mask)), nonfinite=n_bad > 0)
+        more = dict(baseline=new.baseline, feasible=n_feas / n_dev,
+                    cost=K.lane_mean(o["cost"], axis_name), updated=do,
+                    warmup=warm, warmup_prob=warmup_probability(state.step, warmup_steps),
+                    skipped_infeasible=new.skipped_infeasible)
         if shape_reward is not None:
-            metrics["shaped_reward"] = r_mean
+            more["shaped_reward"] = r_mean
         if rejection:
-            metrics["pv"] = pv_mean
-            metrics["skipped_zero_pv"] = new.skipped_zero_pv.astype(jnp.float32)
+            more["pv"] = pv_mean
+            more["skipped_zero_pv"] = new.skipped_zero_pv
         if log_exact:
-            metrics["pv_exact"] = bud.pv_exact(state.logits)
+            more["pv_exact"] = bud.pv_exact(state.logits)
+        # evaluations: the lane mean (all TabNAS metrics are lane-reduced); the engine's sum over
+        # the lanes is the number of samples evaluated
+        evaluations = K.lane_mean(o["evaluated"].astype(jnp.float32), axis_name)
+        metrics = K.step_metrics(q_mean, n_bad > 0, probs(new), evaluations, **more)
         return new, metrics
 
     def derive(state):
-        if derive_mode == "argmax":
-            return jnp.argmax(jnp.where(jnp.asarray(mask), state.logits, -jnp.inf), -1).astype(jnp.int32)
+        if final == "argmax":
+            return K.derive(space, state.logits)
         # Alg. 3 with a fixed key: deterministic for a given state
         return select_final(bud, state.logits, jax.random.key(0), num_final_samples)[0]
 
     def probs(state):
-        return jnp.exp(C.log_probs(state.logits, mask))
+        return K.softmax(state.logits, mask)
 
-    strat = Strategy(name=name, space=space, mode="sparse", init=init, sample=sample, step=step,
-                     derive=derive, probs=probs)
-    return strat
+    return Strategy(name=name, space=space, mode="sparse", init=init, sample=sample, step=step,
+                    derive=derive, probs=probs, needs="reward")
+
+
+FINAL_RULES = ("alg3", "argmax")
 
 
 @register("tabnas")
-def make_tabnas(space: Space, budget=None, *, cost_fn=None, cost_terms=None, pv: str = "mc",
-                num_mc_samples: int = 32768, mc_chunk: int = 65536, lr: float = 0.005,
-                adam_eps: float = 1e-3, baseline_decay: float = 0.9,
-                total_steps: Optional[int] = None, warmup_frac: float = 0.25,
-                q_offset: float = 0.0, num_final_samples: int = 500,
-                axis_name: Optional[str] = None, log_exact_pv: Optional[bool] = None) -> Strategy:
+def make_tabnas(space: Space, budget=None, *, axis_name: Optional[str] = None,
+                total_steps: Optional[int] = None, cost_fn=None, cost_terms=None, pv: str = "mc",
+                num_mc_samples: int = 32768, mc_chunk: int = 65536, decay: float = 0.9,
+                warmup_frac: float = 0.25, q_offset: float = 0.0, final: str = "alg3",
+                num_final_samples: int = 500, log_exact_pv: Optional[bool] = None,
+                optimizer: str = "adam", lr: float = 0.005, b1: float = 0.9, b2: float = 0.999,
+                eps: float = 1e-3, weight_decay: float = 0.0, clip: Optional[float] = None,
+                lr_schedule: str = "constant") -> Strategy:
     """TabNAS (rejection-based REINFORCE). ``budget``: the limit (number, with ``cost_fn`` default
     ``space.param_count``) or a :class:`jaxnas.constraints.Budget`. ``pv``: "mc" (Alg. 2, N =
-    ``num_mc_samples``) or "exact". ``derive`` is Alg. 3 (m = ``num_final_samples``, fixed key)."""
+    ``num_mc_samples``) or "exact". ``decay``: Alg. 1 line 18's gamma (0.9). ``final``: "alg3"
+    (Alg. 3, m = ``num_final_samples``, fixed key) or "argmax"."""
     return _build(space, "tabnas", budget=budget, cost_fn=cost_fn, cost_terms=cost_terms,
                   rejection=True, shape_reward=None, pv=pv, num_mc_samples=num_mc_samples,
-                  mc_chunk=mc_chunk, lr=lr, adam_eps=adam_eps, baseline_decay=baseline_decay,
-                  total_steps=total_steps, warmup_frac=warmup_frac, q_offset=q_offset,
-                  num_final_samples=num_final_samples, axis_name=axis_name,
-                  log_exact_pv=log_exact_pv, derive_mode="alg3")
+                  mc_chunk=mc_chunk, decay=decay, total_steps=total_steps,
+                  warmup_frac=warmup_frac, q_offset=q_offset, num_final_samples=num_final_samples,
+                  axis_name=axis_name, log_exact_pv=log_exact_pv, final=final,
+                  optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                  clip=clip, lr_schedule=lr_schedule)
 
 
 def _make_shaped(name: str, reward):
-    def make(space: Space, target=None, *, beta: float, cost_fn=None, lr: float = 0.005,
-             adam_eps: float = 1e-3, baseline_decay: float = 0.9,
-             total_steps: Optional[int] = None, warmup_frac: float = 0.25, q_offset: float = 0.0,
-             axis_name: Optional[str] = None, log_exact_pv: Optional[bool] = None) -> Strategy:
+    def make(space: Space, target=None, *, beta: float, axis_name: Optional[str] = None,
+             total_steps: Optional[int] = None, cost_fn=None, decay: float = 0.9,
+             warmup_frac: float = 0.25, q_offset: float = 0.0, final: str = "argmax",
+             num_final_samples: int = 500, log_exact_pv: Optional[bool] = None,
+             optimizer: str = "adam", lr: float = 0.005, b1: float = 0.9, b2: float = 0.999,
+             eps: float = 1e-3, weight_decay: float = 0.0, clip: Optional[float] = None,
+             lr_schedule: str = "constant") -> Strategy:
         if target is None or float(target) <= 0:
             raise ValueError(f"strategy {name!r} needs target= > 0 (the resource target T0)")
         beta = float(beta)
         shape = lambda q, cost: reward(q, cost, float(target), beta)
         return _build(space, name, budget=target, cost_fn=cost_fn, cost_terms=None,
                       rejection=False, shape_reward=shape, pv="mc", num_mc_samples=1, mc_chunk=1,
-                      lr=lr, adam_eps=adam_eps, baseline_decay=baseline_decay,
-                      total_steps=total_steps, warmup_frac=warmup_frac, q_offset=q_offset,
-                      num_final_samples=500, axis_name=axis_name, log_exact_pv=log_exact_pv,
-                      derive_mode="argmax")
+                      decay=decay, total_steps=total_steps, warmup_frac=warmup_frac,
+                      q_offset=q_offset, num_final_samples=num_final_samples,
+                      axis_name=axis_name, log_exact_pv=log_exact_pv, final=final,
+                      optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
+                      weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule)
     make.__name__ = f"make_{name}"
     make.__doc__ = (f"Plain REINFORCE on the shaped reward {reward.__doc__.splitlines()[0]} "
-                    f"``target`` is T0; derive returns the per-decision argmax.")
+                    f"``target`` is T0; derive returns the per-decision argmax (final='alg3': "
+                    f"Alg. 3 with limit T0).")
     return make
 
 
