@@ -261,3 +261,30 @@ def test_bad_config_errors():
     for kwargs in ({"decay": 1.0}, {"gamma": 0.05}, {"estimator": "third"}, {"final": "best"}, {"lr": -1.0}):
         with pytest.raises(ValueError):
             make("advantage", space, **kwargs)
+
+
+def test_needs_follows_the_estimator():
+    space = _space(3, 3)
+    assert make("advantage", space).needs == "gradient"           # eq. 7 differentiates reward_fn
+    assert make("advantage", space, estimator="exact").needs == "reward"   # eq. 6: rewards only
+    assert make("reinforce", space).needs == "reward"
+
+
+def test_zero_op_rule_lanes_move_each_entry_to_the_mean_of_the_lanes_that_sampled_it():
+    """Eq. 9 over P lanes: an entry sampled by several ok lanes moves towards their mean advantage;
+    a non-ok lane does not count; every lane gets the same average and its own replaced zero op."""
+    space = _space(2, 4, zero=True)
+    ema = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4)), jnp.float32)
+    adv = jnp.array([[0.0, 0.4], [0.0, -0.2], [0.0, 9.0]], jnp.float32)
+    arch = jnp.array([[0, 2], [1, 2], [1, 2]])
+    ok = jnp.array([True, True, False])
+    zero_idx = np.zeros(2, np.int32)
+    new_adv, new_ema = jax.vmap(
+        lambda a, s, o: zero_op_rule(a, s, ema, zero_idx, space.mask, 0.95, o, "p"),
+        axis_name="p", out_axes=(0, None))(adv, arch, ok)
+    ref = np.asarray(ema).copy()
+    ref[1, 2] += 0.05 * (np.mean([0.4, -0.2]) - ref[1, 2])     # lanes 0 and 1 (lane 2 not ok)
+    ref[0, 1] += 0.05 * (0.0 - ref[0, 1])                        # lane 1 alone
+    ref[0, 0] += 0.05 * (0.0 - ref[0, 0])                        # lane 0's zero op (advantage 0)
+    chex.assert_trees_all_close(new_ema, ref, atol=1e-6)
+    assert float(new_adv[0, 0]) == pytest.approx(ref[0, 1:].min())   # lane 0 sampled the zero op

@@ -379,3 +379,33 @@ def test_every_method_steps_on_the_mlp_supernet_and_darts2_unrolls_flax_params()
         fd[i] = (float(unrolled(a0 + d)) - float(unrolled(a0 - d))) / 2e-2
     got = np.asarray(new.alpha - state.alpha)
     np.testing.assert_allclose(got, fd, atol=2e-2 * np.abs(fd).max() + 1e-5)
+
+
+def test_proxyless_lanes_update_the_union_of_their_pairs():
+    """Two vmap lanes with different pairs: the mean of the lanes' pair gradients is applied to the
+    union of the pairs, which is then rescaled so the other paths keep their probabilities."""
+    from jaxnas.strategies.gradient import proxyless_pair_grad
+    space = Space(("a", "b"), (("p", "q", "r", "s", "t"), ("p", "q", "r", "s", "t")))
+    table = jnp.arange(10.0).reshape(2, 5) / 5.0 - 1.0
+    rf = lambda w: (jnp.sum(w * table), None)
+    s = make("proxyless", space, mode="dense", init_std=0.7, axis_name="p", **PLAIN)
+    state = s.init(jax.random.key(0))
+    keys = jnp.stack([jax.random.key(4), jax.random.key(9)])
+    new, m = jax.jit(jax.vmap(lambda k: s.step(state, k, rf), out_axes=(None, 0),
+                              axis_name="p"))(keys)
+    old_a, new_a = np.asarray(state.alpha), np.asarray(new.alpha)
+    pairs = [np.asarray(sample_two_paths(k, state.alpha, space.mask)[0]) for k in keys]
+    g = sum(proxyless_pair_grad(jnp.take_along_axis(table, jnp.asarray(pr), -1), jnp.asarray(pr),
+                                sample_two_paths(k, state.alpha, space.mask)[1], 5)
+            for pr, k in zip(pairs, keys)) / 2
+    for d in range(2):
+        union = sorted(set(pairs[0][d]) | set(pairs[1][d]))
+        others = [k for k in range(5) if k not in union]
+        np.testing.assert_array_equal(new_a[d, others], old_a[d, others])      # exactly unchanged
+        np.testing.assert_allclose(np.exp(new_a[d, others]) / np.exp(new_a[d]).sum(),
+                                   np.exp(old_a[d, others]) / np.exp(old_a[d]).sum(), rtol=1e-5)
+        # inside the union: old + mean gradient, shifted by one constant (the rescaling)
+        shift = (new_a[d, union] - old_a[d, union]) - np.asarray(g)[d, union]
+        np.testing.assert_allclose(shift, shift[0], atol=1e-5)
+    assert any(set(pairs[0][d]) != set(pairs[1][d]) for d in range(2))   # the pairs differ
+    np.testing.assert_allclose(np.asarray(m["evaluations"]), 1.0)

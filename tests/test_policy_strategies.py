@@ -265,3 +265,80 @@ def test_bench_advantage_toy_smoke(tmp_path):
     assert advantage_toy.iters_to_zero(np.array([1.0, 0.0, 1.0, 0.0]), grid) == 30
     assert advantage_toy.iters_to_zero(np.array([1.0, 0.0, 0.0, 0.0]), grid) == 10
     assert advantage_toy.iters_to_zero(np.array([0.0, 0.0, 0.0, 1.0]), grid) == float("inf")
+
+
+# ---- P lanes (vmap with an axis name; shard_map: tests/test_strategies_multidevice.py) -------------
+def _lanes(strategy, state, keys, reward_fns=None):
+    """One step on len(keys) vmap lanes; the returned state must be lane-invariant (out_axes=None)."""
+    rf = reward_fns or (lambda lane: _table_reward(strategy.space, jax.random.key(7))[1])
+    return jax.jit(jax.vmap(lambda k: strategy.step(state, k, rf(jax.lax.axis_index("p"))),
+                            out_axes=(None, 0), axis_name="p"))(keys)
+
+
+def test_best_over_lanes_nan_never_wins_ties_go_to_lowest_lane():
+    rewards = jnp.array([1.0, jnp.nan, 3.0, 3.0, -jnp.inf])
+    archs = jnp.arange(5)[:, None] * jnp.ones((1, 2), jnp.int32)
+    ok = jnp.array([True, True, True, True, True])
+    r, a = jax.vmap(lambda r, a, o: cat.best_over_lanes(r, a, o, "p"), axis_name="p",
+                    out_axes=None)(rewards, archs, ok)
+    assert float(r) == 3.0 and a.tolist() == [2, 2]
+    r, a = jax.vmap(lambda r, a, o: cat.best_over_lanes(r, a, o, "p"), axis_name="p",
+                    out_axes=None)(rewards, archs, ok.at[2].set(False))
+    assert float(r) == 3.0 and a.tolist() == [3, 3]                       # lane 2 was not ok
+    r, _ = jax.vmap(lambda r, a: cat.best_over_lanes(r, a, True, "p"), axis_name="p",
+                    out_axes=None)(jnp.full(3, jnp.nan), archs[:3])
+    assert float(r) == -np.inf
+
+
+def test_random_search_inserts_every_lane_sample():
+    space = _space(4, 3)
+    table, reward_fn = _table_reward(space, jax.random.key(8))
+    s = make("random", space, buffer_size=5, axis_name="p")
+    keys = jax.random.split(jax.random.key(1), 3)
+    new, m = _lanes(s, s.init(jax.random.key(0)), keys, lambda lane: reward_fn)
+    archs = jax.vmap(lambda k: space.sample(k, space.uniform_logits()))(keys)
+    expected = np.sort(np.asarray(jax.vmap(lambda a: table[tuple(a)])(archs)))[::-1]
+    np.testing.assert_allclose(np.asarray(new.rewards[:3]), expected, rtol=1e-6)
+    assert np.all(np.isinf(np.asarray(new.rewards[3:])))
+    np.testing.assert_allclose(np.asarray(m["evaluations"]), 1.0)
+
+
+def test_parsec_lanes_fill_the_buffer_and_drop_what_does_not_fit():
+    """S = 8 samples per update, P = 3 lanes: 3, 6, then 2 of 3 fit and theta is updated with the
+    8 buffered samples (the 9th is dropped: not a sample of the updated policy)."""
+    space = _space(3, 4)
+    _, reward_fn = _table_reward(space, jax.random.key(7))
+    s = make("parsec", space, lr=0.1, axis_name="p")
+    state = s.init(jax.random.key(0))
+    archs, rewards = [], []
+    for i in range(3):
+        keys = jax.random.split(jax.random.key(10 + i), 3)
+        before = state
+        state, m = _lanes(s, state, keys, lambda lane: reward_fn)
+        archs += list(jax.vmap(lambda k: space.sample(k, before.logits))(keys))
+        rewards += list(np.asarray(m["reward"]))
+        assert int(state.extra["count"]) == [3, 6, 0][i]
+        if i < 2:
+            chex.assert_trees_all_close(state.logits, before.logits)   # theta fixed while sampling
+    delta = importance_estimate(before.logits, jnp.stack(archs[:8]), jnp.asarray(rewards[:8]),
+                                space.mask)
+    upd, _ = cat.make_optimizer("test", lr=0.1).update(-delta, before.opt_state, before.logits)
+    chex.assert_trees_all_close(state.logits, before.logits + upd, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(m["updated"]), 1.0)
+
+
+def test_reinforce_lanes_average_directions_of_finite_lanes():
+    """Lane 1's reward is NaN: the update is the mean direction of lanes 0 and 2, flagged on lane 1."""
+    space = _space(3, 4)
+    table, reward_fn = _table_reward(space, jax.random.key(3))
+    s = make("reinforce", space, lr=0.1, baseline=False, axis_name="p")
+    state = s.init(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(4), 3)
+    bad = lambda lane: (lambda w: (reward_fn(w)[0] + jnp.where(lane == 1, jnp.nan, 0.0), None))
+    new, m = _lanes(s, state, keys, bad)
+    np.testing.assert_array_equal(np.asarray(m["nonfinite"]), [False, True, False])
+    archs = jax.vmap(lambda k: space.sample(k, state.logits))(keys)
+    delta = sum(table[tuple(archs[i])] * cat.score(state.logits, archs[i], space.mask)
+                for i in (0, 2)) / 2
+    upd, _ = cat.make_optimizer("test", lr=0.1).update(-delta, state.opt_state, state.logits)
+    chex.assert_trees_all_close(new.logits, state.logits + upd, atol=1e-6)

@@ -456,3 +456,21 @@ def test_toy_rejection_finds_bottleneck_abs_reward_does_not():
     assert small["infeasible_rate"] >= 0.9, small
     large = bench.run_method("tunas_abs", dict(cfg["tunas_abs"], beta=-5.0), cfg, seeds, steps)
     assert large["worse_feasible_rate"] >= 0.5, large
+
+
+def test_option_names_final_decay_eps():
+    """One name per concept: final ("alg3" | "argmax"), decay (Alg. 1 line 18's gamma, the weight of
+    the old value), eps (Adam); the old names are rejected with the list of options."""
+    space, reward_fn, _, _ = _toy()
+    s = make("tabnas", space, budget=25, pv="exact", warmup_frac=0.0, final="argmax", decay=0.5,
+             eps=1e-3, lr=0.1)
+    st = s.init(jax.random.key(0)).replace(logits=jnp.asarray([[0.0, 5.0, 1.0], [2.0, 0.0, 1.0]]))
+    chex.assert_trees_all_equal(s.derive(st), jnp.array([1, 0], jnp.int32))
+    new, m = jax.jit(lambda st, k: s.step(st, k, reward_fn))(s.init(jax.random.key(0)), jax.random.key(2))
+    assert float(m["updated"]) == 1.0    # key 2: a feasible sample
+    # Q̄ = (0.5 * 0 + 0.5 Q) / (0.5 * 0 + 0.5) = Q after one update (bias-corrected EMA)
+    np.testing.assert_allclose(float(new.baseline), float(m["reward"]), rtol=1e-6)
+    for bad in ({"final": "best"}, {"decay": 1.0}, {"adam_eps": 1e-3}, {"baseline_decay": 0.9},
+                {"derive_mode": "argmax"}):
+        with pytest.raises(ValueError):
+            make("tabnas", space, budget=25, pv="exact", warmup_frac=0.0, **bad)

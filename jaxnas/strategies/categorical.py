@@ -28,7 +28,7 @@ gradient and :func:`masked_mean` takes the mean: differentiate ``vary(alpha)``, 
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
