@@ -51,7 +51,7 @@ def search_config(budget, strategy: dict, steps: int, batch: int, lr: float, see
             f"optimizer.lr={lr}", "search.chunk=211", f"search.checkpoint_every={211 * 1000}",
             f"seed={seed}"]
     cfg = load_config(ROOT / "configs" / "tabnas_connect4.py", over)
-    cfg["strategy"] = dict(strategy, total_steps=steps)
+    cfg["strategy"] = dict(strategy)          # total_steps: set by the engine from the schedule
     if cfg["strategy"]["name"] == "tabnas":
         cfg["strategy"]["budget"] = float(budget)
     return cfg
