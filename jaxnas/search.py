@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxnas.strategies import categorical as C
+
 AXIS = "data"
 PHASE_KINDS = ("weights", "strategy", "both")
 
@@ -164,7 +166,7 @@ class Search:
     def _reduce_metric(self, x):
         x = jnp.asarray(x)
         x = x.astype(jnp.float32) if x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.integer) else x
-        return x if self.axis_name is None else jax.lax.pmean(x, AXIS)
+        return C.lane_mean(x, self.axis_name)
 
     def _step(self, state: SearchState, inputs, batches, kind: str):
         train_batch, val_batch = batches if batches is not None else (None, None)
@@ -183,13 +185,11 @@ class Search:
             if self.strategy.needs == "unroll":
                 ctx = self.evaluator.context(ev, inputs, train_batch, val_batch, k_weights)
             st, sm = self.strategy.step(st, k_strategy, reward_fn, ctx=ctx)
-            n = jnp.asarray(sm.get("evaluations", 1.0), jnp.float32)
-            n = n if self.axis_name is None else jax.lax.psum(n, AXIS)
+            n = C.lane_sum(jnp.asarray(sm["evaluations"], jnp.float32), self.axis_name)
             evaluations = evaluations + jnp.round(n).astype(jnp.int32)
             metrics.update({f"strategy/{k}": self._reduce_metric(v) for k, v in sm.items()})
-        metrics["policy/entropy"] = categorical_entropy(self.strategy.probs(st))
-        # every lane's sample, [P, D] (the report's choice frequencies)
-        metrics["sample/arch"] = arch[None] if self.axis_name is None else jax.lax.all_gather(arch, AXIS)
+        metrics["policy/entropy"] = C.entropy(self.strategy.probs(st))
+        metrics["sample/arch"] = C.lane_gather(arch, self.axis_name)  # every lane's sample, [P, D]
         new = SearchState(step=state.step + 1, evaluator=ev, strategy=st, key=key, evaluations=evaluations)
         return new, metrics
 
@@ -243,11 +243,6 @@ class _nullcontext:
 
     def __exit__(self, *a):
         return False
-
-
-def categorical_entropy(probs) -> jax.Array:
-    """Entropy per decision of a probability matrix ``[D, K]`` (0 log 0 = 0)."""
-    return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), -1)
 
 
 def make_mesh(num_devices: Optional[int] = None):

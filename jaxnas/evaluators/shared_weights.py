@@ -74,7 +74,7 @@ class SharedWeightsEvaluator:
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = SharedWeightsState(params=params, opt_state=opt_state, step=state.step + 1)
-        return new, {"train_loss": loss, "train_accuracy": m["accuracy"]}
+        return new, {"train_loss": loss, "train_accuracy": self._mean(m["accuracy"])}
 
     def _val_reward(self, params, weights, batch):
         loss, m = self.task.loss(params, weights, batch, None, self.mode, train=False)
