@@ -23,8 +23,8 @@ import pytest
 
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 from jaxnas.strategies import available, make
-from jaxnas.strategies.base import NEEDS, SupernetContext
-from jaxnas.strategies.categorical import derive
+from jaxnas.strategies.base import NEEDS, SupernetContext, options
+from jaxnas.strategies.categorical import OPTIMIZER_KEYS, derive
 
 CASES = [
     ("advantage", {"lr": 0.05}, True),
@@ -105,6 +105,9 @@ def test_factory_signature_and_needs(name, config):
                 "darts": "gradient", "gdas": "gradient", "snas": "gradient", "nasp": "gradient",
                 "proxyless": "gradient"}.get(name, "reward")
     assert s.needs == expected and s.phases is None
+    if name != "random":     # one name per concept: the same optimizer options and final everywhere
+        assert set(OPTIMIZER_KEYS) | {"final"} <= set(options(name)), options(name)
+        assert not {"gamma", "baseline_decay", "adam_eps", "derive_mode"} & set(options(name))
     with pytest.raises(ValueError, match="options"):
         make(name, space, total_steps=STEPS, no_such_option=1, **cfg)
 

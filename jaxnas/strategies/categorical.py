@@ -8,7 +8,7 @@ only its own estimator:
 
 - the distribution: :func:`log_softmax`, :func:`softmax`, :func:`log_prob`, :func:`score`,
   :func:`entropy`, :func:`masked_argmax`;
-- the optimizer on the scores (:func:`make_optimizer`, the options of :data:`OPTIMIZER_DEFAULTS`)
+- the optimizer on the scores (:func:`make_optimizer`, the options :data:`OPTIMIZER_KEYS`)
   and the update that is skipped when a step is bad (:func:`ascend`, :func:`keep_if`);
 - lane reductions for a step with P samples (:func:`vary`, :func:`lane_sum`, :func:`lane_mean`,
   :func:`masked_mean`, :func:`lane_gather`, :func:`best_over_lanes`), process-best tracking
