@@ -143,9 +143,9 @@ def main():
 def _minimal(name: str, pb: float) -> dict:
     """Just enough options to build ``name`` (to read its ``needs``)."""
     if name == "tabnas":
-        return {"budget": pb}
+        return {"budget": pb, "total_steps": 10}
     if name in ("tunas_abs", "mnas_soft", "mnas_hard"):
-        return {"target": pb, "beta": -1.0}
+        return {"target": pb, "beta": -1.0, "total_steps": 10}
     return {"total_steps": 10}
 
 
