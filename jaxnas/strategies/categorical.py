@@ -32,7 +32,6 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxnas import optim
 from jaxnas.spaces.base import NEG_INF, Space
@@ -83,24 +82,10 @@ def finite(x) -> jax.Array:
 
 
 # ---- the final architecture ----------------------------------------------------------------------
-def derive_mask(space: Space, exclude: Sequence[str] = ()) -> np.ndarray:
-    """Valid choices minus those named in ``exclude``; a decision left empty keeps all its choices."""
-    m = np.array(space.mask)
-    for d, ch in enumerate(space.choices):
-        keep = np.array([c not in exclude for c in ch] + [False] * (space.max_choices - len(ch)))
-        if (m[d] & keep).any():
-            m[d] &= keep
-    return m
-
-
 def derive(space: Space, scores: jax.Array, exclude: Sequence[str] = ()) -> jax.Array:
-    """The space's own derivation rule, ``space.derive(scores, exclude=...)`` (on DARTS cells the
-    genotype: two strongest non-zero inputs per node), or the masked argmax over the valid choices
-    not named in ``exclude`` when the space has none."""
-    fn = getattr(space, "derive", None)
-    if fn is not None:
-        return jnp.asarray(fn(scores, exclude=tuple(exclude)), jnp.int32)
-    return masked_argmax(scores, derive_mask(space, tuple(exclude)))
+    """The space's derivation rule (``Space.derive``: the masked argmax over the valid choices not
+    named in ``exclude``; on DARTS cells the genotype, two strongest non-zero inputs per node)."""
+    return jnp.asarray(space.derive(scores, exclude=tuple(exclude)), jnp.int32)
 
 
 def check_final(name: str, final: str, allowed: Sequence[str] = FINAL_RULES) -> str:

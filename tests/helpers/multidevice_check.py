@@ -23,7 +23,7 @@ from jaxnas.build import build  # noqa: E402
 from jaxnas.config import resolve  # noqa: E402
 from jaxnas.data import BatchSampler, gather  # noqa: E402
 from jaxnas.runner import state_digest  # noqa: E402
-from jaxnas.search import AXIS, Search, make_mesh  # noqa: E402
+from jaxnas.search import AXIS, make_mesh  # noqa: E402
 from jaxnas.spaces.cells import NasBench201Space  # noqa: E402
 from jaxnas.strategies import available, make  # noqa: E402
 from tests.helpers.tiny import tiny_config  # noqa: E402
