@@ -24,9 +24,10 @@ from typing import Any, Callable, Protocol
 
 import jax
 
+from jaxnas.registry import Registry
+
 RewardFn = Callable[[jax.Array], tuple[jax.Array, Any]]
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
 
 
 class Evaluator(Protocol):
@@ -34,7 +35,7 @@ class Evaluator(Protocol):
     has_weights: bool        # a weight step exists (phases "weights" and "both" are allowed)
     differentiable: bool     # reward_fn works under jax.grad (gradient strategies need it)
     needs_batches: bool      # the loop feeds (train, val) batches
-    max_lane_batch: int      # samples one lane may evaluate at once under vmap (1: never vmap)
+    max_lane_batch: int      # samples one device may evaluate at once under vmap (1: never vmap)
 
     def init(self, key) -> Any: ...
     def inputs(self) -> Any: ...
@@ -44,23 +45,20 @@ class Evaluator(Protocol):
     def result(self, state, arch) -> dict: ...
 
 
-def register(name: str):
-    """``@register("table") def make(cfg, space, data, task, axis_name) -> Evaluator``."""
-    def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"evaluator {name!r} registered twice")
-        _REGISTRY[name] = fn
-        return fn
-    return deco
+EVALUATORS = Registry("evaluator")
+
+
+def register(name: str, defaults: dict):
+    """``@register("table", DEFAULTS) def make(options, *, cfg, space, data, task, axis_name, **_)``;
+    ``DEFAULTS`` are the keys of the config's ``evaluator`` section for this name."""
+    return EVALUATORS.register(name, defaults)
 
 
 def available() -> list[str]:
     import jaxnas.evaluators  # noqa: F401  (registers the built-in evaluators)
-    return sorted(_REGISTRY)
+    return EVALUATORS.names()
 
 
 def get(name: str):
     import jaxnas.evaluators  # noqa: F401
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown evaluator {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]
+    return EVALUATORS.get(name)

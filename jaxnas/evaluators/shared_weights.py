@@ -144,7 +144,7 @@ def weight_optimizer(cfg: dict, total_steps: int):
             optim.lr_at(o["lr"], o["schedule"], max(int(total_steps), 1)))
 
 
-@register("shared_weights")
+@register("shared_weights", DEFAULTS)
 def make(options: dict, *, cfg: dict, space, data, task, axis_name, mode: str = "sparse",
          weight_steps: int = 1) -> SharedWeightsEvaluator:
     if task is None:
@@ -155,6 +155,5 @@ def make(options: dict, *, cfg: dict, space, data, task, axis_name, mode: str = 
                                   vmap_chunk=int(options["vmap_chunk"]))
 
 
-make.defaults = DEFAULTS
 make.needs_data = True
 make.has_weights = True

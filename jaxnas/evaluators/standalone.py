@@ -185,7 +185,7 @@ def check_options(options: dict) -> dict:
     return o
 
 
-@register("standalone")
+@register("standalone", DEFAULTS)
 def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=None,
          **_) -> StandaloneEvaluator:
     """The ``standalone`` evaluator of ``options`` (the config's ``evaluator`` section without name)."""
@@ -213,6 +213,5 @@ def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=N
                                max_lane_batch=int(o["max_lane_batch"]), lane_mode=mode)
 
 
-make.defaults = DEFAULTS
 make.needs_data = True
 make.has_weights = False

@@ -92,7 +92,7 @@ def table_values(table: NasBench201Table, space, column: str) -> np.ndarray:
     return col[rows].astype(np.float32)
 
 
-@register("table")
+@register("table", DEFAULTS)
 def make(options: dict, *, cfg: dict, space, data=None, task=None, axis_name=None,
          **_) -> TableEvaluator:
     if not options["path"]:
@@ -116,6 +116,5 @@ def make(options: dict, *, cfg: dict, space, data=None, task=None, axis_name=Non
                           report=report, values=values.astype(np.float32))
 
 
-make.defaults = DEFAULTS
 make.needs_data = False
 make.has_weights = False
