@@ -185,8 +185,14 @@ def build(cfg: dict, lanes=None) -> Experiment:
     # the schedule depends only on whether the evaluator has weights (a class-level fact)
     phases0 = build_phases(cfg, _Probe(getattr(factory, "has_weights", True), ev_cfg["name"]))
     sopts = {k: v for k, v in cfg["strategy"].items() if k != "name"}
-    strategy = make_strategy(cfg["strategy"]["name"], space, axis_name=axis,
-                             total_steps=max(strategy_steps(phases0), 1), **sopts)
+
+    def make_for(phases):
+        return make_strategy(cfg["strategy"]["name"], space, axis_name=axis,
+                             total_steps=max(strategy_steps(phases), 1), **sopts)
+    strategy = make_for(phases0)
+    if cfg["search"]["phases"] is None and strategy.phases is not None:   # the strategy's own schedule
+        phases0 = [Phase(k, n) for k, n in strategy.phases(cfg["search"]["steps"], cfg["search"]["warmup_steps"])]
+        strategy = make_for(phases0)
     evaluator = factory({k: v for k, v in ev_cfg.items() if k != "name"}, cfg=cfg, space=space, data=data,
                         task=task, axis_name=axis, mode=strategy.mode, weight_steps=weight_steps(phases0))
     phases = check_phases(phases0, evaluator, strategy)

@@ -145,3 +145,35 @@ def test_nb201_table_config_cli(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["evaluations"] == 800 and result["search_seconds"] < 60
     assert result["cifar10_test"] > 90.0      # REINFORCE finds a good cell (table mean: ~83)
+
+
+def test_strategy_default_schedule_is_used(monkeypatch):
+    """A strategy that declares ``phases`` gets that schedule (and its step count) unless the config
+    names one."""
+    import dataclasses
+    import jaxnas.build as B
+    real = B.make_strategy
+    seen = []
+
+    def make(name, space, **kw):
+        seen.append(kw["total_steps"])
+        s = real(name, space, **kw)
+        return dataclasses.replace(s, phases=lambda steps, warm: [("weights", 5), ("strategy", 10),
+                                                                   ("both", steps - 15)])
+    monkeypatch.setattr(B, "make_strategy", make)
+    exp = build(resolve(tiny_config("reinforce", steps=40)))
+    assert [tuple(p) for p in exp.phases] == [("weights", 5), ("strategy", 10), ("both", 25)]
+    assert seen[-1] == 35
+    exp = build(resolve(tiny_config("reinforce", steps=40), ["search.phases=[['both', 40]]"]))
+    assert [tuple(p) for p in exp.phases] == [("both", 40)] and seen[-1] == 40
+
+
+def test_unroll_context_has_the_current_weight_lr():
+    """DARTS 2nd order's xi is the weight optimizer's learning rate at the current step (cosine)."""
+    exp = build(resolve(tiny_config("darts2", steps=40), ["optimizer.schedule='cosine'", "optimizer.lr=0.2"]))
+    ev = exp.evaluator
+    state = ev.init(jax.random.key(0))
+    for k in (0, 10, 39):
+        ctx = ev.context(state.replace(step=jnp.asarray(k, jnp.int32)), (), None, None, None)
+        np.testing.assert_allclose(float(ctx.weight_lr), 0.2 * 0.5 * (1 + np.cos(np.pi * k / 40)), rtol=1e-5)
+    assert exp.strategy.needs == "unroll"

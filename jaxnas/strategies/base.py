@@ -16,8 +16,9 @@ total_steps=None, **options)`` and exposes
 ``lax.switch``) or ``"dense"`` (weighted sum of every op). ``needs`` says what ``step`` does with
 ``reward_fn``: ``"reward"`` (evaluates it only), ``"gradient"`` (differentiates it w.r.t. the
 weights) or ``"unroll"`` (also needs ``ctx=SupernetContext`` for an unrolled weight step; only these
-strategies get a ctx, the others get ``ctx=None``). ``phases`` is an optional default schedule
-(unused for now).
+strategies get a ctx, the others get ``ctx=None``). ``phases`` is an optional default schedule,
+``phases(steps, warmup_steps) -> [(kind, n), ...]`` with kinds ``weights | strategy | both``
+(MANAS-LS, App. B.1, scores frozen weights), used when the config gives no ``search.phases``.
 
 Population axis. ``axis_name`` names the axis of a step with P samples (devices of ``shard_map`` or
 lanes of ``vmap``): every lane calls ``step`` with its own key and reward_fn, the strategy reduces its
@@ -71,7 +72,7 @@ class Strategy:
     derive: Callable[[Any], jax.Array]
     probs: Callable[[Any], jax.Array]
     needs: str = "reward"
-    phases: Optional[tuple] = None
+    phases: Optional[Callable[[int, int], Any]] = None
 
     def __post_init__(self):
         if self.mode not in ("sparse", "dense"):
