@@ -175,5 +175,5 @@ def test_unroll_context_has_the_current_weight_lr():
     state = ev.init(jax.random.key(0))
     for k in (0, 10, 39):
         ctx = ev.context(state.replace(step=jnp.asarray(k, jnp.int32)), (), None, None, None)
-        np.testing.assert_allclose(float(ctx.weight_lr), 0.2 * 0.5 * (1 + np.cos(np.pi * k / 40)), rtol=1e-5)
+        np.testing.assert_allclose(float(ctx.weight_lr), 0.2 * 0.5 * (1 + np.cos(np.pi * k / 40)), rtol=1e-5, atol=1e-7)
     assert exp.strategy.needs == "unroll"
