@@ -12,7 +12,8 @@ def _search(args):
     from jaxnas.runner import run_search
     cfg = load_config(args.config, args.overrides)
     workdir = Path(args.workdir or Path("workdirs") / Path(args.config).stem)
-    result = run_search(cfg, workdir, progress=None if args.quiet else sys.stderr)
+    result = run_search(cfg, workdir, progress=None if args.quiet else sys.stderr,
+                        force_restart=args.force_restart)
     print(f"derived architecture: {result['arch']}")
     if "genotype" in result:
         print(f"genotype: {result['genotype']}")
@@ -45,6 +46,9 @@ def main(argv=None):
     s.add_argument("--workdir", help="where checkpoints, metrics and the result go "
                                      "(default workdirs/<config name>); resumes if it has a checkpoint")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--force-restart", action="store_true",
+                   help="delete the work dir's checkpoints, metrics and result (a previous run, perhaps "
+                        "with another config) and start over")
     s.set_defaults(fn=_search)
     r = sub.add_parser("report", help="summarise a work dir and save plots")
     r.add_argument("workdir")
@@ -60,7 +64,7 @@ def main(argv=None):
         args.overrides = list(args.overrides) + extra
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:   # OSError: unwritable work dir, missing files, ...
         print(f"jaxnas: error: {e}", file=sys.stderr)
         return 2
     return 0

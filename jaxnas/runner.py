@@ -1,9 +1,12 @@
 """Runs a configured search in a work directory: checkpoints, metrics, result, resume.
 
-Work dir layout: ``config.json``, ``metrics.jsonl`` (one JSON line per step), ``checkpoints/``
-(orbax; the whole SearchState: params, optimizer and strategy states, step, key — the data position
-is the step, since batches are drawn by step), ``result.json`` (derived architecture, its validation
-loss/accuracy with the supernet's weights, a digest of the final state).
+Work dir layout: ``config.json`` (the resolved config, written once the run is known to be new or the
+same as the one in the dir), ``fingerprint.json`` (config and data fingerprint of the run, checked on
+every resume), ``metrics.jsonl`` (one JSON line per step), ``checkpoints/`` (orbax; the whole
+SearchState: params, optimizer and strategy states, step, key — the data position is the step, since
+batches are drawn by step), ``result.json`` (derived architecture, its validation loss/accuracy with
+the supernet's weights, a digest of the final state), ``.lock`` while a process uses it. The safety
+rules (lock, fingerprint, torn metrics line, checkpoint fallback) are in :mod:`jaxnas.workdir`.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxnas import workdir as W
 from jaxnas.build import Experiment, build
 from jaxnas.data import BatchSampler, gather
 from jaxnas.search import SearchState, check_metrics
@@ -33,8 +37,9 @@ def state_digest(state: SearchState) -> str:
 
 def _checkpoint_manager(workdir: Path):
     import orbax.checkpoint as ocp
+    # the lock makes this the only writer: temporary dirs of a killed save can go
     return ocp.CheckpointManager((workdir / "checkpoints").resolve(),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2))
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True))
 
 
 def _restore(manager, step, state):
@@ -70,15 +75,36 @@ def _chunks(phases, start: int, end: int, chunk: int):
         t0 = t1
 
 
-def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None = None) -> dict:
+def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None = None,
+               force_restart: bool = False) -> dict:
     """Runs (or resumes) the search of ``cfg`` in ``workdir``; returns the result dict.
 
+    A work dir holds one run: resuming it with a config (or data) that changes the run raises
+    :class:`jaxnas.workdir.RunMismatchError`; ``force_restart`` deletes the old run first. A second
+    process on the same dir raises :class:`jaxnas.workdir.WorkdirLockedError`. Recoveries (stale lock,
+    torn metrics line, broken newest checkpoint) are said on ``progress`` (stderr when None).
     ``stop_after``: stop after this many steps (for tests of resume); the result is then partial.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    exp: Experiment = build(cfg)
-    (workdir / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        lock = W.WorkdirLock(workdir, progress).acquire()
+    except OSError as e:
+        raise type(e)(f"cannot use {workdir} as a work dir ({e.strerror or e}): give a writable "
+                      f"--workdir") from None
+    try:
+        if force_restart:
+            W.clear_run(workdir, progress)
+        stored = W.check_config(workdir, cfg)       # fails before any data is loaded or compiled
+        exp: Experiment = build(cfg)
+        W.check_run(workdir, cfg, exp.data, stored, progress)
+        return _run(exp, workdir, progress, stop_after)
+    finally:
+        lock.release()
+
+
+def _run(exp: Experiment, workdir: Path, progress, stop_after):
+    cfg = exp.config
     s = cfg["search"]
     total = sum(p.steps for p in exp.phases)
     data, search = exp.data, exp.search
@@ -86,48 +112,62 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
         train_sampler = BatchSampler(len(data.y_train), s["batch_size"], cfg["seed"])
         val_sampler = BatchSampler(len(data.y_val), s["val_batch_size"] or s["batch_size"], cfg["seed"] + 1)
     state = search.init(jax.random.key(cfg["seed"]))
+    ckdir = workdir / "checkpoints"
     manager = _checkpoint_manager(workdir)
-    start = 0
-    if manager.latest_step() is not None:
-        start = int(manager.latest_step())
-        state = search.replicate(_restore(manager, start, state))
+    start, restored, broken = W.restore_newest(manager, lambda st: _restore(manager, st, state), ckdir, progress)
+    if broken:       # keep them aside: their steps will be saved again
+        manager.close()
+        W.set_aside(ckdir, broken, progress)
+        manager = _checkpoint_manager(workdir)
+    start = start or 0
+    if restored is not None:
+        state = search.replicate(restored)
         if progress:
-            progress.write(f"resuming from step {start} ({workdir / 'checkpoints'})\n")
+            progress.write(f"resuming from step {start} ({ckdir})\n")
     metrics_path = workdir / "metrics.jsonl"
     if start == 0 and metrics_path.exists():
         metrics_path.unlink()
-    elif metrics_path.exists():  # drop lines past the checkpoint (written before a kill)
-        lines = [l for l in metrics_path.read_text().splitlines() if l and json.loads(l)["step"] < start]
-        metrics_path.write_text("".join(l + "\n" for l in lines))
+    elif metrics_path.exists():  # drop lines past the checkpoint (written before a kill) and a torn one
+        rows, note = W.read_metrics(metrics_path)
+        if note:
+            W._say(progress, note)
+        kept = [r for r in rows if r["step"] < start]
+        if [r["step"] for r in kept] != list(range(start)):
+            W._say(progress, f"{metrics_path} has {len(kept)} rows for the {start} steps before the checkpoint "
+                             f"(some were lost or duplicated); continuing")
+        W.rewrite_metrics(metrics_path, kept)
     t0 = time.perf_counter()
     step = start
     end = total if stop_after is None else min(total, stop_after)
-    with metrics_path.open("a") as mf:
-        for kind, step, n in _chunks(exp.phases, start, end, s["chunk"]):
-            if search.evaluator.needs_batches:
-                tb = gather((data.x_train, data.y_train), train_sampler.chunk(step, n))
-                vb = gather((data.x_val, data.y_val), val_sampler.chunk(step, n))
-                state, m = search.run_chunk(state, tb, vb, kind=kind)
-            else:
-                state, m = search.run_chunk(state, kind=kind, length=n)
-            m = jax.device_get(m)
-            check_metrics(m, step)
-            for i in range(n):
-                row = {"step": step + i, "phase": kind}
-                for k, v in m.items():
-                    v = np.asarray(v[i])
-                    row[k] = v.tolist() if v.ndim else float(v)
-                mf.write(json.dumps(row) + "\n")
-            mf.flush()
-            step += n
-            _progress(step - start, end - start, t0,
-                      {k.split("/")[-1]: float(np.mean(m[k])) for k in ("weights/train_loss", "strategy/reward")
-                       if k in m}, progress)
-            if step % s["checkpoint_every"] == 0 or step == total:
-                import orbax.checkpoint as ocp
-                manager.save(step, args=ocp.args.StandardSave(state))
-                manager.wait_until_finished()
-    manager.close()
+    try:
+        with W.MetricsWriter(metrics_path) as mf:
+            for kind, step, n in _chunks(exp.phases, start, end, s["chunk"]):
+                if search.evaluator.needs_batches:
+                    tb = gather((data.x_train, data.y_train), train_sampler.chunk(step, n))
+                    vb = gather((data.x_val, data.y_val), val_sampler.chunk(step, n))
+                    state, m = search.run_chunk(state, tb, vb, kind=kind)
+                else:
+                    state, m = search.run_chunk(state, kind=kind, length=n)
+                m = jax.device_get(m)
+                check_metrics(m, step)
+                rows = []
+                for i in range(n):
+                    row = {"step": step + i, "phase": kind}
+                    for k, v in m.items():
+                        v = np.asarray(v[i])
+                        row[k] = v.tolist() if v.ndim else float(v)
+                    rows.append(row)
+                mf.write(rows)      # one write(2) per chunk: a kill tears at most the last line
+                step += n
+                _progress(step - start, end - start, t0,
+                          {k.split("/")[-1]: float(np.mean(m[k])) for k in ("weights/train_loss", "strategy/reward")
+                           if k in m}, progress)
+                if step % s["checkpoint_every"] == 0 or step == total:
+                    import orbax.checkpoint as ocp
+                    manager.save(step, args=ocp.args.StandardSave(state))
+                    manager.wait_until_finished()
+    finally:
+        manager.close()
     step = max(step, start)
     if step < total:
         return {"step": step, "finished": False}
@@ -147,5 +187,5 @@ def finish(exp: Experiment, state, workdir, seconds: float) -> dict:
     if cfg["benchmark"]["nb201_table"]:
         from jaxnas.benchmarks.nb201 import annotate
         result = annotate(result, cfg["benchmark"]["nb201_table"])
-    (Path(workdir) / "result.json").write_text(json.dumps(result, indent=1))
+    W.atomic_write_text(Path(workdir) / "result.json", json.dumps(result, indent=1))
     return result
