@@ -12,6 +12,8 @@ from typing import Any, Optional
 import numpy as np
 
 from jaxnas import data as D
+from jaxnas import schema as S
+from jaxnas.ops.candidates import OP_SETS
 from jaxnas.registry import Registry
 from jaxnas.search import AXIS, Phase, Search, check_phases, make_mesh, strategy_steps, weight_steps
 from jaxnas.spaces import MLPSpace, TABNAS_WIDTHS
@@ -38,8 +40,21 @@ class Experiment:
 
 
 # ---- data sets -----------------------------------------------------------------------------------
+# Each loader gets the ``data`` section and the split seed (``data.split_seed``, default the search
+# ``seed``). Own splits: ``data.val_path`` (tabular / image_npz: a validation file in the format of
+# ``data.path``; then ``val_fraction`` is not used) or tfds ``val_split``; a test split
+# (``data.test_path`` / tfds ``test_split``) is loaded as ``data.x_test, data.y_test`` (None
+# otherwise) and reported only after retraining, never seen by the search.
+def _no_own_files(d: dict, instead: str):
+    given = [k for k in ("val_path", "test_path") if d.get(k)]
+    if given:
+        raise ValueError(f"{', '.join('data.' + k for k in given)} apply to data.name='tabular' or "
+                         f"'image_npz' (files); data.name={d['name']!r} {instead}")
+
+
 @DATASETS.register("connect4")
 def _connect4(d: dict, seed: int):
+    _no_own_files(d, "is split with data.val_fraction")
     return D.load_tabular("connect4", val_fraction=d["val_fraction"], seed=seed, max_train=d["max_train"],
                           standardize=d["standardize"])
 
@@ -49,30 +64,39 @@ def _tabular(d: dict, seed: int):
     if not d["path"]:
         raise ValueError("data.name='tabular' needs data.path (an .npz with X, y or a .csv/.tsv file)")
     return D.load_tabular(d["path"], label=d["label"], val_fraction=d["val_fraction"], seed=seed,
-                          max_train=d["max_train"], standardize=d["standardize"])
+                          max_train=d["max_train"], standardize=d["standardize"],
+                          val_path=d["val_path"], test_path=d["test_path"])
 
 
 @DATASETS.register("image_npz")
 def _image_npz(d: dict, seed: int):
     if not d["path"]:
         raise ValueError("data.name='image_npz' needs data.path (an .npz with X uint8 NHWC and y)")
-    return D.load_image_npz(d["path"], val_fraction=d["val_fraction"], seed=seed, max_train=d["max_train"])
+    return D.load_image_npz(d["path"], val_fraction=d["val_fraction"], seed=seed, max_train=d["max_train"],
+                            val_path=d["val_path"], test_path=d["test_path"])
 
 
 @DATASETS.register("tfds")
 def _tfds(d: dict, seed: int):
     name = d["name"]
+    _no_own_files(d, "reads tfds splits: use data.val_split / data.test_split")
     if not d["data_dir"]:
         raise ValueError(f"data.name={name!r} reads a tfds data set from a local directory: set data.data_dir "
                          f"to a directory prepared with `tfds build {name} --file_format=array_record "
                          f"--data_dir DIR` (no download happens here)")
     return D.load_tfds_images(name, d["data_dir"], train_split=d["train_split"], val_split=d["val_split"],
-                              max_train=d["max_train"], max_val=d["max_val"])
+                              test_split=d["test_split"], max_train=d["max_train"], max_val=d["max_val"])
+
+
+def split_seed(cfg: dict) -> int:
+    """The seed of the train/validation split: ``data.split_seed``, default the search ``seed``."""
+    s = cfg["data"].get("split_seed")
+    return cfg["seed"] if s is None else s
 
 
 def load_data(cfg: dict):
     d = cfg["data"]
-    return DATASETS.get(d["name"])(d, cfg["seed"])
+    return DATASETS.get(d["name"])(d, split_seed(cfg))
 
 
 def _num_classes(data, default: int = 10) -> int:
@@ -82,12 +106,28 @@ def _num_classes(data, default: int = 10) -> int:
 
 
 # ---- spaces --------------------------------------------------------------------------------------
-@SPACES.register("mlp", {"num_layers": 2, "widths": None})
+# Each space registers its config keys with a type, a range and a default (jaxnas.schema).
+_WIDTHS = S.List(S.Int(ge=1), min_len=1, increasing=True)
+
+
+def _ops_field(op_set: str) -> S.Field:
+    return S.Optional(S.List(S.Choice(*OP_SETS[op_set]), min_len=1, unique=True))
+
+
+@SPACES.register("mlp", {"num_layers": S.Int(2, ge=1),
+                         # None: TabNAS's 20 widths; a list for every layer, or one list per layer
+                         "widths": S.Optional(S.Either(_WIDTHS, S.List(_WIDTHS, min_len=1), doc=(
+                             "a non-empty, strictly increasing list of ints >= 1 (or one such list per "
+                             "layer)")))})
 def _mlp_space(s: dict, data):
     if data is None or getattr(data, "x_train", None) is None or np.ndim(data.x_train) != 2:
         raise ValueError("space.name='mlp' needs tabular data (2-D features)")
     ncls = _num_classes(data)
-    widths = tuple(s["widths"]) if s["widths"] else TABNAS_WIDTHS
+    widths = TABNAS_WIDTHS if s["widths"] is None else tuple(
+        tuple(w) if isinstance(w, (list, tuple)) else w for w in s["widths"])
+    if widths and isinstance(widths[0], tuple) and len(widths) != s["num_layers"]:
+        raise ValueError(f"space.widths has {len(widths)} per-layer width lists for space.num_layers="
+                         f"{s['num_layers']}")
     return MLPSpace.create(s["num_layers"], data.x_train.shape[1], 1 if ncls == 2 else ncls, widths)
 
 
@@ -95,13 +135,15 @@ def _ops(s):
     return {} if s["ops"] is None else {"ops": tuple(s["ops"])}
 
 
-@SPACES.register("nb201", {"C": 16, "cells_per_stage": 5, "unique_cells": False, "ops": None})
+@SPACES.register("nb201", {"C": S.Int(16, ge=1), "cells_per_stage": S.Int(5, ge=1),
+                           "unique_cells": S.Bool(False), "ops": _ops_field("nb201")})
 def _nb201_space(s: dict, data):
     return NasBench201Space.create(C=s["C"], cells_per_stage=s["cells_per_stage"],
                                    num_classes=_num_classes(data), unique_cells=s["unique_cells"], **_ops(s))
 
 
-@SPACES.register("darts", {"C": 16, "num_cells": 8, "unique_cells": False, "ops": None})
+@SPACES.register("darts", {"C": S.Int(16, ge=1), "num_cells": S.Int(8, ge=3),   # >= 3: two reduction cells
+                           "unique_cells": S.Bool(False), "ops": _ops_field("darts")})
 def _darts_space(s: dict, data):
     return DartsSpace.create(C=s["C"], num_cells=s["num_cells"], unique_cells=s["unique_cells"], **_ops(s))
 

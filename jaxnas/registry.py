@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from jaxnas import schema
+
 
 class Registry:
     def __init__(self, kind: str, fallback: Optional[str] = None):
@@ -13,10 +15,13 @@ class Registry:
         self._entries: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str, defaults: Optional[dict] = None):
+        """``defaults``: the entry's config keys, as a typed schema ``{key: jaxnas.schema.Field}``
+        (``fn.schema``; ``fn.defaults`` are its defaults) or plain ``{key: default}`` (unchecked)."""
         def deco(fn):
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
-            fn.defaults = dict(defaults or {})
+            fn.schema = schema.typed(defaults)
+            fn.defaults = schema.defaults(fn.schema)
             self._entries[name] = fn
             return fn
         return deco

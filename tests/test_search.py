@@ -95,16 +95,20 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
 
 
 @pytest.mark.parametrize("override,needle", [
-    (["search.stepz=3"], "unknown config key 'search.stepz'"),
+    (["search.stepz=3"], "search.stepz: unknown config key"),
     (["strategy.name='reinforcee'"], "unknown strategy 'reinforcee'"),
     (["space.name='nb202'"], "unknown space 'nb202'"),
-    (["space.num_cells=5"], "space.num_cells for space.name='mlp'"),
+    (["space.num_cells=5"], "space.num_cells: unknown config key(s) for space.name='mlp'"),
     (["evaluator.name='tabel'"], "unknown evaluator 'tabel'"),
     (["strategy.total_steps=5"], "set by the engine"),
     (["search.warmup_steps=40"], "leaves the strategy no steps"),
-    (["search.phases=[['weights', 5], ['bogus', 5]]"], "phase kind 'bogus'"),
+    (["search.phases=[['weights', 5], ['bogus', 5]]"], "search.phases must be None or a non-empty list of [kind, steps] pairs"),
     (["strategy.lrr=0.1"], "its options are"),
     (["search.checkpoint_every=15"], "multiple of search.chunk"),
+    (["search.steps='abc'"], "search.steps must be an int >= 1, got 'abc'"),
+    (["space.widths=[]"], "space.widths must be None or a non-empty"),
+    (["strategy.lr=-1"], "strategy.lr must be a float > 0, got -1"),
+    (["search.devices='many'"], "search.devices must be an int >= 1 or one of 'all', got 'many'"),
 ])
 def test_config_errors_say_what_to_change(override, needle):
     with pytest.raises(ValueError) as e:

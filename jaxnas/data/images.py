@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.data.tabular import DataNotFoundError, SplitSizes, stratified_split
+from jaxnas.data.tabular import DataNotFoundError, SplitSizes, check_classes, stratified_split
 
 # Per-channel mean / std of the training images, in [0, 1] units (NAS-Bench-201's constants).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -31,9 +31,11 @@ KNOWN_STATS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEA
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ImageData(SplitSizes):
-    """Train/validation images in memory: uint8 [N, H, W, C] and int32 [N] labels.
+    """Train/validation(/test) images in memory: uint8 [N, H, W, C] and int32 [N] labels.
 
     ``mean`` / ``std`` (per channel, [0, 1] units) are what :meth:`normalize` applies.
+    ``x_test`` / ``y_test``: a test split when the data set has one (tfds ``test_split``, an npz
+    ``test_path``), else None; the search never sees it, it is reported after retraining only.
     """
 
     x_train: np.ndarray
@@ -44,6 +46,8 @@ class ImageData(SplitSizes):
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -53,7 +57,8 @@ class ImageData(SplitSizes):
         return normalize(images, self.mean, self.std)
 
     def __repr__(self) -> str:
-        return (f"ImageData(train={self.num_train}, val={self.num_val}, shape={self.image_shape}, "
+        test = f", test={self.num_test}" if self.x_test is not None else ""
+        return (f"ImageData(train={self.num_train}, val={self.num_val}{test}, shape={self.image_shape}, "
                 f"classes={self.num_classes})")
 
 
@@ -184,13 +189,14 @@ def open_tfds(name: str, split: str = "train", data_dir=None, *, image_key: str 
 
 
 def load_tfds_images(name: str = "cifar10", data_dir=None, *, train_split: str = "train",
-                     val_split: str = "test", max_train: int | None = None,
-                     max_val: int | None = None, stats=None, image_key: str = "image",
-                     label_key: str = "label") -> ImageData:
+                     val_split: str = "test", test_split: str | None = None,
+                     max_train: int | None = None, max_val: int | None = None, stats=None,
+                     image_key: str = "image", label_key: str = "label") -> ImageData:
     """Load a tfds image classification set into memory as uint8 arrays.
 
     For a DARTS-style search split the training set in halves:
-    ``train_split="train[:50%]", val_split="train[50%:]"``. ``stats``: None (CIFAR constants for
+    ``train_split="train[:50%]", val_split="train[50%:]"``; ``test_split`` (e.g. ``"test"``) is
+    loaded as ``x_test`` / ``y_test`` (None: no test split). ``stats``: None (CIFAR constants for
     cifar10/100, else computed from the training images), a known name, ``"compute"``, or
     ``(mean, std)``.
     """
@@ -198,22 +204,23 @@ def load_tfds_images(name: str = "cifar10", data_dir=None, *, train_split: str =
     va = open_tfds(name, val_split, data_dir, image_key=image_key, label_key=label_key)
     x_train, y_train = tr.load(max_train)
     x_val, y_val = va.load(max_val)
+    check_classes(y_train, tr.class_names or [str(i) for i in range(tr.num_classes)],
+                  f"tfds {name!r} labels ({train_split})")
+    x_test = y_test = None
+    if test_split is not None:
+        te = open_tfds(name, test_split, data_dir, image_key=image_key, label_key=label_key)
+        x_test, y_test = te.load()
     mean, std = _resolve_stats(stats, name, x_train)
     return ImageData(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-                     num_classes=tr.num_classes, class_names=tr.class_names, mean=mean, std=std)
+                     num_classes=tr.num_classes, class_names=tr.class_names, mean=mean, std=std,
+                     x_test=x_test, y_test=y_test)
 
 
 # ---- npz subsets -----------------------------------------------------------------------------
-def load_image_npz(path, *, val_fraction: float = 0.5, seed: int = 0, stats=None,
-                   max_train: int | None = None) -> ImageData:
-    """Load images from an npz with ``X`` uint8 [N, H, W, C] and ``y`` [N] (optional ``class_names``).
-
-    The examples are split (seeded, stratified) into train / validation. ``stats`` as in
-    :func:`load_tfds_images`; None picks the CIFAR-10 constants when the class names are CIFAR-10's.
-    """
+def _image_npz(path, what: str = "image file"):
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
-        raise DataNotFoundError(f"no image file at {str(p)!r}; expected an .npz with arrays X (uint8 "
+        raise DataNotFoundError(f"no {what} at {str(p)!r}; expected an .npz with arrays X (uint8 "
                                 "[N, H, W, C]) and y (labels [N])")
     with np.load(p, allow_pickle=False) as d:
         if "X" not in d.files or "y" not in d.files:
@@ -221,21 +228,56 @@ def load_image_npz(path, *, val_fraction: float = 0.5, seed: int = 0, stats=None
         x, y = d["X"], d["y"]
         names = tuple(str(c) for c in d["class_names"]) if "class_names" in d.files else None
     if x.ndim != 4 or x.dtype != np.uint8:
-        raise ValueError(f"X must be uint8 [N, H, W, C], got {x.dtype} {x.shape}")
+        raise ValueError(f"{str(p)!r}: X must be uint8 [N, H, W, C], got {x.dtype} {x.shape}")
     if y.shape != (x.shape[0],):
-        raise ValueError(f"y must have shape ({x.shape[0]},), got {y.shape}")
-    y = y.astype(np.int64)
-    num_classes = len(names) if names is not None else int(y.max()) + 1
-    if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(f"labels span {y.min()}..{y.max()} but there are {num_classes} classes")
+        raise ValueError(f"{str(p)!r}: y must have shape ({x.shape[0]},), got {y.shape}")
+    return p, x, y.astype(np.int64), names
+
+
+def load_image_npz(path, *, val_fraction: float = 0.5, seed: int = 0, stats=None,
+                   max_train: int | None = None, val_path=None, test_path=None) -> ImageData:
+    """Load images from an npz with ``X`` uint8 [N, H, W, C] and ``y`` [N] (optional ``class_names``).
+
+    The examples are split (seeded, stratified) into train / validation; with ``val_path`` (an npz
+    of the same form) all of ``path`` trains and ``val_fraction`` is not used. ``test_path``: an npz
+    of the same form loaded as ``x_test`` / ``y_test``. ``stats`` as in :func:`load_tfds_images`;
+    None picks the CIFAR-10 constants when the class names are CIFAR-10's.
+    """
+    p, x, y, names = _image_npz(path)
+    parts = {}
+    for key, f in (("val_path", val_path), ("test_path", test_path)):
+        if f is None:
+            continue
+        q, xq, yq, nq = _image_npz(f, f"{key} file")
+        if xq.shape[1:] != x.shape[1:]:
+            raise ValueError(f"{key} {str(q)!r} has images {xq.shape[1:]}, {str(p)!r} has {x.shape[1:]}")
+        if nq is not None and names is not None and nq != names:
+            raise ValueError(f"{key} {str(q)!r} has class_names {nq}, {str(p)!r} has {names}")
+        names = names or nq
+        parts[key] = (xq, yq)
+    ys = [y] + [v[1] for v in parts.values()]
+    lo, hi = min(int(v.min()) for v in ys if len(v)), max(int(v.max()) for v in ys if len(v))
+    num_classes = len(names) if names is not None else hi + 1
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"labels span {lo}..{hi} but there are {num_classes} classes")
     names = names or tuple(str(i) for i in range(num_classes))
-    train_idx, val_idx = stratified_split(y, val_fraction, seed)
-    if max_train is not None:
-        train_idx = train_idx[:max_train]  # already a seeded random order
-    x_train = x[train_idx]
+    if "val_path" in parts:
+        train_idx = np.arange(len(y))
+        if max_train is not None:
+            train_idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:max_train])
+        x_val, y_val = parts["val_path"]
+    else:
+        train_idx, val_idx = stratified_split(y, val_fraction, seed)
+        if max_train is not None:
+            train_idx = train_idx[:max_train]  # already a seeded random order
+        x_val, y_val = x[val_idx], y[val_idx]
+    x_train, y_train = x[train_idx], y[train_idx]
+    check_classes(y_train, names, f"the labels of {str(p)!r}")
     if stats is None and names == CIFAR10_CLASSES:
         stats = "cifar10"
     mean, std = _resolve_stats(stats, None, x_train)
-    return ImageData(x_train=x_train, y_train=y[train_idx].astype(np.int32), x_val=x[val_idx],
-                     y_val=y[val_idx].astype(np.int32), num_classes=num_classes, class_names=names,
-                     mean=mean, std=std)
+    x_test, y_test = parts.get("test_path", (None, None))
+    return ImageData(x_train=x_train, y_train=y_train.astype(np.int32), x_val=x_val,
+                     y_val=y_val.astype(np.int32), num_classes=num_classes, class_names=names,
+                     mean=mean, std=std, x_test=x_test,
+                     y_test=None if y_test is None else y_test.astype(np.int32))

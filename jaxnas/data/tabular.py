@@ -41,6 +41,12 @@ class SplitSizes:
         return int(self.x_val.shape[0])
 
     @property
+    def num_test(self) -> int:
+        """Rows of the test split (0 without one)."""
+        x = getattr(self, "x_test", None)
+        return 0 if x is None else int(x.shape[0])
+
+    @property
     def val_majority_rate(self) -> float:
         """Accuracy of always predicting the most frequent validation class (a floor to beat)."""
         counts = np.bincount(self.y_val, minlength=self.num_classes)
@@ -49,11 +55,13 @@ class SplitSizes:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TabularData(SplitSizes):
-    """A train/validation split of a classification table, as numpy arrays on the host.
+    """A train/validation(/test) split of a classification table, as numpy arrays on the host.
 
     Attributes:
       x_train, x_val: float32 [N, F] features (standardised with training statistics if asked).
       y_train, y_val: int32 [N] labels in ``0 .. num_classes - 1``.
+      x_test, y_test: the same for a test split when one was given (``test_path``), else None. The
+        search never sees it; it is reported only after retraining.
       num_classes: number of classes (``len(class_names)``).
       feature_names, class_names: tuples of strings.
       feature_mean, feature_std: the float32 [F] statistics applied (0 and 1 when not standardised);
@@ -69,13 +77,16 @@ class TabularData(SplitSizes):
     class_names: tuple[str, ...]
     feature_mean: np.ndarray
     feature_std: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
 
     @property
     def num_inputs(self) -> int:
         return int(self.x_train.shape[1])
 
     def __repr__(self) -> str:
-        return (f"TabularData(train={self.num_train}, val={self.num_val}, inputs={self.num_inputs}, "
+        test = f", test={self.num_test}" if self.x_test is not None else ""
+        return (f"TabularData(train={self.num_train}, val={self.num_val}{test}, inputs={self.num_inputs}, "
                 f"classes={self.class_names})")
 
 
@@ -103,54 +114,92 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
     return train_idx, val_idx
 
 
+def check_classes(y_train: np.ndarray, class_names: Sequence[str], where: str = "the labels") -> None:
+    """A classifier needs >= 2 classes, and the training split must hold >= 2 of them."""
+    present = np.unique(np.asarray(y_train))
+    if len(class_names) < 2 or len(present) < 2:
+        only = class_names[int(present[0])] if len(present) and len(class_names) else "?"
+        raise ValueError(f"{where} hold a single class ({only!r}) in the training split: a classifier "
+                         f"needs at least 2 classes; check the label column (data.label) or the file")
+
+
 def make_tabular(x: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str] | None = None,
                  class_names: Sequence[str] | None = None, val_fraction: float = 0.2, seed: int = 0,
-                 standardize: bool = True, max_train: int | None = None) -> TabularData:
+                 standardize: bool = True, max_train: int | None = None,
+                 x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                 x_test: np.ndarray | None = None, y_test: np.ndarray | None = None) -> TabularData:
     """Split (x, y) and standardise with statistics of the (possibly subsampled) training split.
 
     ``y`` may hold any labels; they are mapped to ``0 .. C-1`` in sorted order unless they already
-    are integers in that range and ``class_names`` has C entries.
+    are integers in that range and ``class_names`` has C entries. Given ``x_val, y_val`` (a
+    separate validation set), ``(x, y)`` is all training data and ``val_fraction`` is not used;
+    ``x_test, y_test`` become the test split (standardised with the training statistics). Labels
+    of all parts are encoded together. Fewer than 2 classes raise ValueError.
     """
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim != 2:
-        raise ValueError(f"features must be a 2-d array [N, F], got shape {x.shape}")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"labels must have shape ({x.shape[0]},) to match the features, got {y.shape}")
-    x = x.astype(np.float32)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        cols = np.flatnonzero(bad.any(0))
-        names = [feature_names[c] if feature_names is not None else str(c) for c in cols[:5]]
-        raise ValueError(f"{int(bad.sum())} NaN/inf feature values in {len(cols)} column(s) (first: "
-                         f"{names}); impute or drop them before loading")
-    y, class_names = _encode_labels(y, class_names)
+    if (x_val is None) != (y_val is None) or (x_test is None) != (y_test is None):
+        raise ValueError("give x_val with y_val and x_test with y_test")
+    parts = [("", x, y)] + [(n, a, b) for n, a, b in (("validation ", x_val, y_val), ("test ", x_test, y_test))
+                            if a is not None]
+    xs, ys = [], []
+    for what, xp, yp in parts:
+        xp, yp = np.asarray(xp), np.asarray(yp)
+        if xp.ndim != 2:
+            raise ValueError(f"{what}features must be a 2-d array [N, F], got shape {xp.shape}")
+        if xs and xp.shape[1] != xs[0].shape[1]:
+            raise ValueError(f"{what}features have {xp.shape[1]} columns, the training features {xs[0].shape[1]}")
+        if yp.shape != (xp.shape[0],):
+            raise ValueError(f"{what}labels must have shape ({xp.shape[0]},) to match the features, got {yp.shape}")
+        xp = xp.astype(np.float32)
+        bad = ~np.isfinite(xp)
+        if bad.any():
+            cols = np.flatnonzero(bad.any(0))
+            names = [feature_names[c] if feature_names is not None else str(c) for c in cols[:5]]
+            raise ValueError(f"{int(bad.sum())} NaN/inf {what}feature values in {len(cols)} column(s) (first: "
+                             f"{names}); impute or drop them before loading")
+        xs.append(xp)
+        ys.append(yp)
+    sizes = np.cumsum([len(v) for v in ys])[:-1]
+    codes, class_names = _encode_labels(np.concatenate(ys) if len(ys) > 1 else ys[0], class_names)
+    ys = np.split(codes, sizes)
+    x, y = xs[0], ys[0]
     feature_names = tuple(feature_names) if feature_names is not None else tuple(
         f"f{i}" for i in range(x.shape[1]))
     if len(feature_names) != x.shape[1]:
         raise ValueError(f"{len(feature_names)} feature names for {x.shape[1]} features")
 
-    train_idx, val_idx = stratified_split(y, val_fraction, seed)
+    if x_val is None:
+        train_idx, val_idx = stratified_split(y, val_fraction, seed)
+        xv, yv = x[val_idx], y[val_idx]
+    else:
+        train_idx = np.arange(len(y))
+        xv, yv = xs[1], ys[1]
+        if len(yv) == 0 or len(y) == 0:
+            raise ValueError(f"empty split: {len(y)} training and {len(yv)} validation rows")
     if max_train is not None:
         if max_train < 1:
             raise ValueError(f"max_train must be >= 1, got {max_train}")
         # Subsample with a stream independent of the split, so the validation split does not move.
         sub = np.random.default_rng([seed, 1]).permutation(len(train_idx))[:max_train]
         train_idx = train_idx[np.sort(sub)]
-    x_train, x_val = x[train_idx], x[val_idx]
-    if standardize:  # training statistics only: the validation split stays unseen
+    x_train, y_train = x[train_idx], y[train_idx]
+    check_classes(y_train, class_names)
+    xt, yt = (xs[-1], ys[-1]) if x_test is not None else (None, None)
+    if standardize:  # training statistics only: the validation and test splits stay unseen
         mean = x_train.mean(0, dtype=np.float64).astype(np.float32)
         std = x_train.std(0, dtype=np.float64).astype(np.float32)
         std = np.where(std > 0, std, np.float32(1.0))  # constant columns: centre only
         x_train = (x_train - mean) / std
-        x_val = (x_val - mean) / std
+        xv = (xv - mean) / std
+        xt = None if xt is None else (xt - mean) / std
     else:
         mean = np.zeros(x.shape[1], np.float32)
         std = np.ones(x.shape[1], np.float32)
-    return TabularData(x_train=x_train.astype(np.float32), y_train=y[train_idx].astype(np.int32),
-                       x_val=x_val.astype(np.float32), y_val=y[val_idx].astype(np.int32),
+    return TabularData(x_train=x_train.astype(np.float32), y_train=y_train.astype(np.int32),
+                       x_val=xv.astype(np.float32), y_val=yv.astype(np.int32),
                        num_classes=len(class_names), feature_names=feature_names,
-                       class_names=class_names, feature_mean=mean, feature_std=std)
+                       class_names=class_names, feature_mean=mean, feature_std=std,
+                       x_test=None if xt is None else xt.astype(np.float32),
+                       y_test=None if yt is None else yt.astype(np.int32))
 
 
 def _encode_labels(y: np.ndarray, class_names):
@@ -195,27 +244,33 @@ def _npz_table(f, where: str):
         return d["X"], d["y"], feats, classes
 
 
-def load_npz(path, **split_kwargs) -> TabularData:
+def _own_files(val_path, test_path) -> list:
+    return [(k, f) for k, f in (("val_path", val_path), ("test_path", test_path)) if f is not None]
+
+
+def load_npz(path, *, val_path=None, test_path=None, **split_kwargs) -> TabularData:
     """Load an npz with arrays ``X`` [N, F] and ``y`` [N] (optional ``feature_names``, ``class_names``).
 
-    ``split_kwargs`` go to :func:`make_tabular` (val_fraction, seed, standardize, max_train).
+    ``val_path`` / ``test_path``: npz files of the same form holding the validation / test rows
+    (then all of ``path`` trains). ``split_kwargs`` go to :func:`make_tabular` (val_fraction, seed,
+    standardize, max_train).
     """
     p = _check_file(path)
     x, y, feats, classes = _npz_table(p, repr(str(p)))
-    return make_tabular(x, y, feature_names=feats, class_names=classes, **split_kwargs)
+    extra = {}
+    for key, f in _own_files(val_path, test_path):
+        q = _check_file(f)
+        xq, yq, fq, cq = _npz_table(q, repr(str(q)))
+        if fq is not None and feats is not None and list(fq) != list(feats):
+            raise ValueError(f"{key} {str(q)!r} has feature_names {fq}, {str(p)!r} has {feats}")
+        if cq is not None and classes is not None and list(cq) != list(classes):
+            raise ValueError(f"{key} {str(q)!r} has class_names {cq}, {str(p)!r} has {classes}")
+        part = "x_val" if key == "val_path" else "x_test"
+        extra[part], extra["y" + part[1:]] = xq, yq
+    return make_tabular(x, y, feature_names=feats, class_names=classes, **extra, **split_kwargs)
 
 
-def load_csv(path, label: str | int | None = None, *, delimiter: str | None = None,
-             **split_kwargs) -> TabularData:
-    """Load a CSV/TSV (optionally gzip'd) with one header row.
-
-    Args:
-      label: the label column, by header name or index; default the last column.
-      delimiter: default ``\\t`` for ``.tsv`` files, ``,`` otherwise.
-    Non-numeric feature columns are ordinal-encoded (sorted distinct values); empty, ``NA``, ``?``
-    and ``nan`` cells count as missing and raise a ValueError.
-    """
-    p = _check_file(path)
+def _read_csv(p: Path, delimiter: str | None):
     name = p.name.lower()
     if delimiter is None:
         delimiter = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
@@ -229,6 +284,32 @@ def load_csv(path, label: str | int | None = None, *, delimiter: str | None = No
     widths = {len(r) for r in body}
     if widths != {len(header)}:
         raise ValueError(f"{str(p)!r}: header has {len(header)} columns but rows have {sorted(widths)}")
+    return header, body
+
+
+def load_csv(path, label: str | int | None = None, *, delimiter: str | None = None,
+             val_path=None, test_path=None, **split_kwargs) -> TabularData:
+    """Load a CSV/TSV (optionally gzip'd) with one header row.
+
+    Args:
+      label: the label column, by header name or index; default the last column.
+      delimiter: default ``\\t`` for ``.tsv`` files, ``,`` otherwise.
+      val_path, test_path: files with the same columns holding the validation / test rows (then
+        all of ``path`` trains); categorical columns and labels are encoded over all files.
+    Non-numeric feature columns are ordinal-encoded (sorted distinct values); empty, ``NA``, ``?``
+    and ``nan`` cells count as missing and raise a ValueError.
+    """
+    p = _check_file(path)
+    header, body = _read_csv(p, delimiter)
+    bodies = [body]
+    own = _own_files(val_path, test_path)
+    for key, f in own:
+        q = _check_file(f)
+        hq, bq = _read_csv(q, delimiter)
+        if hq != header:
+            raise ValueError(f"{key} {str(q)!r} has columns {hq}; {str(p)!r} has {header} (the same "
+                             f"columns, in the same order, are needed)")
+        bodies.append(bq)
     if label is None:
         li = len(header) - 1
     elif isinstance(label, int):
@@ -239,14 +320,21 @@ def load_csv(path, label: str | int | None = None, *, delimiter: str | None = No
         if label not in header:
             raise ValueError(f"label column {label!r} not in {str(p)!r}; columns are {header}")
         li = header.index(label)
-    cols = list(zip(*body))
+    rows = [r for b in bodies for r in b]
+    cols = list(zip(*rows))
     feats = [(h, c) for i, (h, c) in enumerate(zip(header, cols)) if i != li]
-    x = np.stack([_column(h, c) for h, c in feats], axis=1) if feats else np.zeros((len(body), 0))
+    x = np.stack([_column(h, c) for h, c in feats], axis=1) if feats else np.zeros((len(rows), 0))
     y_raw = cols[li]
     if any(v.strip().lower() in _MISSING for v in y_raw):
         raise ValueError(f"label column {header[li]!r} has missing values; drop those rows first")
     y = _maybe_numeric(y_raw)
-    return make_tabular(x, y, feature_names=[h for h, _ in feats], **split_kwargs)
+    cuts = np.cumsum([len(b) for b in bodies])[:-1]
+    xs, ys = np.split(x, cuts), np.split(y, cuts)
+    extra = {}
+    for i, (key, _) in enumerate(own, start=1):
+        part = "x_val" if key == "val_path" else "x_test"
+        extra[part], extra["y" + part[1:]] = xs[i], ys[i]
+    return make_tabular(xs[0], ys[0], feature_names=[h for h, _ in feats], **extra, **split_kwargs)
 
 
 def _maybe_numeric(values: Sequence[str]) -> np.ndarray:
@@ -281,19 +369,36 @@ def load_embedded(name: str = "connect4", **split_kwargs) -> TabularData:
 def load_tabular(path_or_name, *, label: str | int | None = None, **split_kwargs) -> TabularData:
     """Load a table by embedded name (``"connect4"``) or path (.npz, .csv[.gz], .tsv[.gz]).
 
-    ``split_kwargs``: ``val_fraction`` (0.2, as TabNAS), ``seed`` (0), ``standardize`` (True),
-    ``max_train`` (None).
+    ``split_kwargs``: ``val_fraction`` (0.2, as TabNAS), ``seed`` (0, the split seed),
+    ``standardize`` (True), ``max_train`` (None), ``val_path`` / ``test_path`` (None: own
+    validation / test files in the format of ``path``; with ``val_path`` all of ``path`` trains
+    and ``val_fraction`` is not used; the test split becomes ``x_test`` / ``y_test``).
     """
+    own = _own_files(split_kwargs.get("val_path"), split_kwargs.get("test_path"))
     if str(path_or_name) in EMBEDDED and not Path(str(path_or_name)).exists():
         if label is not None:
             raise ValueError(f"label= applies to CSV files; embedded {path_or_name!r} has its labels")
+        if own:
+            raise ValueError(f"{', '.join(k for k, _ in own)} need a data file (data.name='tabular', "
+                             f"data.path); embedded {path_or_name!r} is split with val_fraction")
+        split_kwargs = {k: v for k, v in split_kwargs.items() if k not in ("val_path", "test_path")}
         return load_embedded(str(path_or_name), **split_kwargs)
     p = _check_file(path_or_name)
-    name = p.name.lower()
-    if name.endswith(".npz"):
+    kind = _format(p)
+    for key, f in own:
+        if _format(Path(str(f))) != kind:
+            raise ValueError(f"{key} {str(f)!r} must have the format of {str(p)!r} ({kind})")
+    if kind == "npz":
         if label is not None:
             raise ValueError("label= applies to CSV files; an npz keeps its labels in array 'y'")
         return load_npz(p, **split_kwargs)
+    return load_csv(p, label=label, **split_kwargs)
+
+
+def _format(p: Path) -> str:
+    name = p.name.lower()
+    if name.endswith(".npz"):
+        return "npz"
     if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")):
-        return load_csv(p, label=label, **split_kwargs)
+        return "csv"
     raise ValueError(f"cannot tell the format of {str(p)!r}; accepted: {TABULAR_FORMATS}")

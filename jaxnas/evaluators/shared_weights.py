@@ -23,12 +23,15 @@ import jax.numpy as jnp
 import optax
 
 from jaxnas import optim
+from jaxnas import schema as S
 from jaxnas.evaluators.base import register
 from jaxnas.strategies.base import SupernetContext
 
-DEFAULTS = {
-    "vmap_chunk": 32,   # weight matrices scored per vmapped group by batched_reward_fn
+# the config keys of ``evaluator`` for this name: type, range and default (jaxnas.schema)
+SCHEMA = {
+    "vmap_chunk": S.Int(32, ge=1),   # weight matrices scored per vmapped group by batched_reward_fn
 }
+DEFAULTS = S.defaults(SCHEMA)
 
 
 @flax.struct.dataclass
@@ -144,7 +147,7 @@ def weight_optimizer(cfg: dict, total_steps: int):
             optim.lr_at(o["lr"], o["schedule"], max(int(total_steps), 1)))
 
 
-@register("shared_weights", DEFAULTS)
+@register("shared_weights", SCHEMA)
 def make(options: dict, *, cfg: dict, space, data, task, axis_name, mode: str = "sparse",
          weight_steps: int = 1) -> SharedWeightsEvaluator:
     if task is None:

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas import optim
+from jaxnas import schema as S
 from jaxnas.evaluators.base import register
 from jaxnas.spaces import MLPSpace
 from jaxnas.standalone import TrainConfig, train_archs, train_member
@@ -46,23 +48,24 @@ LANE_MODES = ("auto", "vmap", "sequential")
 
 # Defaults: TabNAS stand-alone training (Table 2 / App. B.2: batch 32, Adam lr 5e-4 cosine, eps 1e-3,
 # 60 epochs). Lower ``epochs`` or set ``max_steps`` for a search: every sample is a full training.
-DEFAULTS = {
-    "epochs": 60,              # epochs per candidate
-    "batch_size": 32,          # training batch per candidate
-    "lr": 5e-4,
-    "schedule": "cosine",      # constant | cosine (to 0 over the candidate's steps)
-    "optimizer": "adam",       # adam | sgd
-    "b1": 0.9,
-    "b2": 0.999,
-    "eps": 1e-3,               # the paper's Adam eps
-    "momentum": 0.0,           # sgd
-    "max_steps": None,         # cap on the steps per candidate (None: epochs * rows // batch_size)
-    "reward": "neg_loss",      # neg_loss | accuracy | neg_balanced_error (on the validation split)
-    "eval_batch": 4096,        # validation rows per forward pass
-    "max_lane_batch": 64,      # candidates one lane may train at once under vmap
-    "lane_mode": "auto",       # vmap | sequential | auto: how vmapped candidates run (see LANE_MODES)
-    "result_seed": 0,          # seed of the retraining of the derived architecture (``result``)
+SCHEMA = {   # the config keys of ``evaluator`` for this name: type, range and default (jaxnas.schema)
+    "epochs": S.Int(60, ge=1),                     # epochs per candidate
+    "batch_size": S.Int(32, ge=1),                 # training batch per candidate
+    "lr": S.Float(5e-4, gt=0),
+    "schedule": S.Choice(*optim.SCHEDULES, default="cosine"),  # constant | cosine (to 0 over the candidate's steps)
+    "optimizer": S.Choice(*optim.NAMES, default="adam"),      # adam | sgd
+    "b1": S.Float(0.9, ge=0, lt=1),
+    "b2": S.Float(0.999, ge=0, lt=1),
+    "eps": S.Float(1e-3, gt=0),                    # the paper's Adam eps
+    "momentum": S.Float(0.0, ge=0, lt=1),          # sgd
+    "max_steps": S.Optional(S.Int(ge=1)),          # cap on the steps per candidate (None: epochs * rows // batch_size)
+    "reward": S.Choice(*REWARDS, default="neg_loss"),  # neg_loss | accuracy | neg_balanced_error (on the validation split)
+    "eval_batch": S.Int(4096, ge=1),               # validation rows per forward pass
+    "max_lane_batch": S.Int(64, ge=1),             # candidates one lane may train at once under vmap
+    "lane_mode": S.Choice(*LANE_MODES, default="auto"),  # vmap | sequential | auto: how vmapped candidates run (see LANE_MODES)
+    "result_seed": S.Int(0, ge=0),                 # seed of the retraining of the derived architecture (``result``)
 }
+DEFAULTS = S.defaults(SCHEMA)
 
 
 def _train_config(o: dict) -> TrainConfig:
@@ -168,24 +171,16 @@ class StandaloneEvaluator:
 
 
 def check_options(options: dict) -> dict:
-    """``DEFAULTS`` updated with ``options``; unknown keys and bad values raise ValueError."""
+    """``DEFAULTS`` updated with ``options``; unknown keys and bad values raise ValueError (all listed)."""
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"evaluator 'standalone': unknown option(s) {unknown}; valid: {', '.join(DEFAULTS)}")
-    o = {**DEFAULTS, **options}
-    if o["reward"] not in REWARDS:
-        raise ValueError(f"evaluator 'standalone': reward must be one of {REWARDS}, got {o['reward']!r}")
-    for k in ("eval_batch", "max_lane_batch"):
-        if int(o[k]) < 1:
-            raise ValueError(f"evaluator 'standalone': {k} must be >= 1, got {o[k]}")
-    if o["lane_mode"] not in LANE_MODES:
-        raise ValueError(f"evaluator 'standalone': lane_mode must be one of {LANE_MODES}, got {o['lane_mode']!r}")
-    if o["max_steps"] is not None and int(o["max_steps"]) < 1:
-        raise ValueError(f"evaluator 'standalone': max_steps must be >= 1 or None, got {o['max_steps']}")
+    o, problems = S.check(SCHEMA, {**DEFAULTS, **options}, "evaluator.")
+    S.raise_if(problems, "options of evaluator 'standalone'")
     return o
 
 
-@register("standalone", DEFAULTS)
+@register("standalone", SCHEMA)
 def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=None,
          **_) -> StandaloneEvaluator:
     """The ``standalone`` evaluator of ``options`` (the config's ``evaluator`` section without name)."""

@@ -20,15 +20,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas import schema as S
 from jaxnas.benchmarks.nb201 import NB201_TABLE_OPS, NasBench201Table
 from jaxnas.evaluators.base import register
 
-DEFAULTS = {
-    "path": None,                     # the table CSV(.gz) (required)
-    "reward": "cifar10_valid_12ep",   # the column the strategy learns from
-    "scale": 0.01,                    # reward = scale * column (accuracies in % -> [0, 1])
-    "report": ("cifar10_test", "cifar100_test", "imagenet16_test"),  # result columns of the derived cell
+# the config keys of ``evaluator`` for this name: type, range and default (jaxnas.schema)
+SCHEMA = {
+    "path": S.Optional(S.Path()),                # the table CSV(.gz) (required)
+    "reward": S.Str("cifar10_valid_12ep"),       # the column the strategy learns from
+    "scale": S.Float(0.01, gt=0),                # reward = scale * column (accuracies in % -> [0, 1])
+    "report": S.List(S.Str(), ("cifar10_test", "cifar100_test", "imagenet16_test")),  # result columns
 }
+DEFAULTS = S.defaults(SCHEMA)
 
 
 def arch_ids(space, archs) -> jax.Array:
@@ -92,7 +95,7 @@ def table_values(table: NasBench201Table, space, column: str) -> np.ndarray:
     return col[rows].astype(np.float32)
 
 
-@register("table", DEFAULTS)
+@register("table", SCHEMA)
 def make(options: dict, *, cfg: dict, space, data=None, task=None, axis_name=None,
          **_) -> TableEvaluator:
     if not options["path"]:

@@ -59,10 +59,18 @@ def exact_advantages(reward_fn, weights: jax.Array):
     return reward - r0, reward, aux
 
 
-def zero_op_indices(space: Space, zero_op: Optional[str]) -> np.ndarray:
-    """Index of the choice named ``zero_op`` in every decision, -1 where it has none."""
+def zero_op_indices(space: Space, zero_op: Optional[str], name: str = "advantage") -> np.ndarray:
+    """Index of the choice named ``zero_op`` in every decision, -1 where it has none.
+
+    A name that no decision of the space has is an error (it would silently turn App. B off), except
+    the default ``"none"`` on spaces without a zero op (e.g. MLP widths)."""
     if zero_op is None:
         return np.full(space.num_decisions, -1, np.int32)
+    names = sorted({c for ch in space.choices for c in ch})
+    if zero_op not in names and zero_op != "none":
+        raise ValueError(f"strategy {name!r}: zero_op={zero_op!r} is not a choice of this space; use one "
+                         f"of its ops ({', '.join(repr(n) for n in names[:20])}"
+                         f"{', ...' if len(names) > 20 else ''}) or None (App. B off)")
     return np.array([ch.index(zero_op) if zero_op in ch else -1 for ch in space.choices], np.int32)
 
 
@@ -96,7 +104,7 @@ def _make(space: Space, *, baseline: bool, name: str, axis_name: Optional[str], 
                          "'exact' (eq. 6, one extra forward pass per decision)")
     opt = K.make_optimizer(name, total_steps=total_steps, **opt)
     mask = space.mask
-    zero_idx = zero_op_indices(space, zero_op)
+    zero_idx = zero_op_indices(space, zero_op, name)
     D, K_ = space.shape
 
     def extra_init():

@@ -39,6 +39,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 
+from jaxnas import schema as S
 from jaxnas.spaces.base import Space
 
 RewardFn = Callable[[jax.Array], tuple[jax.Array, Any]]
@@ -103,11 +104,79 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# ---- option types: one name, one meaning, one (type, range) for every strategy -------------------
+_UNIT = dict(ge=0, lt=1)
+OPTION_FIELDS: dict[str, S.Field] = {
+    # the optimizer on the scores (categorical.make_optimizer)
+    "optimizer": S.Choice("adam", "sgd"),
+    "lr": S.Float(gt=0),
+    "b1": S.Float(**_UNIT),
+    "b2": S.Float(**_UNIT),
+    "eps": S.Float(gt=0),
+    "weight_decay": S.Float(ge=0),
+    "clip": S.Optional(S.Float(gt=0)),
+    "lr_schedule": S.Choice("constant", "cosine"),
+    # policy strategies
+    "decay": S.Float(**_UNIT),                    # weight of the old value in a moving average
+    "baseline": S.Bool(),
+    "final": S.Str(),                             # each strategy's own rules (categorical.check_final)
+    "zero_op": S.Optional(S.Str()),               # an op of the space (checked by the strategy)
+    "estimator": S.Choice("taylor", "exact"),
+    "num_samples": S.Int(ge=1),
+    "temperature": S.Float(gt=0),
+    "accumulate": S.Bool(),
+    "buffer_size": S.Int(ge=1),
+    # TabNAS and the reward-shaping baselines
+    "budget": S.Optional(S.Float(gt=0) | S.Object("a jaxnas.constraints.Budget")),
+    "target": S.Optional(S.Float(gt=0)),
+    "beta": S.Float(),
+    "cost_fn": S.Optional(S.Object("a callable (architectures -> cost)", test=callable)),
+    "cost_terms": S.Anything(),
+    "pv": S.Choice("mc", "exact"),
+    "num_mc_samples": S.Int(ge=1),
+    "mc_chunk": S.Int(ge=1),
+    "warmup_frac": S.Float(**_UNIT),
+    "q_offset": S.Float(),
+    "num_final_samples": S.Int(ge=1),
+    "log_exact_pv": S.Optional(S.Bool()),
+    # gradient strategies
+    "init_std": S.Float(ge=0),
+    "init_value": S.Float(ge=0, le=1),
+    "derive_exclude": S.List(S.Str()),
+    "xi": S.Optional(S.Float(ge=0)),
+    "unroll": S.Choice("exact", "finite_difference"),
+    "tau_max": S.Float(gt=0),
+    "tau_min": S.Float(gt=0),
+    "tau0": S.Float(gt=0),
+    "tau_floor": S.Float(gt=0),
+    "box": S.Choice("clip", "rescale"),
+    "mode": S.Choice("sparse", "dense"),
+}
+
+
+def check_options(name: str, given: dict, prefix: str = "") -> list[str]:
+    """Problems of strategy ``name``'s options ``given`` (an unknown name or option, a value of the wrong
+    type or range, from :data:`OPTION_FIELDS`), one line each, keys as ``prefix + option``.
+    Space-dependent checks (op names, feasible budgets) happen when the strategy is built."""
+    import jaxnas.strategies  # noqa: F401  (registers the built-in strategies)
+    if name not in _REGISTRY:
+        return [f"{prefix}name: unknown strategy {name!r}; available: {', '.join(available())}"]
+    valid = options(name)
+    problems = []
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        problems.append(f"{', '.join(prefix + k for k in unknown)}: not option(s) of strategy {name!r}; "
+                        f"its options are: {', '.join(valid)}")
+    _, bad = S.check(OPTION_FIELDS, {k: v for k, v in given.items() if k in valid}, prefix)
+    return problems + bad
+
+
 def options(name: str) -> list[str]:
     """The options of strategy ``name`` (besides ``space``, ``axis_name`` and ``total_steps``)."""
     import jaxnas.strategies  # noqa: F401  (registers the built-in strategies)
     return [p for p in inspect.signature(_REGISTRY[name]).parameters
             if p not in ("space", "axis_name", "total_steps")]
+
 
 
 def make(name: str, space: Space, *, axis_name: Optional[str] = None,
@@ -124,4 +193,5 @@ def make(name: str, space: Space, *, axis_name: Optional[str] = None,
         inspect.signature(fn).bind(space, axis_name=axis_name, total_steps=total_steps, **config)
     except TypeError as e:  # an unexpected or missing keyword: name it and the ones that exist
         raise ValueError(f"strategy {name!r}: {e}; its options are: {', '.join(options(name))}") from None
+    S.raise_if(check_options(name, config), f"options of strategy {name!r}")
     return fn(space, axis_name=axis_name, total_steps=total_steps, **config)
