@@ -176,7 +176,7 @@ def raw_config(path) -> dict:
         raise
     except SyntaxError as e:   # IndentationError included
         where = f"{e.filename or p}:{e.lineno}" if e.lineno else str(p)
-        text = f"\n    {e.text.rstrip()}" if e.text else ""
+        text = f"\n    {e.text.strip()}" if e.text and e.text.strip() else ""
         raise ConfigFileError(f"config file {where}: {type(e).__name__}: {e.msg}{text}") from None
     except Exception as e:  # noqa: BLE001  (whatever the user's code raised, with its line)
         raise ConfigFileError(f"config file {_where(e, p)}: {type(e).__name__}: {e}") from e
