@@ -1,4 +1,5 @@
-"""``jaxnas search CONFIG [key=value ...] [--workdir DIR]`` and ``jaxnas report WORKDIR``."""
+"""``jaxnas search CONFIG [key=value ...] [--workdir DIR]``, ``jaxnas report WORKDIR``,
+``jaxnas retrain WORKDIR [key=value ...]`` and ``jaxnas export WORKDIR [--out DIR]``."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,33 @@ def _report(args):
     print(report(args.workdir, plots=not args.no_plots, metrics=metrics))
 
 
+def _retrain(args):
+    from jaxnas.retrain import parse_overrides, retrain
+    seeds = None
+    if args.seeds is not None:
+        seeds = [int(x) for x in args.seeds.split(",")] if "," in args.seeds else int(args.seeds)
+    out = retrain(args.workdir, parse_overrides(args.overrides), top=args.top, seeds=seeds, config=args.config,
+                  force=args.force_restart, progress=None if args.quiet else sys.stderr)
+    for i, c in enumerate(out["candidates"]):
+        m = c["mean"]
+        line = (f"candidate {i}: {c['arch']} ({c['param_count']:,} parameters) over {len(c['runs'])} seed(s): "
+                f"val loss {m['val_loss']:.4f}, val accuracy {m['val_accuracy']:.4f}, "
+                f"balanced error {m['val_balanced_error']:.4f}")
+        if "test_accuracy" in m:
+            line += f"; test accuracy {m['test_accuracy']:.4f}"
+        print(line)
+    b = out["best"]
+    print(f"best on validation: {b['arch']} (candidate {b['candidate']}, seed {b['seed']}, "
+          f"val accuracy {b['val_accuracy']:.4f})")
+    print(f"written: {Path(args.workdir) / 'retrain.json'}")
+
+
+def _export(args):
+    from jaxnas.export import export
+    out = export(args.workdir, args.out, progress=None if args.quiet else sys.stderr)
+    print(f"exported to {out}: model, variables = jaxnas.export.load({str(out)!r})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="jaxnas", description="Weight-sharing NAS in JAX/Flax")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -56,8 +84,28 @@ def main(argv=None):
     r.add_argument("--metrics", help="comma-separated metrics to plot into metrics.png, e.g. pv,feasible "
                                      "(a bare name matches strategy/pv; see metrics.jsonl for all)")
     r.set_defaults(fn=_report)
+    t = sub.add_parser("retrain", help="train the architecture(s) a finished search found from scratch "
+                                       "(writes WORKDIR/retrain.json)")
+    t.add_argument("workdir", help="a finished search work dir")
+    t.add_argument("overrides", nargs="*", help="key=value retrain settings (epochs=5 lr=0.05 "
+                                                "data.max_train=1000; see jaxnas/retrain.py)")
+    t.add_argument("--top", type=int, help="candidates to retrain (TabNAS Alg. 3; default 3 for MLP "
+                                           "spaces, 1 for cells)")
+    t.add_argument("--seeds", help="number of seeds, or a comma-separated list of seeds")
+    t.add_argument("--config", help="Python file whose get_config() returns retrain settings, e.g. "
+                                    "configs/retrain_darts.py")
+    t.add_argument("--force-restart", action="store_true",
+                   help="delete a previous retrain of this work dir with other settings and start over")
+    t.add_argument("--quiet", action="store_true", help="no progress lines")
+    t.set_defaults(fn=_retrain)
+    e = sub.add_parser("export", help="write the found network (architecture, constructor arguments, "
+                                      "retrained variables) for use with jaxnas.export.load")
+    e.add_argument("workdir")
+    e.add_argument("--out", help="output directory (default WORKDIR/export)")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(fn=_export)
     args, extra = ap.parse_known_args(argv)  # overrides may come after the options too
-    bad = [e for e in extra if "=" not in e or args.command != "search"]
+    bad = [e for e in extra if "=" not in e or args.command not in ("search", "retrain")]
     if bad:
         ap.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:

@@ -176,13 +176,16 @@ def _vary_like(tree, *refs):
 
 
 def train_member(widths, key, arrays, *, max_widths: Sequence[int], num_outputs: int,
-                 num_classes: int, cfg: TrainConfig, eval_batch: int = 4096) -> dict:
+                 num_classes: int, cfg: TrainConfig, eval_batch: int = 4096,
+                 return_params: bool = False) -> dict:
     """Train ONE member from scratch and evaluate it: a pure, traceable function.
 
     ``widths``: int[L] hidden widths (may be traced), ``key``: its seed (split into init and data
     order), ``arrays``: ``(x_train, y_train, x_val, y_val)`` (float32 / int32, may be traced).
     Returns scalars ``val_loss``, ``val_accuracy``, ``val_balanced_error`` and ``train_loss`` (the
     mean loss of the last epoch). Epochs and steps are ``lax.scan``-ned; ``vmap`` it over members.
+    ``return_params``: also return the trained masked max-width parameters under ``"params"``
+    (``jaxnas.supernets.mlp.child_params`` cuts the child's out of them).
     """
     x_train, y_train, x_val, y_val = arrays
     n, num_inputs = x_train.shape
@@ -218,11 +221,13 @@ def train_member(widths, key, arrays, *, max_widths: Sequence[int], num_outputs:
     (params, _), train_losses = jax.lax.scan(epoch, (params, opt), jnp.arange(epochs))
     out = _evaluate(params, widths, max_widths, x_val, y_val, num_classes, eval_batch)
     out["train_loss"] = train_losses[-1]
+    if return_params:
+        out["params"] = params
     return out
 
 
 def make_trainer(x_train, y_train, x_val, y_val, max_widths: Sequence[int], num_outputs: int,
-                 num_classes: int, cfg: TrainConfig, eval_batch: int = 4096):
+                 num_classes: int, cfg: TrainConfig, eval_batch: int = 4096, return_params: bool = False):
     """A jit-compiled ``train(widths int[M, L], keys[M]) -> {metric: float[M]}``: M members trained
     at once (``vmap`` of ``train_member``). Data arrays live on the device, shared by members, and
     enter the compiled program as arguments."""
@@ -230,7 +235,7 @@ def make_trainer(x_train, y_train, x_val, y_val, max_widths: Sequence[int], num_
               jnp.asarray(x_val, jnp.float32), jnp.asarray(y_val, jnp.int32))
     member = functools.partial(train_member, max_widths=tuple(int(w) for w in max_widths),
                                num_outputs=int(num_outputs), num_classes=int(num_classes), cfg=cfg,
-                               eval_batch=int(eval_batch))
+                               eval_batch=int(eval_batch), return_params=bool(return_params))
     compiled = jax.jit(jax.vmap(member, in_axes=(0, 0, None)))
 
     def train(widths, keys):
@@ -241,11 +246,13 @@ def make_trainer(x_train, y_train, x_val, y_val, max_widths: Sequence[int], num_
 
 
 def train_archs(data, space, archs, seeds: Sequence[int] = (0,), cfg: TrainConfig = TrainConfig(),
-                member_batch: int = 64, eval_batch: int = 4096, progress=None) -> dict:
+                member_batch: int = 64, eval_batch: int = 4096, progress=None,
+                return_params: bool = False) -> dict:
     """Stand-alone training of every architecture in ``archs`` (int[A, L] of ``space``, an MLPSpace)
     with every seed, on ``data`` (TabularData). Returns numpy arrays ``[A, S]`` for val_loss,
     val_accuracy, val_balanced_error, train_loss, plus ``seconds`` (wall time, compile included) and
-    ``total_steps`` per member. Members run ``member_batch`` at a time."""
+    ``total_steps`` per member. Members run ``member_batch`` at a time. ``return_params``: also
+    ``params``, the trained masked max-width parameters of every member (numpy leaves ``[A, S, ...]``)."""
     archs = np.asarray(archs, np.int32).reshape(-1, space.num_layers)
     for a in archs:
         space.check_arch(a)
@@ -255,11 +262,12 @@ def train_archs(data, space, archs, seeds: Sequence[int] = (0,), cfg: TrainConfi
         raise ValueError(f"space has {space.num_outputs} outputs but the data has {ncls} classes "
                          f"(one logit for 2 classes, else one per class)")
     train = make_trainer(data.x_train, data.y_train, data.x_val, data.y_val, space.max_widths,
-                         space.num_outputs, ncls, cfg, eval_batch)
+                         space.num_outputs, ncls, cfg, eval_batch, return_params)
     A, S = len(archs), len(seeds)
     mw = np.repeat(widths, S, 0)                                         # member m = (a, s)
     mseeds = np.tile(np.asarray(seeds), A)
     out: dict = {}
+    params_parts: list = []
     t0 = time.perf_counter()
     for i in range(0, A * S, member_batch):
         w = mw[i:i + member_batch]
@@ -269,6 +277,9 @@ def train_archs(data, space, archs, seeds: Sequence[int] = (0,), cfg: TrainConfi
             w = np.concatenate([w, np.repeat(w[:1], pad, 0)])
             k = jnp.concatenate([k, jnp.repeat(k[:1], pad, 0)])
         r = jax.device_get(train(jnp.asarray(w), k))
+        if return_params:
+            p = r.pop("params")
+            params_parts.append(jax.tree.map(lambda a: np.asarray(a)[:len(w) - pad], p))
         for name, v in r.items():
             out.setdefault(name, []).append(np.asarray(v)[:len(w) - pad])
         if progress is not None:
@@ -280,6 +291,9 @@ def train_archs(data, space, archs, seeds: Sequence[int] = (0,), cfg: TrainConfi
                                  f"the learning rate (lr={cfg.lr}) or standardise the features")
     res["seconds"] = time.perf_counter() - t0
     res["total_steps"] = int(train.total_steps)
+    if return_params:
+        res["params"] = jax.tree.map(lambda *a: np.concatenate(a).reshape((A, S) + a[0].shape[1:]),
+                                     *params_parts)
     return res
 
 
