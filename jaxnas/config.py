@@ -102,7 +102,7 @@ def _merge(base: dict, update: dict, problems: list, path: str = "") -> dict:
             out[k] = v
             continue
         if k not in base:
-            problems.append(f"{where}: unknown config key; valid keys here: {', '.join(sorted(base))}")
+            problems.append(f"unknown config key {where!r}; valid keys here: {', '.join(sorted(base))}")
             continue
         if k in TAGGED and not path and isinstance(v, dict) and v.get("name", base[k].get("name")) != base[k].get("name"):
             out[k] = dict(v)  # another space/evaluator/strategy: the old one's keys do not apply
@@ -196,7 +196,7 @@ def _tagged(section: str, given: dict, entry, problems: list) -> dict:
         return dict(given)
     unknown = sorted(set(given) - {"name"} - set(fn.defaults))
     if unknown:
-        problems.append(f"{', '.join(f'{section}.{k}' for k in unknown)}: unknown config key(s) for "
+        problems.append(f"unknown config key(s) {', '.join(f'{section}.{k}' for k in unknown)} for "
                         f"{section}.name={name!r}; its keys are: {', '.join(sorted(fn.defaults)) or '(none)'}")
     out = {"name": name, **copy.deepcopy(fn.defaults),
            **{k: v for k, v in given.items() if k != "name" and k not in unknown}}
