@@ -52,17 +52,17 @@ SCHEMA = {   # the config keys of ``evaluator`` for this name: type, range and d
     "epochs": S.Int(60, ge=1),                     # epochs per candidate
     "batch_size": S.Int(32, ge=1),                 # training batch per candidate
     "lr": S.Float(5e-4, gt=0),
-    "schedule": S.Choice(*optim.SCHEDULES, default="cosine"),  # constant | cosine (to 0 over the candidate's steps)
+    "schedule": S.Choice(*optim.SCHEDULES, default="cosine"),  # constant | cosine (to 0 over its steps)
     "optimizer": S.Choice(*optim.NAMES, default="adam"),      # adam | sgd
     "b1": S.Float(0.9, ge=0, lt=1),
     "b2": S.Float(0.999, ge=0, lt=1),
     "eps": S.Float(1e-3, gt=0),                    # the paper's Adam eps
     "momentum": S.Float(0.0, ge=0, lt=1),          # sgd
-    "max_steps": S.Optional(S.Int(ge=1)),          # cap on the steps per candidate (None: epochs * rows // batch_size)
-    "reward": S.Choice(*REWARDS, default="neg_loss"),  # neg_loss | accuracy | neg_balanced_error (on the validation split)
+    "max_steps": S.Optional(S.Int(ge=1)),          # cap on the steps per candidate (None: epochs * rows // batch)
+    "reward": S.Choice(*REWARDS, default="neg_loss"),  # neg_loss | accuracy | neg_balanced_error (validation)
     "eval_batch": S.Int(4096, ge=1),               # validation rows per forward pass
     "max_lane_batch": S.Int(64, ge=1),             # candidates one lane may train at once under vmap
-    "lane_mode": S.Choice(*LANE_MODES, default="auto"),  # vmap | sequential | auto: how vmapped candidates run (see LANE_MODES)
+    "lane_mode": S.Choice(*LANE_MODES, default="auto"),  # vmap | sequential | auto (see LANE_MODES)
     "result_seed": S.Int(0, ge=0),                 # seed of the retraining of the derived architecture (``result``)
 }
 DEFAULTS = S.defaults(SCHEMA)
