@@ -8,16 +8,26 @@ source (``weights/train_loss``, ``strategy/reward``, ``strategy/pv``, ``policy/e
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 
-def load_metrics(workdir) -> list[dict]:
+def load_metrics(workdir, notes: list | None = None) -> list[dict]:
+    """The rows of ``metrics.jsonl``; a torn last line (a kill during a write) is skipped and said:
+    appended to ``notes`` when given, else printed on stderr."""
+    from jaxnas.workdir import read_metrics
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a jaxnas search work dir?")
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    rows, note = read_metrics(path)
+    if note:
+        if notes is None:
+            print(f"jaxnas: {note}", file=sys.stderr)
+        else:
+            notes.append(note)
+    return rows
 
 
 def metric_names(rows) -> list[str]:
@@ -47,10 +57,11 @@ def series(rows, name):
 
 def report(workdir, plots: bool = True, metrics=None) -> str:
     workdir = Path(workdir)
-    rows = load_metrics(workdir)
+    notes: list[str] = []
+    rows = load_metrics(workdir, notes)
     result_path = workdir / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else None
-    lines = [f"work dir: {workdir}", f"steps logged: {len(rows)}"]
+    lines = [f"work dir: {workdir}", *(f"note: {n}" for n in notes), f"steps logged: {len(rows)}"]
     wanted = resolve_metrics(rows, metrics) if metrics else []
     if rows:
         tail = rows[-min(100, len(rows)):]

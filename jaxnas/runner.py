@@ -113,8 +113,8 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after):
         val_sampler = BatchSampler(len(data.y_val), s["val_batch_size"] or s["batch_size"], cfg["seed"] + 1)
     state = search.init(jax.random.key(cfg["seed"]))
     ckdir = workdir / "checkpoints"
-    manager = _checkpoint_manager(workdir)
-    start, restored, broken = W.restore_newest(manager, lambda st: _restore(manager, st, state), ckdir, progress)
+    start, restored, broken, manager = W.restore_newest(lambda: _checkpoint_manager(workdir),
+                                                        lambda mgr, st: _restore(mgr, st, state), ckdir, progress)
     if broken:       # keep them aside: their steps will be saved again
         manager.close()
         W.set_aside(ckdir, broken, progress)

@@ -418,26 +418,39 @@ def rewrite_metrics(path, rows):
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------
-def restore_newest(manager, restore, directory, stream=None):
-    """``(step, state, broken)``: the newest checkpoint that restores (``restore(step)``), and the steps
-    of the newer ones that do not (each reported on ``stream``); ``(None, None, [])`` when there is no
-    checkpoint. When none restores: :class:`NoRestorableCheckpointError` naming ``directory``."""
+def _why(e: BaseException) -> str:
+    """One short line for an exception (its innermost cause's type and first line)."""
+    while e.__cause__ is not None and e.__cause__ is not e:
+        e = e.__cause__
+    first = (str(e).strip().splitlines() or [""])[0].split(" See full TensorStore details")[0]
+    return f"{type(e).__name__}: {first[:200]}"
+
+
+def restore_newest(open_manager, restore, directory, stream=None):
+    """``(step, state, broken, manager)``: the newest checkpoint that restores (``restore(manager,
+    step)``), the steps of the newer ones that do not (each said on ``stream``) and the manager to go
+    on with (a fresh one after a failure: orbax keeps state from a failed restore);
+    ``(None, None, [], manager)`` when there is no checkpoint. When none restores:
+    :class:`NoRestorableCheckpointError` naming ``directory`` and ``--force-restart``."""
     directory = Path(directory)
+    manager = open_manager()
     steps = sorted((int(s) for s in manager.all_steps()), reverse=True)
-    if not steps:
-        return None, None, []
     failed = []
     for step in steps:
         try:
-            state = restore(step)
+            state = restore(manager, step)
         except Exception as e:        # orbax/TensorStore raise many types for damaged files
-            first = (str(e).strip().splitlines() or [""])[0][:300]
-            failed.append((step, f"{type(e).__name__}: {first}"))
-            _say(stream, f"checkpoint {directory / str(step)} does not restore ({type(e).__name__}: {first})")
+            failed.append((step, _why(e)))
+            _say(stream, f"checkpoint {directory / str(step)} does not restore ({failed[-1][1]})")
+            manager.close()
+            manager = open_manager()
             continue
         if failed:
             _say(stream, f"falling back to checkpoint step {step}, the newest that restores")
-        return step, state, [s for s, _ in failed]
+        return step, state, [s for s, _ in failed], manager
+    if not failed:
+        return None, None, [], manager
+    manager.close()
     tried = "; ".join(f"step {s}: {why}" for s, why in failed)
     raise NoRestorableCheckpointError(
         f"no checkpoint in {directory} restores (tried {tried}); pass --force-restart to delete them and "
