@@ -307,12 +307,14 @@ def _say(progress, text: str) -> None:
 
 # ---- the entry point -----------------------------------------------------------------------------
 def retrain(workdir, overrides: Optional[dict] = None, *, top: Optional[int] = None,
-            seeds=None, config=None, force: bool = False, progress=sys.stderr) -> dict:
+            seeds=None, config=None, force: bool = False, progress=sys.stderr,
+            stop_after: Optional[int] = None) -> dict:
     """Retrain the architecture(s) a finished search in ``workdir`` found; returns (and writes)
     ``retrain.json``. ``overrides``: retrain settings (``{"epochs": 5, "data.max_train": 500}``);
     ``config``: a retrain config file whose ``get_config()`` gives settings (overrides win);
     ``top`` / ``seeds``: the number of candidates / seeds (or a list of seeds); ``force``: delete
-    a previous retrain with other settings instead of refusing."""
+    a previous retrain with other settings instead of refusing. ``stop_after`` (tests of resume):
+    image runs stop after this many steps of their own; the result is then ``{"finished": False}``."""
     workdir = Path(workdir)
     cfg, result = read_search(workdir)
     over: dict = {}
@@ -326,10 +328,10 @@ def retrain(workdir, overrides: Optional[dict] = None, *, top: Optional[int] = N
     settings, data_over = resolve_settings(cfg, over)
     from jaxnas.workdir import WorkdirLock
     with WorkdirLock(workdir, progress):   # no search or other retrain on this dir meanwhile
-        return _retrain_locked(workdir, cfg, result, settings, data_over, force, progress)
+        return _retrain_locked(workdir, cfg, result, settings, data_over, force, progress, stop_after)
 
 
-def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, progress) -> dict:
+def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, progress, stop_after=None) -> dict:
     ident = _identity(cfg, result, settings, data_over)
     out_path = workdir / "retrain.json"
     if out_path.exists() and not force:
@@ -345,7 +347,9 @@ def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, prog
     if kind == "mlp":
         out = _retrain_mlp(workdir, rdir, data_cfg, result, settings, progress)
     else:
-        out = _retrain_image(kind, rdir, data_cfg, result, settings, progress)
+        out = _retrain_image(kind, rdir, data_cfg, result, settings, progress, stop_after)
+        if out is None:
+            return {"finished": False}
     out = {"workdir": str(workdir), "space": kind, "search_arch": result["arch"], **out,
            "seconds": time.perf_counter() - t0, "settings": settings, "identity": ident}
     out = json.loads(json.dumps(out, default=_json_default))
@@ -532,7 +536,7 @@ def image_network_spec(kind: str, cfg: dict, space, arch, num_classes: int, s: d
                       auxiliary=s["auxiliary_weight"] > 0)
 
 
-def _retrain_image(kind: str, rdir: Path, cfg: dict, result: dict, s: dict, progress) -> dict:
+def _retrain_image(kind: str, rdir: Path, cfg: dict, result: dict, s: dict, progress, stop_after=None):
     from jaxnas.build import _num_classes, build_space, load_data
     from jaxnas.export import build_model, input_info
     data = load_data(cfg)
@@ -548,7 +552,10 @@ def _retrain_image(kind: str, rdir: Path, cfg: dict, result: dict, s: dict, prog
     runs = []
     for seed in seed_list(s):
         label = f"c0_s{seed}"
-        runs.append(train_image_run(net, data, s, seed, rdir / label, progress, label))
+        run = train_image_run(net, data, s, seed, rdir / label, progress, label, stop_after)
+        if run is None:
+            return None
+        runs.append(run)
     cand = {"arch": space.encode(arch), "arch_indices": arch.tolist(), "param_count": runs[0]["param_count"],
             "runs": runs, "mean": _mean_metrics(runs), "model": spec}
     if "genotype" in result:
@@ -587,14 +594,17 @@ def _eval_split(eval_fn, variables, x, y, num_classes: int, eval_batch: int, pre
             f"{prefix}_balanced_error": float(balanced_error(logits, yj, num_classes))}
 
 
-def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None, label: str = "") -> dict:
+def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None, label: str = "",
+                    stop_after: Optional[int] = None) -> Optional[dict]:
     """Train ``net`` (a discrete cell network with tracked BN) from scratch on ``data`` (ImageData)
     with settings ``s`` and ``seed``; checkpoints / resumes in ``run_dir``; returns the run's
-    metrics (also ``run_dir/run.json``; final variables in ``run_dir/final``)."""
+    metrics (also ``run_dir/run.json``; final variables in ``run_dir/final``). ``stop_after``: stop
+    after that many steps of this session (None returned; a rerun resumes)."""
     import orbax.checkpoint as ocp
     from jaxnas import optim
     from jaxnas.data import normalize, random_crop_flip
     from jaxnas.networks.darts_eval import param_count
+    from jaxnas.supernets.init import init_variables
     from jaxnas.tasks import classification_loss
     run_dir = Path(run_dir)
     done = run_dir / "run.json"
@@ -616,8 +626,8 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
     k_init, k_train = jax.random.split(jax.random.key(int(seed)))
     x0 = jnp.zeros((2,) + tuple(data.x_train.shape[1:]), jnp.float32)
 
-    def init():
-        v = net.init({"params": k_init, "dropout": k_init}, x0, train=False)
+    def init():   # values drawn on the host (jaxnas.supernets.init): no XLA compile of the RNG calls
+        v = init_variables(net, k_init, x0, train=False)
         params, stats = v["params"], v.get("batch_stats", {})
         return {"params": params, "batch_stats": stats, "opt_state": tx.init(params),
                 "step": jnp.zeros((), jnp.int32)}
@@ -651,24 +661,24 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
 
     ckpt_root = (run_dir / "checkpoints").resolve()
     mgr = ocp.CheckpointManager(ckpt_root, options=ocp.CheckpointManagerOptions(max_to_keep=2))
-    abstract = jax.eval_shape(init)
+    state = init()
     seconds, start = 0.0, 0
     if mgr.latest_step() is not None:
         start = int(mgr.latest_step())
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = mgr.restore(start, args=ocp.args.StandardRestore(abstract))
         meta = run_dir / "progress.json"
         if meta.exists():
             seconds = float(json.loads(meta.read_text()).get("seconds", 0.0))
         _say(progress, f"[{label}] resuming from step {start} ({ckpt_root})")
-    else:
-        state = jax.jit(init)()
     _say(progress, f"[{label}] training {total} steps ({spe} per epoch, batch {bs}), "
                    f"{param_count(state['params']):,} parameters")
     t0 = time.perf_counter()
     perm_epoch, perm = -1, None
     losses, accs = [], []
     last = {"train_loss": None, "train_accuracy": None}
-    for step in range(start, total):
+    end = total if stop_after is None else min(total, start + int(stop_after))
+    for step in range(start, end):
         epoch = step // spe
         if epoch != perm_epoch:
             perm = np.random.default_rng([int(seed), epoch]).permutation(n)
@@ -696,6 +706,8 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
             _write_json(run_dir / "progress.json",
                         {"step": done_steps, "seconds": seconds + time.perf_counter() - t0})
     mgr.close()
+    if end < total:
+        return None
     seconds += time.perf_counter() - t0
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     final = (run_dir / "final").resolve()
