@@ -214,3 +214,17 @@ def test_tiny_darts_retrain_on_cifar_subset_with_resume(tmp_path):
     assert "aux_head" in final["params"]
     assert run["param_count"] == param_count(final["params"]) == out["best"]["param_count"]
     assert json.loads((wd / "retrain.json").read_text())["best"]["val_loss"] == run["val_loss"]
+    # export -> load: the DARTS evaluation network with its variables reproduces the validation metrics
+    from jaxnas.build import load_data
+    from jaxnas.export import export, input_transform, load
+    from jaxnas.tasks import classification_loss
+    exp_dir = export(wd)
+    model, variables = load(exp_dir)
+    assert isinstance(model, DartsEvalNet) and model.C == 4 and model.num_cells == 3
+    data = load_data(json.loads((wd / "config.json").read_text()))
+    n = s["max_eval"]
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+        variables, input_transform(exp_dir)(jnp.asarray(data.x_val[:n])))
+    loss, acc = classification_loss(logits, jnp.asarray(data.y_val[:n]))
+    chex.assert_trees_all_close((float(loss), float(acc)), (run["val_loss"], run["val_accuracy"]),
+                                rtol=1e-4, atol=1e-5)
