@@ -12,11 +12,13 @@ checkpoints.
   resume compares everything except :data:`RUN_NEUTRAL_KEYS`, which do not change the searched state:
   ``search.chunk`` (a chunked loop equals the step-wise one, bit for bit), ``search.checkpoint_every``
   (where checkpoints land), ``search.eval_batch_size`` and ``benchmark.nb201_table`` (how the finished
-  state is rated; ``result.json`` is recomputed on every resume). The data's location
+  state is rated; ``result.json`` is recomputed on every resume), ``data.test_path`` /
+  ``data.test_split`` (the search never reads the test split; retraining does). The data's location
   (:data:`DATA_LOCATION_KEYS`) is not compared when the arrays are: their content is. Any other
   difference stops with :class:`RunMismatchError`, listing the keys ``old -> new`` and the two ways
-  out: another ``--workdir``, or ``--force-restart`` (:func:`clear_run`). ``config.json`` is written
-  only after that check.
+  out: another ``--workdir``, or ``--force-restart`` (:func:`clear_run`). A key missing on one side
+  (a work dir from a jaxnas with fewer keys) counts only if the other side's value is not its default.
+  ``config.json`` is written only after that check.
 - **Metrics** (:class:`MetricsWriter`): the rows of a chunk go out in one ``write(2)`` on an
   ``O_APPEND`` descriptor (no user-space buffer), so a kill leaves whole lines and at most one torn
   last line; :func:`read_metrics` skips a torn last line and says so (a bad line elsewhere is an error).
@@ -40,7 +42,7 @@ LOCK = ".lock"
 FINGERPRINT = "fingerprint.json"
 FORMAT = 1
 RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size",
-                    "benchmark.nb201_table")
+                    "benchmark.nb201_table", "data.test_path", "data.test_split")
 DATA_LOCATION_KEYS = ("data.path", "data.data_dir", "data.val_path")
 DATA_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 # what --force-restart deletes: everything the search wrote (report plots included)
@@ -260,12 +262,28 @@ def _fmt(v) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
+def _defaults() -> dict:
+    try:
+        from jaxnas.config import DEFAULTS
+        return flatten(_plain(DEFAULTS))
+    except Exception:      # defaults only soften the comparison of keys one side lacks
+        return {}
+
+
 def differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
-    """``(dotted key, old, new)`` for every key that changes the run (config, then data arrays)."""
+    """``(dotted key, old, new)`` for every key that changes the run (config, then data arrays); a key
+    only one side has counts unless the other side holds its default."""
     with_data = old.get("data") is not None and new.get("data") is not None
     a, b = run_config(old["config"], with_data), run_config(new["config"], with_data)
-    diffs = [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
-             if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+    defaults = _defaults()
+
+    def differ(k):
+        x, y = a.get(k, _ABSENT), b.get(k, _ABSENT)
+        if x is _ABSENT or y is _ABSENT:
+            there = y if x is _ABSENT else x
+            return k not in defaults or defaults[k] != there
+        return x != y
+    diffs = [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b)) if differ(k)]
     if with_data:
         da, db = flatten(old["data"], "data:"), flatten(new["data"], "data:")
         diffs += [(k, da.get(k, _ABSENT), db.get(k, _ABSENT)) for k in sorted(set(da) | set(db))

@@ -18,9 +18,11 @@ from jaxnas.cli import main
 from jaxnas.config import load_config, resolve
 from jaxnas.runner import run_search
 from jaxnas.workdir import (NoRestorableCheckpointError, RunMismatchError, WorkdirLock, WorkdirLockedError,
-                            read_metrics)
+                            differences, read_metrics)
 from tests.helpers.tiny import tiny_config
 
+# orbax leaves the coroutines of a failed restore to the garbage collector, which may run in any test
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 REPO = Path(__file__).resolve().parents[1]
 CLI_CONFIG = str(REPO / "tests/helpers/tiny_cli_config.py")   # tiny_config("reinforce"): 40 steps, chunk 10
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -91,6 +93,16 @@ def test_changed_config_is_refused(partial_run, overrides, keys):
     assert json.loads(config_before)["seed"] == 0 and not (tmp_path / ".lock").exists()
 
 
+def test_differences_ignore_neutral_keys_and_absent_defaults():
+    cfg = resolve(tiny_config())
+    old = {"config": json.loads(json.dumps(cfg)), "data": None}
+    del old["config"]["data"]["split_seed"]             # a work dir from before data.split_seed
+    new = {"config": resolve(tiny_config(), ["search.chunk=5", "data.test_path='t.npz'"]), "data": None}
+    assert differences(old, new) == []
+    new = {"config": resolve(tiny_config(), ["data.split_seed=3"]), "data": None}
+    assert differences(old, new) == [("data.split_seed", "<absent>", 3)]
+
+
 def test_same_run_resumes_and_neutral_keys_do_not_matter(tmp_path, reference, partial_dirs):
     tmp_path = partial_dirs(20, tmp_path / "w")
     # chunk, checkpoint schedule and evaluation batch do not change the searched state
@@ -101,6 +113,17 @@ def test_same_run_resumes_and_neutral_keys_do_not_matter(tmp_path, reference, pa
     assert result["state_digest"] == reference["state_digest"]
     assert _steps(tmp_path) == list(range(40))
     assert json.loads((tmp_path / "config.json").read_text())["search"]["chunk"] == 5
+
+
+def test_work_dir_without_fingerprint_is_checked_against_its_config_json(tmp_path, partial_dirs):
+    w = partial_dirs(20, tmp_path / "w")
+    (w / "fingerprint.json").unlink()                   # as an older jaxnas left it
+    with pytest.raises(RunMismatchError, match=r"(?s)config\.json.*seed: 0 -> 1"):
+        run_search(resolve(tiny_config(), ["seed=1"]), w, progress=None)
+    out = io.StringIO()
+    assert run_search(resolve(tiny_config()), w, progress=out, stop_after=20) == {"step": 20, "finished": False}
+    assert "no fingerprint.json (written by an older jaxnas): its config.json matches" in out.getvalue()
+    assert json.loads((w / "fingerprint.json").read_text())["config"]["seed"] == 0
 
 
 def test_force_restart_starts_over(tmp_path, reference, capsys):
@@ -228,11 +251,6 @@ def _damage(step_dir: Path, how: str):
         (step_dir / "default" / "_METADATA").unlink()
 
 
-# orbax leaves the coroutines of a failed restore to the garbage collector
-QUIET_ORBAX = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@QUIET_ORBAX
 @pytest.mark.parametrize("how", ["truncate", "delete"])
 def test_damaged_newest_checkpoint_falls_back(tmp_path, reference, how, partial_dirs):
     tmp_path = partial_dirs(30, tmp_path / "w")      # checkpoints 20 and 30
@@ -247,7 +265,6 @@ def test_damaged_newest_checkpoint_falls_back(tmp_path, reference, how, partial_
     assert [p.name.split("-")[0] for p in (tmp_path / "broken_checkpoints").iterdir()] == ["30"]  # kept aside
 
 
-@QUIET_ORBAX
 def test_no_checkpoint_restores(tmp_path, partial_dirs):
     tmp_path = partial_dirs(30, tmp_path / "w")
     for step in ("20", "30"):
