@@ -135,12 +135,16 @@ class WorkdirLock:
             f"for it to finish or stop it, or give another --workdir (lock file: {self.path})")
 
     def acquire(self):
-        import fcntl
+        try:
+            import fcntl
+        except ImportError:       # not POSIX: the pid in the file decides
+            fcntl = None
         for _ in range(20):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            flock = True
+            flock = fcntl is not None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if flock:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 owner = self._read(fd)
                 os.close(fd)

@@ -29,17 +29,17 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted tiny run (40 steps): its result."""
-    return run_search(resolve(tiny_config()), tmp_path_factory.mktemp("ref"), progress=None)
+def reference_dir(tmp_path_factory):
+    """The work dir of the uninterrupted tiny run (40 steps; the tests that use it only read it)."""
+    path = tmp_path_factory.mktemp("ref")
+    run_search(resolve(tiny_config()), path, progress=None)
+    return path
 
 
 @pytest.fixture(scope="module")
-def partial_run(tmp_path_factory):
-    """A work dir with the first 10 steps of the tiny run (the tests that use it only read it)."""
-    path = tmp_path_factory.mktemp("partial")
-    run_search(resolve(tiny_config()), path, progress=None, stop_after=10)
-    return path
+def reference(reference_dir):
+    """The result of the uninterrupted tiny run."""
+    return json.loads((reference_dir / "result.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +80,10 @@ def _steps_of(data: bytes):
     (["space.widths=[4, 8]"], ["space.widths: [4, 8, 16] -> [4, 8]"]),
     (["space.num_layers=3"], ["space.num_layers: 2 -> 3"]),
 ])
-def test_changed_config_is_refused(partial_run, overrides, keys):
-    tmp_path = partial_run
+def test_changed_config_is_refused(reference_dir, overrides, keys):
+    tmp_path = reference_dir      # a finished run: re-running it with another config used to rate the old state
     config_before = (tmp_path / "config.json").read_text()
+    result_before = json.loads((tmp_path / "result.json").read_text())["state_digest"]
     with pytest.raises(RunMismatchError) as e:
         run_search(resolve(tiny_config(), overrides), tmp_path, progress=None)
     msg = str(e.value)
@@ -91,6 +92,7 @@ def test_changed_config_is_refused(partial_run, overrides, keys):
     assert f"in {len(keys)} key(s)" in msg and "--force-restart" in msg and "--workdir" in msg
     assert (tmp_path / "config.json").read_text() == config_before   # still the original run
     assert json.loads(config_before)["seed"] == 0 and not (tmp_path / ".lock").exists()
+    assert json.loads((tmp_path / "result.json").read_text())["state_digest"] == result_before
 
 
 def test_differences_ignore_neutral_keys_and_absent_defaults():
