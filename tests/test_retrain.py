@@ -19,7 +19,7 @@ from jaxnas.cli import main
 from jaxnas.config import load_config, resolve
 from jaxnas.networks import DartsEvalNet, cells_from_arch, cells_from_genotype
 from jaxnas.networks.darts_eval import drop_path, param_count
-from jaxnas.retrain import cutout, restore_search_state, retrain
+from jaxnas.retrain import cutout, narrowed_space, restore_search_state, retrain
 from jaxnas.runner import run_search
 from jaxnas.spaces.cells import DartsSpace
 from jaxnas.standalone import TrainConfig, train_one
@@ -79,7 +79,10 @@ def test_quickstart_top3_x3_seeds_in_one_program(quickstart_dir):
     # a member of the vmapped program == the same architecture and seed trained alone
     tc = TrainConfig(epochs=1, max_steps=30, batch_size=64, lr=cfg["optimizer"]["lr"],
                      schedule=cfg["optimizer"]["schedule"], optimizer="adam")
-    alone = train_one(exp.data, space, idx[2], seed=1, cfg=tc)
+    narrow = narrowed_space(space, idx)         # members are masked MLPs of the candidates' max widths
+    assert out["member_max_widths"] == list(narrow.max_widths)
+    assert all(m <= w for m, w in zip(narrow.max_widths, space.max_widths))
+    alone = train_one(exp.data, narrow, idx[2], seed=1, cfg=tc)
     chex.assert_trees_all_close(alone["val_loss"], cands[2]["runs"][1]["val_loss"], rtol=1e-4)
     # the answer: the lowest mean validation loss, then its best seed
     means = [c["mean"]["val_loss"] for c in cands]
