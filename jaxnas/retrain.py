@@ -395,9 +395,11 @@ def _mean_metrics(runs: list[dict]) -> dict:
 
 
 # ---- MLP (TabNAS) --------------------------------------------------------------------------------
-def restore_search_state(exp, workdir: Path):
-    """The final SearchState of the search in ``workdir`` (its newest checkpoint)."""
+def restore_search_state(exp, workdir: Path, result: Optional[dict] = None):
+    """The final SearchState of the search in ``workdir``: the checkpoint of the result's step (the
+    newest when no result is given), checked against the result's state digest."""
     import orbax.checkpoint as ocp
+    from jaxnas.runner import state_digest
     root = (workdir / "checkpoints").resolve()
     if not root.exists():
         raise FileNotFoundError(f"{workdir} has no checkpoints/: the candidates of Alg. 3 come from the "
@@ -405,10 +407,17 @@ def restore_search_state(exp, workdir: Path):
     init = exp.search.init(jax.random.key(int(exp.config["seed"])))   # host-side init (numpy rng)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init)
     with ocp.CheckpointManager(root) as mgr:
-        step = mgr.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{root} holds no checkpoint")
-        return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+        steps = [int(x) for x in mgr.all_steps()]
+        step = int(result["step"]) if result is not None and "step" in result else (max(steps) if steps else None)
+        if step is None or step not in steps:
+            raise FileNotFoundError(f"{root} has no checkpoint of the final step {step} (has {sorted(steps)}); "
+                                    f"rerun `jaxnas search` on this work dir to finish it")
+        state = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+    want = (result or {}).get("state_digest")
+    if want is not None and state_digest(state) != want:
+        raise ValueError(f"the checkpoint of step {step} in {root} is not the state result.json describes "
+                         f"(state digests differ); rerun `jaxnas search` on this work dir")
+    return state
 
 
 def mlp_candidates(exp, strategy_state, n: int, num_samples: int = 500) -> np.ndarray:
@@ -485,7 +494,7 @@ def _retrain_mlp(workdir: Path, rdir: Path, cfg: dict, result: dict, s: dict, pr
     from jaxnas.export import input_info, mlp_spec
     from jaxnas.standalone import TrainConfig, train_archs
     exp = build(cfg)
-    state = restore_search_state(exp, workdir)
+    state = restore_search_state(exp, workdir, result)
     archs = mlp_candidates(exp, state.strategy, s["top"], s["num_final_samples"])
     seeds = seed_list(s)
     space, data = exp.space, exp.data

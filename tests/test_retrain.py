@@ -118,8 +118,11 @@ def test_quickstart_retrain_cli(quickstart_dir, capsys):
 def test_restore_search_state_is_the_final_state(quickstart_dir):
     from jaxnas.runner import state_digest
     cfg = json.loads((quickstart_dir / "config.json").read_text())
-    state = restore_search_state(build(cfg), quickstart_dir)
-    assert state_digest(state) == json.loads((quickstart_dir / "result.json").read_text())["state_digest"]
+    result = json.loads((quickstart_dir / "result.json").read_text())
+    state = restore_search_state(build(cfg), quickstart_dir, result)
+    assert state_digest(state) == result["state_digest"]
+    with pytest.raises(ValueError, match="state digests differ"):
+        restore_search_state(build(cfg), quickstart_dir, {**result, "state_digest": "0" * 64})
 
 
 def test_unfinished_or_missing_workdir(tmp_path):
