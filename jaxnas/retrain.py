@@ -285,8 +285,8 @@ def _prepare_dir(workdir: Path, ident: dict, force: bool, progress) -> Path:
             what = ("of an earlier search result (the search in this work dir was rerun since)"
                     if any(d.startswith("search.") for d in diff) else "with other settings")
             raise ValueError(f"{rdir} holds a retrain {what}:\n  " + "\n  ".join(diff) +
-                             f"\nrerun with the same settings to resume it, or pass --force-restart "
-                             f"(retrain(..., force=True)) to delete it and start over")
+                             "\nrerun with the same settings to resume it, or pass --force-restart "
+                             "(retrain(..., force=True)) to delete it and start over")
     elif rdir.exists() and any(rdir.iterdir()):
         raise ValueError(f"{rdir} exists without settings.json; delete it or pass --force-restart")
     rdir.mkdir(parents=True, exist_ok=True)
