@@ -117,19 +117,25 @@ def _merge(base: dict, update: dict, problems: list, path: str = "") -> dict:
     return out
 
 
+def parse_override(item: str, example: str = "key.sub=value") -> tuple[str, object]:
+    """``"search.steps=10"`` -> ``("search.steps", 10)`` (a Python literal, else the bare string)."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like {example}")
+    key, _, raw = item.partition("=")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare string
+    return key.strip(), value
+
+
 def parse_overrides(items) -> dict:
     """``["search.steps=10", "strategy.lr=0.1"]`` -> nested dict (values as Python literals)."""
     out: dict = {}
     for item in items:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
-        key, _, raw = item.partition("=")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw  # a bare string
+        key, value = parse_override(item)
         node = out
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):

@@ -37,7 +37,6 @@ search scored on; ``data.KEY=value`` overrides change it (e.g. a tfds ``data.val
 """
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
 import hashlib
@@ -52,6 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from jaxnas.config import parse_override
 
 KINDS = ("mlp", "nb201", "darts")
 RETRAIN_DIR = "retrain"
@@ -122,18 +123,8 @@ def default_settings(cfg: dict) -> dict:
 
 
 def parse_overrides(items) -> dict:
-    """``["epochs=5", "lr=0.1", "data.max_train=500"]`` -> dict (values as Python literals)."""
-    out: dict = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. epochs=5)")
-        key, _, raw = item.partition("=")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        out[key.strip()] = value
-    return out
+    """``["epochs=5", "lr=0.1", "data.max_train=500"]`` -> flat dict (values as Python literals)."""
+    return dict(parse_override(item, "key=value (e.g. epochs=5)") for item in items or ())
 
 
 def load_settings_file(path) -> dict:
