@@ -182,16 +182,16 @@ def build_task(cfg: dict, space, data) -> Optional[ClassificationTask]:
 
 
 # ---- the schedule, devices and the whole experiment ----------------------------------------------
-def build_phases(cfg: dict, evaluator) -> tuple[Phase, ...]:
+def build_phases(cfg: dict, has_weights: bool, evaluator_name: str) -> tuple[Phase, ...]:
     """``search.phases``, or warm-up (weights only) + both; 'strategy' alone without shared weights."""
     s = cfg["search"]
     if s["phases"] is not None:
         phases = [Phase(k, n) for k, n in s["phases"]]
-    elif evaluator.has_weights:
+    elif has_weights:
         phases = [Phase("weights", s["warmup_steps"]), Phase("both", s["steps"] - s["warmup_steps"])]
     else:
         if s["warmup_steps"]:
-            raise ValueError(f"search.warmup_steps trains shared weights; the {evaluator.name!r} evaluator "
+            raise ValueError(f"search.warmup_steps trains shared weights; the {evaluator_name!r} evaluator "
                              f"has none: set it to 0")
         phases = [Phase("strategy", s["steps"])]
     if s["phases"] is None and s["warmup_steps"] > s["steps"]:
@@ -219,13 +219,13 @@ def build(cfg: dict, lanes=None) -> Experiment:
     from jaxnas.evaluators import get as get_evaluator
     ev_cfg = cfg["evaluator"]
     factory = get_evaluator(ev_cfg["name"])
-    data = load_data(cfg) if getattr(factory, "needs_data", True) else None
+    data = load_data(cfg) if factory.needs_data else None
     space = build_space(cfg, data)
     task = build_task(cfg, space, data)
     mesh, samples = build_lanes(cfg) if lanes is None else lanes
     axis = AXIS if (mesh is not None or samples > 1) else None
     # the schedule depends only on whether the evaluator has weights (a class-level fact)
-    phases0 = build_phases(cfg, _Probe(getattr(factory, "has_weights", True), ev_cfg["name"]))
+    phases0 = build_phases(cfg, factory.has_weights, ev_cfg["name"])
     sopts = {k: v for k, v in cfg["strategy"].items() if k != "name"}
 
     def make_for(phases):
@@ -240,9 +240,3 @@ def build(cfg: dict, lanes=None) -> Experiment:
     phases = check_phases(phases0, evaluator, strategy)
     search = Search(evaluator, strategy, mesh, samples)
     return Experiment(cfg, data, space, task, strategy, evaluator, search, phases)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Probe:
-    has_weights: bool
-    name: str

@@ -48,10 +48,15 @@ class Evaluator(Protocol):
 EVALUATORS = Registry("evaluator")
 
 
-def register(name: str, defaults: dict):
-    """``@register("table", DEFAULTS) def make(options, *, cfg, space, data, task, axis_name, **_)``;
-    ``DEFAULTS`` are the keys of the config's ``evaluator`` section for this name."""
-    return EVALUATORS.register(name, defaults)
+def register(name: str, defaults: dict, *, needs_data: bool, has_weights: bool):
+    """``@register("table", SCHEMA, needs_data=False, has_weights=False) def make(options, *, cfg,
+    space, data, task, axis_name, **_)``. ``SCHEMA`` gives the keys of the config's ``evaluator``
+    section for this name (types, ranges, defaults); ``needs_data`` and ``has_weights`` are known
+    before the evaluator is built (the loader skips the data set, the schedule its weight phases)."""
+    def deco(fn):
+        fn.needs_data, fn.has_weights = bool(needs_data), bool(has_weights)
+        return EVALUATORS.register(name, defaults)(fn)
+    return deco
 
 
 def available() -> list[str]:

@@ -147,7 +147,7 @@ def weight_optimizer(cfg: dict, total_steps: int):
             optim.lr_at(o["lr"], o["schedule"], max(int(total_steps), 1)))
 
 
-@register("shared_weights", SCHEMA)
+@register("shared_weights", SCHEMA, needs_data=True, has_weights=True)
 def make(options: dict, *, cfg: dict, space, data, task, axis_name, mode: str = "sparse",
          weight_steps: int = 1) -> SharedWeightsEvaluator:
     if task is None:
@@ -156,7 +156,3 @@ def make(options: dict, *, cfg: dict, space, data, task, axis_name, mode: str = 
     return SharedWeightsEvaluator(task=task, optimizer=opt, lr_at=lr_at, mode=mode, axis_name=axis_name,
                                   data=data, eval_batch_size=int(cfg["search"]["eval_batch_size"]),
                                   vmap_chunk=int(options["vmap_chunk"]))
-
-
-make.needs_data = True
-make.has_weights = True

@@ -180,7 +180,7 @@ def check_options(options: dict) -> dict:
     return o
 
 
-@register("standalone", SCHEMA)
+@register("standalone", SCHEMA, needs_data=True, has_weights=False)
 def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=None,
          **_) -> StandaloneEvaluator:
     """The ``standalone`` evaluator of ``options`` (the config's ``evaluator`` section without name)."""
@@ -206,7 +206,3 @@ def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=N
     return StandaloneEvaluator(space=space, data=data, train_cfg=tcfg, reward=o["reward"],
                                eval_batch=int(o["eval_batch"]), result_seed=int(o["result_seed"]),
                                max_lane_batch=int(o["max_lane_batch"]), lane_mode=mode)
-
-
-make.needs_data = True
-make.has_weights = False

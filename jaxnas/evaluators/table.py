@@ -95,7 +95,7 @@ def table_values(table: NasBench201Table, space, column: str) -> np.ndarray:
     return col[rows].astype(np.float32)
 
 
-@register("table", SCHEMA)
+@register("table", SCHEMA, needs_data=False, has_weights=False)
 def make(options: dict, *, cfg: dict, space, data=None, task=None, axis_name=None,
          **_) -> TableEvaluator:
     if not options["path"]:
@@ -117,7 +117,3 @@ def make(options: dict, *, cfg: dict, space, data=None, task=None, axis_name=Non
         raise ValueError(f"column {column!r} of {table.path} has NaN entries; choose another reward column")
     return TableEvaluator(space=space, table=table, column=column, scale=float(options["scale"]),
                           report=report, values=values.astype(np.float32))
-
-
-make.needs_data = False
-make.has_weights = False
