@@ -92,13 +92,21 @@ def _plt():
     return plt
 
 
-def save_metric_plot(workdir, rows, names) -> Path:
-    """One panel per metric over steps (vector metrics: one line per entry)."""
+def save_metric_plot(workdir, rows, names, window: int = 100) -> Path:
+    """One panel per metric over steps (vector metrics: one line per entry); scalar metrics also get
+    their running mean over ``window`` steps (per-step values such as ``feasible`` are 0/1)."""
     plt = _plt()
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.4 * len(names)), squeeze=False, sharex=True)
     for ax, n in zip(axes[:, 0], names):
         steps, v = series(rows, n)
-        ax.plot(steps, v.reshape(len(steps), -1), lw=0.8)
+        v = v.reshape(len(steps), -1)
+        if v.shape[1] == 1 and len(steps) >= window:
+            ax.plot(steps, v, lw=0.5, alpha=0.3)
+            ax.plot(steps[window - 1:], np.convolve(v[:, 0], np.ones(window) / window, mode="valid"),
+                    lw=1.2, label=f"{window}-step mean")
+            ax.legend(fontsize=6)
+        else:
+            ax.plot(steps, v, lw=0.8)
         ax.set_ylabel(n, fontsize=8)
     axes[-1, 0].set_xlabel("step")
     p = Path(workdir) / "metrics.png"
