@@ -15,15 +15,17 @@ SCHEDULES = ("constant", "cosine")
 NAMES = ("adam", "sgd")
 
 
-def learning_rate(lr: float, schedule: str = "constant", total_steps: Optional[int] = None):
-    """A float or an optax schedule (cosine decays to 0 over ``total_steps``)."""
+def learning_rate(lr: float, schedule: str = "constant", total_steps: Optional[int] = None, *,
+                  what: str = "optimizer", key: str = "schedule"):
+    """A float or an optax schedule (cosine decays to 0 over ``total_steps``). ``what`` and ``key``
+    name the optimizer and its schedule option in error messages."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        raise ValueError(f"{what}: {key} must be one of {SCHEDULES}, got {schedule!r}")
     if schedule == "constant":
         return float(lr)
     if total_steps is None or int(total_steps) < 1:
-        raise ValueError(f"schedule='cosine' needs total_steps >= 1 (the steps it decays over), "
-                         f"got {total_steps}")
+        raise ValueError(f"{what}: {key}='cosine' decays over total_steps, which must be >= 1 (in a "
+                         f"search the engine passes the step count), got {total_steps}")
     return optax.cosine_decay_schedule(float(lr), int(total_steps))
 
 
@@ -37,11 +39,12 @@ def make_optimizer(name: str = "adam", lr: float = 1e-3, *, b1: float = 0.9, b2:
                    eps: float = 1e-8, momentum: float = 0.0, nesterov: bool = False,
                    weight_decay: float = 0.0, weight_decay_mode: str = "coupled",
                    clip: Optional[float] = None, schedule: str = "constant",
-                   total_steps: Optional[int] = None,
-                   what: str = "optimizer") -> optax.GradientTransformation:
+                   total_steps: Optional[int] = None, what: str = "optimizer",
+                   schedule_key: str = "schedule") -> optax.GradientTransformation:
     """``clip`` (global norm) -> weight decay -> Adam / SGD -> learning rate (schedule).
 
-    ``what`` names the optimizer in error messages (e.g. ``"strategy 'darts'"``)."""
+    ``what`` names the optimizer in error messages (e.g. ``"strategy 'darts'"``), ``schedule_key``
+    its schedule option."""
     if name not in NAMES:
         raise ValueError(f"{what}: optimizer name must be one of {NAMES}, got {name!r}")
     if not lr > 0:
@@ -57,7 +60,7 @@ def make_optimizer(name: str = "adam", lr: float = 1e-3, *, b1: float = 0.9, b2:
                          f"Adam) or 'decoupled' (AdamW), got {weight_decay_mode!r}")
     if clip is not None and not clip > 0:
         raise ValueError(f"{what}: clip (global-norm gradient clipping) must be > 0 or None, got {clip}")
-    rate = learning_rate(lr, schedule, total_steps)
+    rate = learning_rate(lr, schedule, total_steps, what=what, key=schedule_key)
     parts = []
     if clip is not None:
         parts.append(optax.clip_by_global_norm(float(clip)))

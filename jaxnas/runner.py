@@ -130,10 +130,10 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after):
     elif metrics_path.exists():  # drop lines past the checkpoint (written before a kill) and a torn one
         rows, note = W.read_metrics(metrics_path)
         if note:
-            W._say(progress, note)
+            W.say(progress, note)
         kept = [r for r in rows if r["step"] < start]
         if [r["step"] for r in kept] != list(range(start)):
-            W._say(progress, f"{metrics_path} has {len(kept)} rows for the {start} steps before the checkpoint "
+            W.say(progress, f"{metrics_path} has {len(kept)} rows for the {start} steps before the checkpoint "
                              f"(some were lost or duplicated); continuing")
         W.rewrite_metrics(metrics_path, kept)
     t0 = time.perf_counter()
@@ -168,7 +168,6 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after):
                     manager.wait_until_finished()
     finally:
         manager.close()
-    step = max(step, start)
     if step < total:
         return {"step": step, "finished": False}
     return finish(exp, state, workdir, time.perf_counter() - t0)

@@ -27,6 +27,7 @@ convolutions never sit under ``lax.cond`` (slow gradients on CPU, jax-ml/jax#128
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, NamedTuple, Optional
 
@@ -129,10 +130,6 @@ class Search:
         """The lane axis the strategy reduces over (None: one lane, no collectives)."""
         return AXIS if (self.mesh is not None or self.samples > 1) else None
 
-    @property
-    def num_devices(self) -> int:
-        return 1 if self.mesh is None else self.mesh.size
-
     # ---- state -------------------------------------------------------------------------------
     def init(self, key) -> SearchState:
         k_eval, k_strategy, k_loop = jax.random.split(key, 3)
@@ -226,7 +223,7 @@ class Search:
         if kind not in PHASE_KINDS:
             raise ValueError(f"kind must be one of {PHASE_KINDS}, got {kind!r}")
         with_batches, no_batches = self._chunk_fn(kind)
-        ctx = jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext()
+        ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
         with ctx:
             if self.evaluator.needs_batches:
                 if train_batches is None:
@@ -235,14 +232,6 @@ class Search:
             if length is None:
                 raise ValueError("give length= (steps) for an evaluator without batches")
             return no_batches(state, self.inputs, int(length))
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def make_mesh(num_devices: Optional[int] = None):

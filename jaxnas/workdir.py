@@ -68,7 +68,7 @@ class NoRestorableCheckpointError(WorkdirError):
     pass
 
 
-def _say(stream, msg: str):
+def say(stream, msg: str):
     stream = stream if stream is not None else sys.stderr
     stream.write(f"jaxnas: {msg}\n")
     stream.flush()
@@ -173,7 +173,7 @@ class WorkdirLock:
                             f"{self.path}, else give another --workdir")
                     self._refuse(owner)
                 why = ("no longer running" if not running and here else "no longer holding it")
-                _say(self.stream, f"cleared a stale lock {self.path} of {_describe(owner)} ({why})")
+                say(self.stream, f"cleared a stale lock {self.path} of {_describe(owner)} ({why})")
             me = {"pid": os.getpid(), "host": socket.gethostname(), "start_ticks": _start_time(os.getpid()),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
             os.ftruncate(fd, 0)
@@ -358,7 +358,7 @@ def check_run(workdir, cfg, data, stored: dict | None, stream=None) -> dict:
         if diffs:
             raise RunMismatchError(mismatch_message(workdir, diffs, "the run in")
                                    .replace(str(workdir / FINGERPRINT), str(old_cfg)))
-        _say(stream, f"{workdir} has no {FINGERPRINT} (written by an older jaxnas): its config.json matches, "
+        say(stream, f"{workdir} has no {FINGERPRINT} (written by an older jaxnas): its config.json matches, "
                      f"recording this run's fingerprint (the data could not be compared)")
         atomic_write_text(workdir / FINGERPRINT, json.dumps(fp, indent=1))
     else:
@@ -382,7 +382,7 @@ def clear_run(workdir, stream=None) -> list[str]:
             continue
         gone.append(name)
     if gone:
-        _say(stream, f"--force-restart: deleted {', '.join(gone)} in {workdir}; starting over")
+        say(stream, f"--force-restart: deleted {', '.join(gone)} in {workdir}; starting over")
     return gone
 
 
@@ -463,12 +463,12 @@ def restore_newest(open_manager, restore, directory, stream=None):
             state = restore(manager, step)
         except Exception as e:        # orbax/TensorStore raise many types for damaged files
             failed.append((step, _why(e)))
-            _say(stream, f"checkpoint {directory / str(step)} does not restore ({failed[-1][1]})")
+            say(stream, f"checkpoint {directory / str(step)} does not restore ({failed[-1][1]})")
             manager.close()
             manager = open_manager()
             continue
         if failed:
-            _say(stream, f"falling back to checkpoint step {step}, the newest that restores")
+            say(stream, f"falling back to checkpoint step {step}, the newest that restores")
         return step, state, [s for s, _ in failed], manager
     if not failed:
         return None, None, [], manager
@@ -495,4 +495,4 @@ def set_aside(directory, steps, stream=None):
             target = dest / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
             n += 1
         os.replace(src, target)
-        _say(stream, f"moved the broken checkpoint {src} to {target}")
+        say(stream, f"moved the broken checkpoint {src} to {target}")

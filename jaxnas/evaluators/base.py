@@ -8,7 +8,8 @@ The search loop (``jaxnas/search.py``) runs one *sample* per lane of the populat
   the gradient is reduced over ``axis_name`` inside, so every lane holds the same state after it;
 - ``reward_fn(state, inputs, batch, key) -> reward_fn``, with ``reward_fn(weights float[D, K]) ->
   (reward, aux)`` (higher is better) for the strategy; differentiable w.r.t. ``weights`` when
-  ``differentiable`` is True; safe under ``jax.vmap`` over weights when ``batched_rewards`` is True;
+  ``differentiable`` is True; safe under ``jax.vmap`` over lanes and weights when
+  ``max_lane_batch > 1``;
 - ``context(state, inputs, train_batch, val_batch, key) -> SupernetContext`` for strategies that
   unroll the weight step (DARTS 2nd order).
 

@@ -89,7 +89,6 @@ class StandaloneEvaluator:
     has_weights: bool = False
     differentiable: bool = False
     needs_batches: bool = False
-    batched_rewards: bool = True     # reward_fn may run under vmap over weights
 
     @property
     def total_steps(self) -> int:

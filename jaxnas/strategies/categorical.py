@@ -102,15 +102,10 @@ def make_optimizer(name: str, *, optimizer: str = "adam", lr: float = 1e-3, b1: 
     """``jaxnas.optim.make_optimizer`` on the logits / alpha of strategy ``name``: clip (global
     norm) -> coupled L2 weight decay (PyTorch Adam, as DARTS and AdvantageNAS App. D) -> Adam or
     SGD -> lr, constant or cosine-decayed to 0 over ``total_steps`` (the engine's strategy steps)."""
-    if lr_schedule not in optim.SCHEDULES:
-        raise ValueError(f"strategy {name!r}: lr_schedule must be one of {optim.SCHEDULES}, got "
-                         f"{lr_schedule!r}")
-    if lr_schedule == "cosine" and (total_steps is None or int(total_steps) < 1):
-        raise ValueError(f"strategy {name!r}: lr_schedule='cosine' decays over total_steps (the "
-                         f"number of strategy steps, passed by the engine), got {total_steps}")
     return optim.make_optimizer(optimizer, lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                                 weight_decay_mode="coupled", clip=clip, schedule=lr_schedule,
-                                total_steps=total_steps, what=f"strategy {name!r}")
+                                total_steps=total_steps, what=f"strategy {name!r}",
+                                schedule_key="lr_schedule")
 
 
 def keep_if(ok, new, old):
