@@ -177,3 +177,20 @@ def test_unroll_context_has_the_current_weight_lr():
         ctx = ev.context(state.replace(step=jnp.asarray(k, jnp.int32)), (), None, None, None)
         np.testing.assert_allclose(float(ctx.weight_lr), 0.2 * 0.5 * (1 + np.cos(np.pi * k / 40)), rtol=1e-5, atol=1e-7)
     assert exp.strategy.needs == "unroll"
+
+
+def test_batched_reward_fn_equals_single_rewards():
+    """shared_weights scores a batch of weight matrices in vmapped groups of ``vmap_chunk`` (the last
+    group padded): the same rewards as one call per matrix."""
+    exp = build(resolve(tiny_config("reinforce"), ["evaluator.vmap_chunk=2"]))
+    ev, space, d = exp.evaluator, exp.space, exp.data
+    state = ev.init(jax.random.key(0))
+    batch = (jnp.asarray(d.x_val[:64]), jnp.asarray(d.y_val[:64]))
+    archs = space.all_archs()[:5]
+    weights = space.one_hot(jnp.asarray(archs))
+    got, aux = jax.jit(ev.batched_reward_fn(state, (), batch, None))(weights)
+    one = jax.jit(ev.reward_fn(state, (), batch, None))
+    want = np.array([float(one(w)[0]) for w in weights])
+    chex.assert_shape(got, (5,))
+    chex.assert_shape(aux["loss"], (5,))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
