@@ -1,0 +1,200 @@
+"""One NAS-Bench-201 leaderboard for every one-shot strategy: the same small supernet, the same
+CIFAR-10 subset, the same number of weight and architecture steps, several seeds; the derived cells
+rated by the NAS-Bench-201 table.
+
+    python bench/nb201_oneshot.py [--quick] [--strategies advantage,darts,...] [--seeds 5]
+                                  [--steps 400 --warmup 200] [--data NPZ] [--table CSV]
+
+Protocol (stated in the results file):
+- Space: the full NAS-Bench-201 cell (6 edges x 5 ops, ``none`` included, as the benchmark and the
+  Shapley-NAS / NAS-Bench-201 tables use it), on the tiny network of
+  ``configs/advantagenas_nb201_tiny.py`` (C = 4, one cell per stage, batch 32, random crop + flip).
+- Data: the 5,000-image CIFAR-10 subset (``../shared/data/cifar10_jpeg_test5k``), split in halves
+  (weights / architecture), the split fixed (``data.split_seed=0``); a seed changes the supernet's
+  initialisation, the batch order and every sample.
+- Schedule: ``--warmup`` weight-only steps, then ``--steps - --warmup`` steps of both (one weight
+  step and one architecture step per batch), the same for every strategy.
+- Architecture optimiser, for every strategy that takes one: AdvantageNAS App. D (Adam (0.5, 0.999),
+  weight decay 3e-3, cosine, clip 1.0) with ``--lr`` scaled to the short budget (the paper's 3e-4
+  over 19,550 steps moves theta about as far as 1e-2 over a few hundred). Strategies with their own
+  update rule (``random``, MANAS, Shapley-NAS) keep their defaults. Final rule: argmax wherever a
+  strategy has one (AdvantageNAS sec. 5.2 found it better than process best for every method).
+- Rating: the derived cell's 200-epoch test accuracy on CIFAR-10 / CIFAR-100 / ImageNet16-120 from
+  the table; "collapsed" = a cell without any convolution (every edge skip, pool or none: DARTS's
+  failure mode, 54.30 in the NAS-Bench-201 / Shapley-NAS tables).
+
+Results are merged into ``bench/results/nb201_oneshot.json`` by strategy (a run of some strategies
+keeps the others' rows); ``--quick`` writes ``bench/results/nb201_oneshot_quick.json`` instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+
+from jaxnas.benchmarks.nb201 import NasBench201Table  # noqa: E402
+from jaxnas.build import build  # noqa: E402
+from jaxnas.config import resolve  # noqa: E402
+from jaxnas.data.batching import BatchSampler, gather  # noqa: E402
+from jaxnas.runner import _chunks  # noqa: E402
+from jaxnas.strategies import available  # noqa: E402
+from jaxnas.strategies.base import options  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+DATA = SHARED / "cifar10_jpeg_test5k" / "cifar10_jpeg_test5k.npz"
+TABLE = SHARED / "nasbench201" / "nb201_accuracies.csv.gz"
+RESULTS = REPO / "bench" / "results"
+COLUMNS = {"cifar10": "cifar10_test", "cifar100": "cifar100_test", "imagenet16": "imagenet16_test"}
+CONV_OPS = ("nor_conv_1x1", "nor_conv_3x3")
+
+# Published NAS-Bench-201 CIFAR-10 test accuracies, mean and std, in spaces with the zero op as ours:
+# AdvantageNAS Table 4 (App. F: 3 trials, argmax / process best; its Table 2 drops the zero op) and
+# Shapley-NAS Table 3 (from the NAS-Bench-201 / DARTS protocols; its DARTS/GDAS/SNAS rows).
+PUBLISHED = {
+    "advantage": {"AdvantageNAS T4 argmax": (93.63, 0.18), "AdvantageNAS T4 process best": (93.18, 0.19)},
+    "reinforce": {"AdvantageNAS T4 argmax": (65.15, 39.00), "AdvantageNAS T4 process best": (91.40, 0.45),
+                  "Shapley-NAS T3": (93.85, 0.37)},
+    "parsec": {"AdvantageNAS T4 argmax": (92.67, 0.55), "AdvantageNAS T4 process best": (91.75, 0.57)},
+    "proxyless": {"AdvantageNAS T4 argmax": (10.00, 0.00)},
+    "gdas": {"AdvantageNAS T4 argmax": (88.62, 0.00), "AdvantageNAS T4 process best": (92.82, 0.71),
+             "Shapley-NAS T3": (93.23, 0.23)},
+    "random": {"Shapley-NAS T3": (93.70, 0.36)},
+    "darts": {"Shapley-NAS T3": (54.30, 0.00)},
+    "snas": {"Shapley-NAS T3": (92.77, 0.83)},
+    "shapley": {"Shapley-NAS T3": (94.37, 0.00)},
+}
+OPTIMUM = 94.37   # the best CIFAR-10 test accuracy in the table (Shapley-NAS Table 3, "optimal")
+
+OWN_RULES = ("random", "manas", "manas_ls", "shapley")   # strategies with their own update rule
+EXTRA = {"advantage": {"zero_op": "none"}}               # App. B: the zero op's EMA rule
+DEFAULT_STRATEGIES = ("advantage", "reinforce", "parsec", "proxyless", "gdas", "darts", "darts2",
+                      "snas", "nasp", "random", "manas", "manas_ls", "shapley")
+
+
+def theta_options(name: str, lr: float) -> dict:
+    """App. D's architecture optimiser where the strategy has one (only the options it accepts)."""
+    if name in OWN_RULES:
+        return {}
+    app_d = {"optimizer": "adam", "lr": lr, "b1": 0.5, "b2": 0.999, "weight_decay": 3e-3,
+             "clip": 1.0, "lr_schedule": "cosine"}
+    valid = options(name)
+    out = {k: v for k, v in app_d.items() if k in valid}
+    if "final" in valid:   # AdvantageNAS sec. 5.2: argmax beat process best for every method
+        out["final"] = "argmax"
+    out.update({k: v for k, v in EXTRA.get(name, {}).items() if k in valid})
+    return out
+
+
+def config(name: str, args) -> dict:
+    return resolve({
+        "seed": 0,
+        "data": {"name": "image_npz", "path": str(args.data), "val_fraction": 0.5, "augment": True,
+                 "split_seed": 0},
+        "space": {"name": "nb201", "C": args.channels, "cells_per_stage": 1},
+        "strategy": {"name": name, **theta_options(name, args.lr)},
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
+                      "weight_decay": 5e-4, "schedule": "cosine", "clip": 1.0},
+        "search": {"steps": args.steps, "warmup_steps": args.warmup, "batch_size": args.batch,
+                   "val_batch_size": args.batch, "chunk": args.chunk,
+                   "checkpoint_every": args.steps, "reward": "neg_loss"},
+    })
+
+
+def run_strategy(name: str, args, table: NasBench201Table) -> dict:
+    cfg = config(name, args)
+    t_build = time.perf_counter()
+    exp = build(cfg)
+    search, data, space = exp.search, exp.data, exp.space
+    derive = jax.jit(exp.strategy.derive)
+    s = cfg["search"]
+    runs = []
+    for seed in range(args.seeds):
+        t0 = time.perf_counter()
+        train = BatchSampler(len(data.y_train), s["batch_size"], seed)
+        val = BatchSampler(len(data.y_val), s["val_batch_size"], seed + 1)
+        state = search.init(jax.random.key(seed))
+        for kind, step, n in _chunks(exp.phases, 0, args.steps, s["chunk"]):
+            tb = gather((data.x_train, data.y_train), train.chunk(step, n))
+            vb = gather((data.x_val, data.y_val), val.chunk(step, n))
+            state, _ = search.run_chunk(state, tb, vb, kind=kind)
+        arch = np.asarray(jax.device_get(derive(state.strategy)))
+        seconds = time.perf_counter() - t0
+        cell = space.describe(arch)["arch"]
+        row = table.lookup(arch, space)
+        ops = [space.choices[d][int(a)] for d, a in enumerate(arch)]
+        runs.append({"seed": seed, "cell": cell, "seconds": round(seconds, 1),
+                     "collapsed": not any(o in CONV_OPS for o in ops),
+                     **{k: float(row[c]) for k, c in COLUMNS.items()}})
+        print(f"  {name} seed {seed}: {cell} c10 {runs[-1]['cifar10']:.2f} ({seconds:.0f} s)", flush=True)
+    summary = {k: [round(float(np.mean([r[k] for r in runs])), 2), round(float(np.std([r[k] for r in runs])), 2)]
+               for k in COLUMNS}
+    return {"strategy_config": cfg["strategy"], "runs": runs, **summary,
+            "collapsed_fraction": float(np.mean([r["collapsed"] for r in runs])),
+            "seconds_per_search": round(float(np.mean([r["seconds"] for r in runs[1:] or runs])), 1),
+            "first_search_seconds_with_compile": runs[0]["seconds"],
+            "build_seconds": round(t0 - t_build, 1) if runs else None,
+            "published": PUBLISHED.get(name)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--chunk", type=int, default=50)
+    p.add_argument("--lr", type=float, default=1e-2, help="architecture Adam lr (App. D's 3e-4, scaled)")
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--table", type=Path, default=TABLE)
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 40 steps (20 warm-up)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.steps, args.warmup, args.chunk = 2, 40, 20, 20
+    for path, what in ((args.data, "--data (an .npz with X uint8 [N,32,32,3] and y)"),
+                       (args.table, "--table (the NAS-Bench-201 accuracy CSV)")):
+        if not path.exists():
+            sys.exit(f"{path} not found: pass {what}")
+    names = [n for n in args.strategies.split(",") if n]
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        sys.exit(f"unknown strategies {unknown}; available: {', '.join(available())}")
+    table = NasBench201Table.load(args.table)
+    out_path = RESULTS / ("nb201_oneshot_quick.json" if args.quick else "nb201_oneshot.json")
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    protocol = {k: getattr(args, k) for k in ("seeds", "steps", "warmup", "batch", "channels", "lr")}
+    protocol.update(data=str(args.data.name), space="nb201 (5 ops incl. none), C=channels, 1 cell/stage",
+                    machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
+                            f"{jax.default_backend()}")
+    if results.get("protocol", {}).get("steps") not in (None, args.steps) and results.get("strategies"):
+        print(f"note: {out_path.name} holds rows of another protocol; they are replaced", file=sys.stderr)
+        results = {}
+    results["protocol"] = protocol
+    results.setdefault("strategies", {})
+    results["optimum_cifar10"] = OPTIMUM
+    for name in names:
+        print(f"{name}:", flush=True)
+        results["strategies"][name] = run_strategy(name, args, table)
+        out_path.write_text(json.dumps(results, indent=1))   # after every strategy: a kill keeps the rest
+    rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
+    print(f"{'strategy':12s} {'cifar10':>14s} {'cifar100':>14s} {'imgnet16':>14s} collapsed  s/search")
+    for n, r in rows:
+        print(f"{n:12s} " + " ".join(f"{r[k][0]:7.2f}±{r[k][1]:5.2f}" for k in COLUMNS)
+              + f" {r['collapsed_fraction']:9.2f} {r['seconds_per_search']:8.1f}")
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
