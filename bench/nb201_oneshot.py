@@ -186,8 +186,15 @@ def main(argv=None):
     results["optimum_cifar10"] = OPTIMUM
     for name in names:
         print(f"{name}:", flush=True)
-        results["strategies"][name] = run_strategy(name, args, table)
-        out_path.write_text(json.dumps(results, indent=1))   # after every strategy: a kill keeps the rest
+        row = run_strategy(name, args, table)
+        # re-read before writing: runs of other strategies may have written meanwhile; a kill keeps the rest
+        if out_path.exists():
+            results["strategies"] = {**json.loads(out_path.read_text()).get("strategies", {}),
+                                     **{k: v for k, v in results["strategies"].items() if k in names}}
+        results["strategies"][name] = row
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, out_path)
     rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
     print(f"{'strategy':12s} {'cifar10':>14s} {'cifar100':>14s} {'imgnet16':>14s} collapsed  s/search")
     for n, r in rows:
