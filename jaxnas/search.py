@@ -19,7 +19,8 @@ Per step ``t`` and lane ``i`` (keys folded with ``i``):
 2. phases ``weights`` / ``both``: ``evaluator.weight_step`` (shared weights; the gradient of the
    lane-mean loss);
 3. phases ``strategy`` / ``both``: ``strategy.step(state, k, evaluator.reward_fn(...), ctx)``, with
-   ``ctx`` (a :class:`SupernetContext`) only for strategies that unroll the weight step.
+   ``ctx`` (a :class:`SupernetContext`) only for strategies that unroll the weight step; strategies
+   with ``needs="batch"`` get ``evaluator.batched_reward_fn`` and a :class:`BatchContext`.
 
 A search is a schedule of phases (:class:`Phase`); each kind is its own compiled chunk function
 (``lax.scan``), so a frozen-weight or weight-only phase never traces the other half, and the supernet's
@@ -38,6 +39,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxnas.strategies import categorical as C
+from jaxnas.strategies.base import BatchContext
 
 AXIS = "data"
 PHASE_KINDS = ("weights", "strategy", "both")
@@ -121,6 +123,10 @@ class Search:
             raise ValueError(f"strategy {self.strategy.name!r} differentiates the reward, which the "
                              f"{self.evaluator.name!r} evaluator cannot: use evaluator.name='shared_weights' "
                              f"or a reward-only strategy (random, reinforce, parsec, tabnas, ...)")
+        if self.strategy.needs == "batch" and not hasattr(self.evaluator, "batched_reward_fn"):
+            raise ValueError(f"strategy {self.strategy.name!r} scores batches of weight matrices, which "
+                             f"the {self.evaluator.name!r} evaluator cannot: use "
+                             f"evaluator.name='shared_weights'")
         if self.strategy.needs == "unroll" and not self.evaluator.has_weights:
             raise ValueError(f"strategy {self.strategy.name!r} unrolls a weight step: it needs the "
                              f"shared_weights evaluator")
@@ -179,6 +185,9 @@ class Search:
         if kind in ("strategy", "both"):
             reward_fn = self.evaluator.reward_fn(ev, inputs, val_batch, k_reward)
             ctx = None
+            if self.strategy.needs == "batch":   # weights [N, D, K] -> rewards [N] (Shapley masks)
+                reward_on = lambda b: self.evaluator.batched_reward_fn(ev, inputs, b, k_reward)
+                reward_fn, ctx = reward_on(val_batch), BatchContext(val_batch, reward_on)
             if self.strategy.needs == "unroll":
                 ctx = self.evaluator.context(ev, inputs, train_batch, val_batch, k_weights)
             st, sm = self.strategy.step(st, k_strategy, reward_fn, ctx=ctx)

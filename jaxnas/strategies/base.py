@@ -15,8 +15,11 @@ total_steps=None, **options)`` and exposes
 ``mode`` says which supernet mode the weights are meant for: ``"sparse"`` (one op per decision,
 ``lax.switch``) or ``"dense"`` (weighted sum of every op). ``needs`` says what ``step`` does with
 ``reward_fn``: ``"reward"`` (evaluates it only), ``"gradient"`` (differentiates it w.r.t. the
-weights) or ``"unroll"`` (also needs ``ctx=SupernetContext`` for an unrolled weight step; only these
-strategies get a ctx, the others get ``ctx=None``). ``phases`` is an optional default schedule,
+weights), ``"unroll"`` (also needs ``ctx=SupernetContext`` for an unrolled weight step) or ``"batch"``
+(``reward_fn`` is *batched*: ``weights [N, D, K] -> (rewards [N], aux with leading N)``, vmapped in
+bounded chunks by the evaluator, and ``ctx=BatchContext`` lets the strategy score other batches; for
+Shapley-NAS's masked supernets). Only "unroll" and "batch" strategies get a ctx, the others get
+``ctx=None``. ``phases`` is an optional default schedule,
 ``phases(steps, warmup_steps) -> [(kind, n), ...]`` with kinds ``weights | strategy | both``
 (MANAS-LS, App. B.1, scores frozen weights), used when the config gives no ``search.phases``.
 
@@ -43,7 +46,7 @@ from jaxnas import schema as S
 from jaxnas.spaces.base import Space
 
 RewardFn = Callable[[jax.Array], tuple[jax.Array, Any]]
-NEEDS = ("reward", "gradient", "unroll")
+NEEDS = ("reward", "gradient", "unroll", "batch")
 
 
 class SupernetContext(NamedTuple):
@@ -60,6 +63,15 @@ class SupernetContext(NamedTuple):
     train_loss: Callable[[Any, jax.Array], jax.Array]
     val_reward: Callable[[Any, jax.Array], tuple[jax.Array, Any]]
     weight_lr: Any
+
+
+class BatchContext(NamedTuple):
+    """What the search loop passes as ``ctx=`` to strategies with ``needs="batch"``: ``batch`` is this
+    lane's validation batch (the one ``reward_fn`` scores) and ``reward_on(batch)`` the batched reward
+    function on any batch of the same structure (e.g. a slice of ``batch``: one fresh batch per
+    Shapley permutation)."""
+    batch: Any
+    reward_on: Callable[[Any], Callable[[jax.Array], tuple[jax.Array, Any]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +163,14 @@ OPTION_FIELDS: dict[str, S.Field] = {
     "tau_floor": S.Float(gt=0),
     "box": S.Choice("clip", "rescale"),
     "mode": S.Choice("sparse", "dense"),
+    # Shapley-NAS (jaxnas/strategies/shapley.py)
+    "eta": S.Optional(S.Float(ge=0, le=1)),       # Alg. 1 early-truncation threshold (None: off)
+    "value": S.Choice("accuracy", "reward"),      # V(S): the aux accuracy or the evaluator's reward
+    "subtract_std": S.Bool(),
+    "normalize": S.Choice("l2", "zscore"),
+    "every": S.Int(ge=1),                         # strategy steps between estimates
+    "fresh_batch": S.Bool(),
+    "prefix_chunk": S.Int(ge=1),
 }
 
 
