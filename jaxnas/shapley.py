@@ -1,0 +1,155 @@
+"""Shapley values of a cooperative game over ``n`` players (Shapley-NAS, Xiao et al., sec. 3.2-3.3).
+
+A game is a value function of coalitions given as masks: ``values(masks bool[..., n]) -> float[...]``
+(in Shapley-NAS a player is one (cell type, edge, op) of the dense supernet and V(S) the validation
+accuracy of the supernet whose mixing weights keep only the players in S).
+
+- :func:`exact_shapley`: eq. 3 by enumerating the 2^n coalitions (small games; the test oracle).
+- :func:`truncated_mc`: Alg. 1 (App. A.1), the Monte-Carlo estimate of eq. 4 with early truncation,
+  as one compiled program: the m permutations run side by side, their prefix coalitions are
+  evaluated ``chunk`` positions at a time as one batch of masks ``[m, chunk, n]``, and a
+  ``lax.while_loop`` over chunks stops as soon as every permutation has truncated, so truncation
+  saves evaluations and not only bookkeeping.
+- :func:`permutations`: the permutations a lane draws (one key, the lane's share of M).
+
+Removal order. Alg. 1 starts from the full set N and removes the players one by one in permutation
+order R; the player removed at position k contributes V_{k-1} - V_k, where V_k is the value of the
+players not yet removed (R[k+1:]). This is eq. 4 for the reversed permutation, so the estimate is
+unbiased for any fixed number of permutations when truncation is off (``eta=None``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NEVER = 2 ** 30   # the step at which a non-removable player leaves
+
+
+# ---- exact ---------------------------------------------------------------------------------------
+def all_coalitions(n: int) -> np.ndarray:
+    """``bool[2^n, n]``: row ``s`` holds player ``i`` iff bit ``i`` of ``s`` is set."""
+    s = np.arange(2 ** n, dtype=np.int64)
+    return ((s[:, None] >> np.arange(n)) & 1).astype(bool)
+
+
+def exact_shapley(values: Callable, n: int, chunk: int = 4096) -> np.ndarray:
+    """Exact Shapley values ``float64[n]`` by subset enumeration (eq. 3):
+    ``phi_i = sum_{S not containing i} |S|! (n - |S| - 1)! / n! * (V(S + i) - V(S))``.
+
+    ``values(masks bool[B, n]) -> float[B]`` is called on chunks of ``chunk`` coalitions (2^n
+    evaluations in all); n <= 20."""
+    if not 1 <= n <= 20:
+        raise ValueError(f"exact Shapley values enumerate 2^n coalitions; n={n} must be in [1, 20]")
+    masks = all_coalitions(n)
+    v = np.concatenate([np.asarray(values(masks[i:i + chunk]), np.float64)
+                        for i in range(0, len(masks), chunk)])
+    if v.shape != (2 ** n,):
+        raise ValueError(f"values(masks [B, n]) must return [B]; got {v.shape} for {2 ** n} coalitions")
+    size = masks.sum(1)
+    weight = np.array([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n)
+                       for s in range(n)])                       # eq. 3's coalition weights
+    idx = np.arange(2 ** n)
+    phi = np.zeros(n)
+    for i in range(n):
+        without = idx[~masks[:, i]]                              # S, i not in S
+        phi[i] = np.sum(weight[size[without]] * (v[without | (1 << i)] - v[without]))
+    return phi
+
+
+# ---- Monte Carlo ---------------------------------------------------------------------------------
+def permutations(key, n: int, total: int, lane=0, per_lane: Optional[int] = None) -> jax.Array:
+    """``int32[per_lane, n]``: permutations ``lane * per_lane ...`` of the ``total`` permutations of
+    ``range(n)`` drawn from ``key`` (one key gives the same M permutations however the lanes split
+    them)."""
+    per_lane = total if per_lane is None else per_lane
+    keys = jax.random.split(key, total)
+    mine = jax.lax.dynamic_slice_in_dim(keys, lane * per_lane, per_lane)
+    return jax.vmap(lambda k: jax.random.permutation(k, n))(mine).astype(jnp.int32)
+
+
+class MCResult(NamedTuple):
+    contributions: jax.Array   # float[m, n]: player i's marginal contribution in permutation j (0 after truncation)
+    removals: jax.Array        # int32: removals Alg. 1 makes (evaluations a sequential loop needs)
+    evaluations: jax.Array     # int32: coalitions evaluated (whole chunks, the V(N)'s not counted)
+    truncated: jax.Array       # bool[m]: the permutation stopped before its last player
+
+
+def truncated_mc(values: Callable, perms: jax.Array, v_full: jax.Array, eta: Optional[float],
+                 chunk: int = 8, removable: Optional[jax.Array] = None, vary=lambda t: t) -> MCResult:
+    """Alg. 1 (App. A.1) on the permutations ``perms int[m, n]`` of the players, compiled.
+
+    ``values(masks bool[m, c, n]) -> float[m, c]`` values coalitions (row j is scored like
+    permutation j: its own validation batch when the caller gives it one); ``v_full float[m]`` is
+    V(N) per permutation. Permutation j removes ``perms[j, 0], perms[j, 1], ...``; the player at
+    position k is removed only while ``V_{k-1} > eta * V(N)`` (Alg. 1's test; ``eta=None``: never
+    truncate) and is ``removable`` (Alg. 1 skips the zero op: a non-removable player stays in the
+    coalition and contributes 0, with no evaluation). ``vary`` marks the loop's initial carry as
+    per-lane (``categorical.vary``) under ``shard_map``.
+
+    Prefixes run ``chunk`` positions at a time for all m permutations (one batch of m * chunk
+    masks); the ``lax.while_loop`` over chunks stops when every permutation has truncated. Values
+    past a permutation's truncation point inside the last chunk it runs are computed and discarded.
+    """
+    perms = jnp.asarray(perms, jnp.int32)
+    m, n = perms.shape
+    c = max(1, min(int(chunk), n))
+    n_chunks = -(-n // c)
+    removable = jnp.ones((n,), bool) if removable is None else jnp.asarray(removable, bool)
+    rem_in_perm = removable[perms]                                   # [m, n] in permutation order
+    # the step at which each player leaves the coalition (n: never): the k-th removable player in
+    # the permutation leaves at step k (position counted over removable players only)
+    step_of_pos = jnp.where(rem_in_perm, jnp.cumsum(rem_in_perm, 1), NEVER)   # 1-based
+    n_steps = jnp.sum(rem_in_perm, 1)                                # removable players per permutation
+    leave = jnp.zeros((m, n), jnp.int32).at[jnp.arange(m)[:, None], perms].set(step_of_pos)
+    # the player removed at step k of permutation j (k = 1..n; a dummy past n_steps)
+    order = jnp.argsort(step_of_pos, axis=1, stable=True)
+    player_at_step = jnp.take_along_axis(perms, order, 1)            # [m, n]
+    v_full = jnp.asarray(v_full, jnp.float32)
+    thresh = None if eta is None else eta * v_full
+
+    def above(v):
+        return jnp.ones(v.shape, bool) if thresh is None else v > thresh[:, None]
+
+    def cond(carry):
+        b, _, alive, _, _, _ = carry
+        return (b < n_chunks) & jnp.any(alive)
+
+    def body(carry):
+        b, v_prev, alive, contrib, runs_per_perm, evals = carry
+        t = b * c + 1 + jnp.arange(c)                                # steps of this chunk, [c]
+        masks = leave[:, None, :] > t[None, :, None]                 # still in after step t
+        vals = jnp.asarray(values(masks), jnp.float32).reshape(m, c)
+        before = jnp.concatenate([v_prev[:, None], vals[:, :-1]], 1)  # V_{k-1}
+        real = t[None, :] <= n_steps[:, None]                        # a removable player exists
+        # Alg. 1: step k runs iff V_{k'} > eta V(N) for every k' < k (a truncated V stays frozen)
+        ok_before = jnp.concatenate([jnp.ones((m, 1), bool), above(vals)[:, :-1]], 1)
+        runs = alive[:, None] & (jnp.cumprod(ok_before, 1) > 0) & real
+        delta = jnp.where(runs, before - vals, 0.0)                  # eq. 4: V_{k-1} - V_k
+        contrib = jax.lax.dynamic_update_slice_in_dim(contrib, delta, b * c, 1)
+        alive = alive & jnp.all(above(vals) | ~real, 1) & (b * c + c < n_steps)
+        return (b + 1, vals[:, -1], alive, contrib, runs_per_perm + jnp.sum(runs, 1, dtype=jnp.int32),
+                evals + m * c)
+
+    alive0 = above(v_full[:, None])[:, 0] & (n_steps > 0)            # Alg. 1: V_0 = V(N) > eta V(N)
+    init = vary((jnp.zeros((), jnp.int32), v_full, alive0, jnp.zeros((m, n_chunks * c), jnp.float32),
+                 jnp.zeros((m,), jnp.int32), jnp.zeros((), jnp.int32)))
+    _, _, _, by_step, runs_per_perm, evals = jax.lax.while_loop(cond, body, init)
+    # back to player order: the contribution of step k goes to player_at_step[k]
+    valid = jnp.arange(n)[None, :] < n_steps[:, None]
+    contributions = jnp.zeros((m, n), jnp.float32).at[jnp.arange(m)[:, None], player_at_step].add(
+        jnp.where(valid, by_step[:, :n], 0.0))
+    return MCResult(contributions, jnp.sum(runs_per_perm), evals, runs_per_perm < n_steps)
+
+
+def moments(contributions: jax.Array, axis_name=None):
+    """Mean and standard deviation (ddof=0, as ``np.std`` in the official code) of the
+    contributions over every lane's permutations: ``(mean [n], std [n], M)``."""
+    from jaxnas.strategies.categorical import lane_sum
+    s, sq = jnp.sum(contributions, 0), jnp.sum(contributions ** 2, 0)
+    s, sq, count = lane_sum((s, sq, jnp.asarray(contributions.shape[0], jnp.float32)), axis_name)
+    mean = s / count
+    return mean, jnp.sqrt(jnp.maximum(sq / count - mean ** 2, 0.0)), count
