@@ -3,9 +3,11 @@ DARTS (first and second order), GDAS, SNAS, NASP and ProxylessNAS, one file, one
 
 Every method keeps a real matrix ``alpha float[D, K]`` (0 at masked choices; masked choices are
 re-masked with NEG_INF before every softmax, so their probability is exactly 0) and updates it with
-one optax optimizer: by default Adam(3e-4, b=(0.5, 0.999)), L2 weight decay 1e-3 and gradient
-clipping 1.0 (DARTS's architect settings / AdvantageNAS App. D). ``reward_fn(weights) -> (reward, aux)`` is
-maximised; the optimizer minimises ``-reward``.
+one optax optimizer: by default AdvantageNAS App. D's settings for every gradient baseline: Adam(3e-4,
+b=(0.5, 0.999)), coupled L2 weight decay 3e-3, lr cosine-annealed to 0 over ``total_steps`` (so a
+factory called by hand needs ``total_steps`` or ``lr_schedule="constant"``) and gradient clipping 1.0;
+ProxylessNAS keeps its original b1 = 0 and no decay (proxylessnas search/imagenet_arch_search.py).
+``reward_fn(weights) -> (reward, aux)`` is maximised; the optimizer minimises ``-reward``.
 
 | name      | mode   | weights given to the supernet                                        |
 |-----------|--------|-----------------------------------------------------------------------|
@@ -13,8 +15,8 @@ maximised; the optimizer minimises ``-reward``.
 | darts2    | dense  | softmax(alpha); gradient through one unrolled weight step (ctx)       |
 | gdas      | sparse | Gumbel hard one-hot + (soft - stop_grad(soft)), tau 10 -> 0.1 linear  |
 | snas      | dense  | Gumbel-softmax soft sample, tau 1 -> 0 cosine (floored, see below)    |
-| nasp      | dense  | one-hot(argmax alpha); alpha kept in the box [0, 1]                   |
-| proxyless | sparse | binary gates on two paths sampled per decision                        |
+| nasp      | dense  | one-hot(argmax alpha, ties at random); alpha kept in the box [0, 1]   |
+| proxyless | dense  | binary gates on two paths sampled per decision ('sparse': opt-in)     |
 
 A method is a :class:`Method`: how it samples for the weight step and how one lane computes its
 reward gradient w.r.t. alpha (:class:`LaneGrad`); the rest (lane mean, optimizer step, skip of
@@ -79,6 +81,8 @@ class Method:
     init_value: float = 0.0
     metrics: Optional[Callable] = None
     tracks: bool = False
+    init_fn: Optional[Callable] = None        # (key, shape) -> alpha before projection (NASP)
+    derive_scores: Optional[Callable] = None  # alpha -> the scores derive ranks (NASP's tie-break)
 
 
 # ---- shared pieces -------------------------------------------------------------------------------
@@ -135,7 +139,10 @@ def _build(method: Method, space: Space, *, axis_name, total_steps, init_std, de
     project = method.project or (lambda alpha: alpha)
 
     def init(key):
-        alpha = method.init_value + init_std * jax.random.normal(key, space.shape, jnp.float32)
+        if method.init_fn is not None:
+            alpha = method.init_fn(key, space.shape)
+        else:
+            alpha = method.init_value + init_std * jax.random.normal(key, space.shape, jnp.float32)
         alpha = jnp.where(mask, project(alpha), 0.0)
         return GradientState(alpha=alpha, opt_state=optimizer.init(alpha),
                              step=jnp.zeros((), jnp.int32),
@@ -168,7 +175,8 @@ def _build(method: Method, space: Space, *, axis_name, total_steps, init_std, de
         return new, metrics
 
     def derive(state):
-        amax = K.derive(space, state.alpha, derive_exclude)
+        scores = state.alpha if method.derive_scores is None else method.derive_scores(state.alpha)
+        amax = K.derive(space, scores, derive_exclude)
         if final == "argmax":
             return amax
         return jnp.where(jnp.isfinite(state.best_reward), state.best_arch, amax)
@@ -259,7 +267,8 @@ def _darts_method(space, name, second_order, xi=None, unroll="exact", axis_name=
 
 @register("darts")
 def make_darts(space: Space, *, axis_name=None, total_steps=None, optimizer="adam", lr=3e-4,
-               b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0, lr_schedule="constant",
+               b1=0.5, b2=0.999, eps=1e-8,
+               weight_decay=3e-3, clip=1.0, lr_schedule="cosine",  # AdvantageNAS App. D
                init_std=0.0, derive_exclude=ZERO_OPS, final="argmax") -> Strategy:
     """DARTS, first order (Liu et al. 2019, eq. 6 with xi = 0): ascend reward(softmax(alpha))."""
     return _build(_darts_method(space, "darts", False), space, axis_name=axis_name,
@@ -271,7 +280,8 @@ def make_darts(space: Space, *, axis_name=None, total_steps=None, optimizer="ada
 
 @register("darts2")
 def make_darts2(space: Space, *, axis_name=None, total_steps=None, optimizer="adam", lr=3e-4,
-                b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0, lr_schedule="constant",
+                b1=0.5, b2=0.999, eps=1e-8,
+                weight_decay=3e-3, clip=1.0, lr_schedule="cosine",  # AdvantageNAS App. D
                 init_std=0.0, derive_exclude=ZERO_OPS, xi=None, unroll="exact",
                 final="argmax") -> Strategy:
     """DARTS, second order (eq. 6-8): xi defaults to ctx.weight_lr (the weight optimizer's current
@@ -304,9 +314,9 @@ def _gumbel_method(space, name, mode, hard: bool, tau: Callable, tracks: bool) -
 
 @register("gdas")
 def make_gdas(space: Space, *, axis_name=None, total_steps=None, tau_max=10.0, tau_min=0.1,
-              optimizer="adam", lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0,
-              lr_schedule="constant", init_std=0.0, derive_exclude=(),
-              final="argmax") -> Strategy:
+              optimizer="adam", lr=3e-4, b1=0.5, b2=0.999, eps=1e-8,
+              weight_decay=3e-3, clip=1.0, lr_schedule="cosine",  # AdvantageNAS App. D
+              init_std=0.0, derive_exclude=(), final="argmax") -> Strategy:
     """GDAS (Dong & Yang 2019): one op per decision from a hard Gumbel-softmax sample; alpha learns
     through the straight-through gradient of the soft sample (AutoDL-Projects search_model_gdas.py, cited in AdvantageNAS App. C).
     In the sparse supernet only the chosen op gets a weight gradient (GDAS's code also passes
@@ -324,9 +334,9 @@ def make_gdas(space: Space, *, axis_name=None, total_steps=None, tau_max=10.0, t
 
 @register("snas")
 def make_snas(space: Space, *, axis_name=None, total_steps=None, tau0=1.0, tau_floor=1e-3,
-              optimizer="adam", lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0,
-              lr_schedule="constant", init_std=0.0, derive_exclude=ZERO_OPS,
-              final="argmax") -> Strategy:
+              optimizer="adam", lr=3e-4, b1=0.5, b2=0.999, eps=1e-8,
+              weight_decay=3e-3, clip=1.0, lr_schedule="cosine",  # AdvantageNAS App. D
+              init_std=0.0, derive_exclude=ZERO_OPS, final="argmax") -> Strategy:
     """SNAS (Xie et al. 2019): dense supernet weighted by a relaxed (soft) Gumbel-softmax sample
     (concrete distribution; AdvantageNAS sec. 3), alpha learns by the reparameterised gradient; tau cosine-annealed tau0 -> 0
     (AdvantageNAS App. C), floored at tau_floor > 0 so 1/tau stays finite."""
@@ -352,33 +362,56 @@ def nasp_project(alpha, box="clip"):
     return x / jnp.maximum(jnp.max(x, -1, keepdims=True), 1.0)
 
 
+def argmax_random_ties(key, scores, mask):
+    """Per-decision argmax over valid choices, exact ties broken uniformly at random (NASP's box
+    clips every growing alpha to 1, where a lowest-index rule would always pick the first op)."""
+    mask = jnp.asarray(mask)
+    s = jnp.where(mask, scores, -jnp.inf)
+    top = mask & (s >= jnp.max(s, -1, keepdims=True))
+    u = jax.random.uniform(key, scores.shape)
+    return jnp.argmax(jnp.where(top, u, -1.0), -1).astype(jnp.int32)
+
+
 @register("nasp")
 def make_nasp(space: Space, *, axis_name=None, total_steps=None, optimizer="adam", lr=3e-4, b1=0.5,
-              b2=0.999, eps=1e-8, weight_decay=1e-3, clip=1.0, lr_schedule="constant",
-              init_value=1.0, init_std=0.0, box="clip", derive_exclude=ZERO_OPS,
-              final="argmax") -> Strategy:
+              b2=0.999, eps=1e-8,
+              weight_decay=3e-3, clip=1.0, lr_schedule="cosine",  # AdvantageNAS App. D
+              init_value=0.0, init_std=1e-3,  # NASP code (DARTS's 1e-3 * randn), folded into the box
+              box="clip", derive_exclude=ZERO_OPS, final="argmax") -> Strategy:
     """NASP (Yao et al. 2020, Alg. 2): the forward uses the discrete a_bar = prox_{C1}(alpha), the
     one-hot of argmax alpha, in both the weight and the architecture step; the gradient w.r.t.
     a_bar updates the continuous alpha, which is then projected onto C2 = [0, 1]. The architecture
     step needs every op's output for d reward / d a_bar, hence dense mode (AdvantageNAS Table 1,
-    note 3: sparse weight step, dense architecture step). alpha starts at init_value (AdvantageNAS
-    App. D initialises by ones); probs are alpha normalised per decision."""
+    note 3: sparse weight step, dense architecture step).
+
+    Start: alpha = init_value + init_std * |N(0, 1)|, inside the box with distinct values (the NASP
+    code draws 1e-3 * N(0, 1) as DARTS does and clips after the first step; |.| keeps the start
+    inside the box). init_value=1, init_std=0 is the AdvantageNAS code's start (ones, on the bound).
+    Exact ties of argmax alpha are broken at random (a fresh draw per step; ``derive`` uses a fixed
+    key), since the clip makes every op whose gradient stays positive end at 1. probs are alpha
+    normalised per decision.
+
+    Note: with Adam the step is scale-free per entry, so on a reward whose gradient w.r.t. a_bar is
+    constant (a linear reward) every op with a positive gradient rises at the same rate and they
+    all end tied at 1; SGD (the paper's Alg. 2 step) separates them by the gradient's size."""
     if box not in ("clip", "rescale"):
         raise ValueError(f"strategy 'nasp': box must be 'clip' or 'rescale', got {box!r}")
     if not 0.0 <= init_value <= 1.0:
         raise ValueError(f"strategy 'nasp': init_value must lie in the box [0, 1], got {init_value}")
+    if init_std < 0:
+        raise ValueError(f"strategy 'nasp': init_std must be >= 0, got {init_std}")
     mask = jnp.asarray(space.mask)
     K_ = space.max_choices
 
-    def discrete(alpha):
-        idx = K.masked_argmax(alpha, mask)
+    def discrete(alpha, key):
+        idx = argmax_random_ties(key, alpha, mask)
         return idx, jax.nn.one_hot(idx, K_, dtype=jnp.float32)
 
     def sample(state, key):
-        return discrete(state.alpha)
+        return discrete(state.alpha, key)
 
     def grad(state, alpha, key, reward_fn, ctx):
-        _, a_bar = discrete(alpha)                          # per-lane (alpha is)
+        _, a_bar = discrete(alpha, key)                     # per-lane (alpha is)
         (r, _), g = jax.value_and_grad(reward_fn, has_aux=True)(a_bar)   # grad w.r.t. a_bar
         return LaneGrad(r, g)
 
@@ -391,8 +424,16 @@ def make_nasp(space: Space, *, axis_name=None, total_steps=None, optimizer="adam
     def project(alpha):
         return jnp.where(mask, nasp_project(jnp.where(mask, alpha, 0.0), box), 0.0)
 
+    def init_fn(key, shape):
+        return init_value + init_std * jnp.abs(jax.random.normal(key, shape, jnp.float32))
+
+    def derive_scores(alpha):
+        # ties (ops clipped to 1) broken at random with a fixed key, so derive is deterministic;
+        # the jitter (< 1e-6) reorders only alphas closer than that
+        return alpha + 1e-6 * jax.random.uniform(jax.random.key(0), alpha.shape)
+
     method = Method("nasp", "dense", sample, grad, probs=probs, project=project,
-                    init_value=init_value)
+                    init_value=init_value, init_fn=init_fn, derive_scores=derive_scores)
     return _build(method, space, axis_name=axis_name, total_steps=total_steps, init_std=init_std,
                   derive_exclude=derive_exclude, final=final, optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
                   weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule)
@@ -426,10 +467,14 @@ def proxyless_pair_grad(gate_grads, pair, p, K):
 
 
 @register("proxyless")
-def make_proxyless(space: Space, *, axis_name=None, total_steps=None, mode="sparse",
-                   optimizer="adam", lr=3e-4, b1=0.5, b2=0.999, eps=1e-8, weight_decay=1e-3,
-                   clip=1.0, lr_schedule="constant", init_std=0.0, derive_exclude=(),
-                   final="argmax") -> Strategy:
+def make_proxyless(space: Space, *, axis_name=None, total_steps=None,
+                   mode="dense",  # the original binary-gate gradient (mix_op.py MODE='two')
+                   optimizer="adam", lr=3e-4,
+                   b1=0.0,  # ProxylessNAS arch_adam_beta1 (imagenet_arch_search.py)
+                   b2=0.999, eps=1e-8,
+                   weight_decay=0.0,  # ProxylessNAS arch_weight_decay
+                   clip=1.0, lr_schedule="cosine",  # AdvantageNAS App. D
+                   init_std=0.0, derive_exclude=(), final="argmax") -> Strategy:
     """ProxylessNAS (Cai et al. 2019), two-path mode. Weight step: one path per decision sampled
     from softmax(alpha), gate 1 (binary gates). Architecture step: sample two paths per
     decision, make one active with the pair's renormalised probabilities, take the gate gradients
@@ -438,12 +483,18 @@ def make_proxyless(space: Space, *, axis_name=None, total_steps=None, mode="spar
     do not change (mix_op.py rescale_updated_arch_param). With P lanes: the union of the lanes'
     pairs is updated and rescaled.
 
-    mode='sparse': two sparse evaluations, gates one-hot on the active paths, then on the inactive
-    ones (each gate gradient is taken with its own path running; the original runs both paths in
-    one forward). mode='dense': one dense evaluation with gate 1 on the active path and 0 elsewhere,
-    which gives both gate gradients exactly as the original code, at the dense memory cost.
-    Note: the optimizer's update is applied to the pair only (Adam momentum and weight decay
-    would otherwise move unsampled alpha; the original uses beta1 = 0 and no decay)."""
+    mode='dense' (default): the original's gate gradients. mix_op.py (MODE='two') runs both sampled
+    paths in one forward with gate 1 on the active and 0 on the inactive path, so d r / d g_j =
+    <O_j, d r / d out> at the network running the active paths. Here one dense evaluation with
+    one-hot gates on the active paths gives exactly that (the supernet runs every op, not only the
+    pair: the dense memory and compute cost, also in the weight step, whose inactive ops get
+    weight 0). mode='sparse' (opt-in, the sparse supernet's memory): two sparse evaluations, gates
+    one-hot on the active paths, then on the inactive ones, so each gate gradient is taken with
+    its own path running on every decision at once; it differs from the original's gradient
+    (measured on an NB201 supernet: median cosine 0.51, sign agreement 60%).
+    Optimizer: b1 = 0 and no weight decay as the original; lr 3e-4 cosine and clip 1 as
+    AdvantageNAS App. D (the original: lr 1e-3, constant). The update is applied to the pair only
+    (Adam's state would otherwise move unsampled alpha)."""
     if mode not in ("sparse", "dense"):
         raise ValueError(f"strategy 'proxyless': mode must be 'sparse' or 'dense', got {mode!r}")
     mask = jnp.asarray(space.mask)
