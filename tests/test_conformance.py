@@ -7,6 +7,7 @@ include the protocol's ``reward``/``nonfinite``/``entropy``/``evaluations``, ``n
 and STEPS steps on a fixed quadratic reward ``-sum (w - onehot(target))^2`` lower the loss (wrong
 decisions) of the derived architecture. No supernet: the reward is a closed form of the weights.
 Factories get ``total_steps=STEPS`` and ``axis_name=None`` as the engine passes them. Strategies with
+``needs="batch"`` get the reward vmapped over a batch of weight matrices; those with
 ``needs="unroll"`` get ``ctx=SupernetContext`` (as the search loop passes it) whose parameters are a
 [D, K] array with a quadratic training loss, so DARTS 2nd order can unroll its weight step; the
 others get ``ctx=None``.
@@ -40,6 +41,10 @@ CASES = [
     ("nasp", {"lr": 0.05}, True),
     ("proxyless", {"lr": 0.05}, True),
     ("darts2", {"lr": 0.05}, True),
+    # Shapley-NAS (jaxnas/strategies/shapley.py): needs="batch" gets jax.vmap of the reward; the
+    # quadratic reward is negative, so V is the reward itself and Alg. 1's truncation (a fraction of
+    # V(N) > 0) is off; 8 permutations so that 8 lanes split them one each
+    ("shapley", {"value": "reward", "eta": None, "num_samples": 8, "prefix_chunk": 32, "lr": 0.5}, True),
     # resource-constrained family (jaxnas/strategies/tabnas.py): the budget / target T0 is the
     # parameter count of the target architecture (feasible, on the boundary); q_offset keeps the
     # quality Q = reward + q_offset > 0, as the multiplicative MnasNet rewards assume
@@ -51,6 +56,13 @@ CASES = [
                               "warmup_frac": 0.0, "q_offset": _q_offset(sp), "log_exact_pv": False}, True),
     ("mnas_hard", lambda sp: {"target": _target_cost(sp), "beta": -1.0, "lr": 0.05,
                               "warmup_frac": 0.0, "q_offset": _q_offset(sp), "log_exact_pv": False}, True),
+    # MANAS (jaxnas/strategies/manas.py): App. B.1 defaults (EXP3 rates from total_steps; MANAS-LS
+    # solves every columns + 1 steps); no optimizer on the scores; MANAS-LS has a default schedule
+    ("manas", {}, True),
+    ("manas_ls", {}, True),
+    # MA2ML (jaxnas/strategies/ma2ml.py): a plain cell space is one agent
+    ("ma2ml_lite", {"lr": 0.05}, True),
+    ("ma2ml", {"lr": 0.05}, True),
 ]
 STEPS = 300
 
@@ -103,9 +115,10 @@ def test_factory_signature_and_needs(name, config):
     s = make(name, space, axis_name="data", total_steps=STEPS, **cfg)
     expected = {"darts2": "unroll", "advantage": "gradient", "advantage_baseline": "gradient",
                 "darts": "gradient", "gdas": "gradient", "snas": "gradient", "nasp": "gradient",
-                "proxyless": "gradient"}.get(name, "reward")
-    assert s.needs == expected and s.phases is None
-    if name != "random":     # one name per concept: the same optimizer options and final everywhere
+                "proxyless": "gradient", "shapley": "batch"}.get(name, "reward")
+    assert s.needs == expected and (s.phases is None) == (name != "manas_ls")
+    if name not in ("random", "manas", "manas_ls"):   # one name per concept: the same optimizer options
+        # and final everywhere (MANAS has no optimizer: exponential weights / least squares)
         assert set(OPTIMIZER_KEYS) | {"final"} <= set(options(name)), options(name)
         assert not {"gamma", "baseline_decay", "adam_eps", "derive_mode"} & set(options(name))
     with pytest.raises(ValueError, match="options"):
@@ -139,6 +152,8 @@ def test_strategy_conformance(name, config, learns, space_name):
     target = _target(space)
     full_ctx = _context(space)
     reward_fn = lambda w: full_ctx.val_reward(full_ctx.params, w)
+    if s.needs == "batch":                            # weights [N, D, K] -> rewards [N]
+        reward_fn = jax.vmap(reward_fn)
     ctx = full_ctx if s.needs == "unroll" else None   # only needs="unroll" strategies get a ctx
 
     @jax.jit

@@ -28,7 +28,7 @@ def test_every_strategy_on_eight_lanes():
         assert r["metrics_finite"], (name, r)
         assert {"reward", "nonfinite", "entropy", "evaluations"} <= set(r["metric_keys"]), (name, r)
         assert r["evaluations_per_step"] > 0, (name, r)
-        if r["lanes_differ"] is not None and name not in ("darts", "darts2", "nasp"):
+        if r["lanes_differ"] is not None and name not in ("darts", "darts2", "nasp", "shapley"):
             assert r["lanes_differ"], (name, r)   # each lane evaluated its own sample
         # (b) the process best is consistent: best_reward is the reward of best_arch
         if name in TRACKS:

@@ -38,7 +38,9 @@ NOT_LINEAR = ("parsec", "random")   # (d) does not apply
 # (d) with the same reward on every lane: a baseline initialised with the first step's mean reward
 # makes that step's estimate mean_k (r_k - mean r) score = 0 up to rounding, which Adam (scale-free)
 # turns into a full step; with one lane r - r is exactly 0
-SAME_REWARD = ("reinforce", "advantage_baseline")
+# shapley: the lanes split one estimate's permutations (lane i scores permutations i*m ... of the
+# key's M on its own reward), so 8 lanes with the same key and reward equal one lane with all M
+SAME_REWARD = ("reinforce", "advantage_baseline", "shapley")
 assert jax.device_count() == N, jax.devices()
 space = NasBench201Space.create()
 target_w = space.one_hot(_target(space))
@@ -61,6 +63,8 @@ def lane_ctx(scale, lin):
 def chunk(s, state, key, scale, lin):
     ctx = lane_ctx(scale, lin)
     reward_fn = lambda w: ctx.val_reward(ctx.params, w)
+    if s.needs == "batch":                       # weights [N, D, K] -> rewards [N]
+        reward_fn = jax.vmap(reward_fn)
     c = ctx if s.needs == "unroll" else None
 
     def body(st, k):
