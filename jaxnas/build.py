@@ -232,7 +232,8 @@ def build(cfg: dict, lanes=None) -> Experiment:
         return make_strategy(cfg["strategy"]["name"], space, axis_name=axis,
                              total_steps=max(strategy_steps(phases), 1), **sopts)
     strategy = make_for(phases0)
-    if cfg["search"]["phases"] is None and strategy.phases is not None:   # the strategy's own schedule
+    if cfg["search"]["phases"] is None and strategy.phases is not None and factory.has_weights:
+        # the strategy's own schedule (it trains weights: not for evaluators without them)
         phases0 = [Phase(k, n) for k, n in strategy.phases(cfg["search"]["steps"], cfg["search"]["warmup_steps"])]
         strategy = make_for(phases0)
     evaluator = factory({k: v for k, v in ev_cfg.items() if k != "name"}, cfg=cfg, space=space, data=data,

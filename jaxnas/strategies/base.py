@@ -171,6 +171,12 @@ OPTION_FIELDS: dict[str, S.Field] = {
     "every": S.Int(ge=1),                         # strategy steps between estimates
     "fresh_batch": S.Bool(),
     "prefix_chunk": S.Int(ge=1),
+    # MANAS (jaxnas/strategies/manas.py; its lr is EXP3's eta, the learning rate of exponential weights)
+    "credit": S.Choice("coordinated", "linear"),
+    "sampler": S.Choice("softmax", "zipf"),
+    "explore": S.Optional(S.Float(ge=0, le=1)),   # EXP3's uniform mixing (its gamma)
+    "collect_steps": S.Optional(S.Int(ge=1)),      # least-squares rows collected per solve
+    "train_steps": S.Optional(S.Int(ge=1)),        # weight steps per MANAS-LS round
 }
 
 
