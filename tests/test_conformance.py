@@ -60,10 +60,6 @@ CASES = [
     # solves every columns + 1 steps); no optimizer on the scores; MANAS-LS has a default schedule
     ("manas", {}, True),
     ("manas_ls", {}, True),
-    # MANAS (jaxnas/strategies/manas.py): App. B.1 defaults (EXP3 rates from total_steps; MANAS-LS
-    # solves every columns + 1 steps); no optimizer on the scores; MANAS-LS has a default schedule
-    ("manas", {}, True),
-    ("manas_ls", {}, True),
     # MA2ML (jaxnas/strategies/ma2ml.py): a plain cell space is one agent
     ("ma2ml_lite", {"lr": 0.05}, True),
     ("ma2ml", {"lr": 0.05}, True),
