@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+import jax
 import numpy as np
 
 from jaxnas import data as D
@@ -206,8 +207,13 @@ def build_lanes(cfg: dict):
     mesh = None
     if devices == "all" or (isinstance(devices, int) and devices > 1):
         mesh = make_mesh(None if devices == "all" else devices)
-        if s["batch_size"] % mesh.size:
-            raise ValueError(f"search.batch_size {s['batch_size']} must divide evenly over {mesh.size} devices")
+        for key in ("batch_size", "val_batch_size"):
+            if s[key] is not None and s[key] % mesh.size:
+                procs = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
+                raise ValueError(f"search.{key} {s[key]} must divide evenly over the {mesh.size} devices{procs} "
+                                 f"(each takes an equal share of every batch): make it a multiple of {mesh.size}")
+    from jaxnas.distributed import check_lanes
+    check_lanes(mesh, devices)      # several processes: the mesh spans all their devices
     samples = int(s["samples"]) if s["samples"] is not None else (1 if mesh is None else mesh.size)
     if samples < 1:
         raise ValueError(f"search.samples must be >= 1, got {samples}")

@@ -85,6 +85,16 @@ SCHEMA: dict = {
         "devices": S.Either(S.Int(ge=1), S.Choice("all"), default=1),  # 1, a number, or "all": one sample per device
         "reward": S.Choice(*TASK_REWARDS, default="neg_loss"),  # shared_weights: neg_loss | accuracy
         "eval_batch_size": S.Int(2048, ge=1),
+        # one search over several processes/hosts (jaxnas.distributed); None: jax.distributed.initialize
+        # finds it (JAX_COORDINATOR_ADDRESS, Cloud TPU, SLURM, Open MPI, Kubernetes). Run-neutral keys.
+        "distributed": {
+            "enabled": S.Bool(False),                    # or JAXNAS_DISTRIBUTED=1 in the environment
+            "coordinator_address": S.Optional(S.Str()),  # "host:port" of process 0 (runs the coordinator)
+            "num_processes": S.Optional(S.Int(ge=1)),
+            "process_id": S.Optional(S.Int(ge=0)),       # differs per process: give it on the command line
+            "local_device_ids": S.Optional(S.List(S.Int(ge=0), min_len=1)),   # e.g. the GPUs of this process
+            "initialization_timeout": S.Int(300, ge=1),  # seconds to wait for every process to connect
+        },
     },
 }
 DEFAULTS: dict = S.defaults(SCHEMA)
@@ -258,6 +268,12 @@ def _cross_checks(cfg: dict, bad_keys: set) -> list[str]:
     if ok("search.checkpoint_every", "search.chunk") and s["checkpoint_every"] % s["chunk"]:
         problems.append(f"search.checkpoint_every ({s['checkpoint_every']}) must be a multiple of "
                         f"search.chunk ({s['chunk']})")
+    dist = s["distributed"]
+    if (isinstance(dist.get("num_processes"), int) and isinstance(dist.get("process_id"), int)
+            and not dist["process_id"] < dist["num_processes"]):
+        problems.append(f"search.distributed.process_id ({dist['process_id']}) must be < "
+                        f"search.distributed.num_processes ({dist['num_processes']}): processes are numbered "
+                        f"0 .. num_processes-1")
     if d["test_split"] is not None and d["test_split"] == d["val_split"] and ok("data.test_split"):
         problems.append(f"data.test_split and data.val_split are both {d['val_split']!r}: the test split "
                         f"must be one the search never sees")

@@ -7,6 +7,13 @@ SearchState: params, optimizer and strategy states, step, key — the data posit
 batches are drawn by step), ``result.json`` (derived architecture, its validation loss/accuracy with
 the supernet's weights, a digest of the final state), ``.lock`` while a process uses it. The safety
 rules (lock, fingerprint, torn metrics line, checkpoint fallback) are in :mod:`jaxnas.workdir`.
+
+Several processes (``search.distributed``, :mod:`jaxnas.distributed`): every process runs this same
+loop on one mesh over all their devices and feeds only its own rows of each batch; the lock, the
+fingerprint, ``config.json``, ``metrics.jsonl``, ``result.json`` and the progress bar are process 0's
+(its decisions reach the others through :func:`jaxnas.distributed.agree`); orbax saves and restores
+checkpoints collectively. The work dir must be one directory that every process sees (a shared file
+system) at the same path.
 """
 from __future__ import annotations
 
@@ -19,9 +26,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxnas import distributed as Dist
 from jaxnas import workdir as W
 from jaxnas.build import Experiment, build
-from jaxnas.data import BatchSampler, gather
+from jaxnas.data import BatchSampler
 from jaxnas.search import SearchState, check_metrics
 
 
@@ -84,26 +92,57 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
     process on the same dir raises :class:`jaxnas.workdir.WorkdirLockedError`. Recoveries (stale lock,
     torn metrics line, broken newest checkpoint) are said on ``progress`` (stderr when None).
     ``stop_after``: stop after this many steps (for tests of resume); the result is then partial.
+    With ``search.distributed`` every process calls this with the same config and work dir (see the
+    module docstring); each returns the same result.
     """
+    Dist.initialize(cfg["search"]["distributed"], progress)      # before anything touches a device
+    primary = Dist.is_primary()
+    if not primary:
+        progress = _Quiet()          # process 0 reports; the others only raise
     workdir = Path(workdir)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        lock = W.WorkdirLock(workdir, progress).acquire()
-    except OSError as e:
-        raise type(e)(f"cannot use {workdir} as a work dir ({e.strerror or e}): give a writable "
-                      f"--workdir") from None
-    try:
+    lock = None
+
+    def take():                       # process 0: the lock and the config check, for the whole run
+        nonlocal lock
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            lock = W.WorkdirLock(workdir, progress).acquire()
+        except OSError as e:
+            raise type(e)(f"cannot use {workdir} as a work dir ({e.strerror or e}): give a writable "
+                          f"--workdir") from None
         if force_restart:
             W.clear_run(workdir, progress)
-        stored = W.check_config(workdir, cfg)       # fails before any data is loaded or compiled
-        exp: Experiment = build(cfg)
-        W.check_run(workdir, cfg, exp.data, stored, progress)
-        return _run(exp, workdir, progress, stop_after)
+        return W.check_config(workdir, cfg)          # fails before any data is loaded or compiled
+    try:
+        stored = Dist.agree(take, primary_only=True, what=f"work dir {workdir}")
+        exp: Experiment = Dist.agree(lambda: build(cfg), what="building the search")
+        mesh = exp.search.mesh
+        lanes = {"devices": 1 if mesh is None else int(mesh.size), "samples": int(exp.search.samples)}
+        if jax.process_count() > 1:   # every process must search the same run as process 0
+            fp = W.fingerprint(cfg, exp.data, lanes)
+            Dist.check_same("config or data", f"{fp['config_sha256']} {fp['data_sha256']}",
+                            "start every process with the same config file, overrides and data files")
+        Dist.agree(lambda: W.check_run(workdir, cfg, exp.data, stored, progress, lanes), primary_only=True,
+                   what=f"work dir {workdir}")
+        result = _run(exp, workdir, progress, stop_after, primary)
+        Dist.barrier("jaxnas_run_done")    # the lock outlives every process's use of the dir
+        return result
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _run(exp: Experiment, workdir: Path, progress, stop_after):
+class _Quiet:
+    """The progress stream of processes other than 0: says nothing."""
+
+    def write(self, *_):
+        pass
+
+    def flush(self):
+        pass
+
+
+def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = True):
     cfg = exp.config
     s = cfg["search"]
     total = sum(p.steps for p in exp.phases)
@@ -117,7 +156,9 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after):
                                                         lambda mgr, st: _restore(mgr, st, state), ckdir, progress)
     if broken:       # keep them aside: their steps will be saved again
         manager.close()
-        W.set_aside(ckdir, broken, progress)
+        if primary:
+            W.set_aside(ckdir, broken, progress)
+        Dist.barrier("jaxnas_set_aside")
         manager = _checkpoint_manager(workdir)
     start = start or 0
     if restored is not None:
@@ -125,7 +166,9 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after):
         if progress:
             progress.write(f"resuming from step {start} ({ckdir})\n")
     metrics_path = workdir / "metrics.jsonl"
-    if start == 0 and metrics_path.exists():
+    if not primary:
+        pass              # process 0 keeps the metrics
+    elif start == 0 and metrics_path.exists():
         metrics_path.unlink()
     elif metrics_path.exists():  # drop lines past the checkpoint (written before a kill) and a torn one
         rows, note = W.read_metrics(metrics_path)
@@ -140,11 +183,11 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after):
     step = start
     end = total if stop_after is None else min(total, stop_after)
     try:
-        with W.MetricsWriter(metrics_path) as mf:
+        with (W.MetricsWriter(metrics_path) if primary else _NoMetrics()) as mf:
             for kind, step, n in _chunks(exp.phases, start, end, s["chunk"]):
-                if search.evaluator.needs_batches:
-                    tb = gather((data.x_train, data.y_train), train_sampler.chunk(step, n))
-                    vb = gather((data.x_val, data.y_val), val_sampler.chunk(step, n))
+                if search.evaluator.needs_batches:    # this process's rows of the global batches
+                    tb = Dist.feed((data.x_train, data.y_train), train_sampler.chunk(step, n), search.mesh)
+                    vb = Dist.feed((data.x_val, data.y_val), val_sampler.chunk(step, n), search.mesh)
                     state, m = search.run_chunk(state, tb, vb, kind=kind)
                 else:
                     state, m = search.run_chunk(state, kind=kind, length=n)
@@ -170,12 +213,24 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after):
         manager.close()
     if step < total:
         return {"step": step, "finished": False}
-    return finish(exp, state, workdir, time.perf_counter() - t0)
+    return finish(exp, state, workdir, time.perf_counter() - t0, write=primary)
 
 
-def finish(exp: Experiment, state, workdir, seconds: float) -> dict:
+class _NoMetrics:
+    def write(self, rows):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def finish(exp: Experiment, state, workdir, seconds: float, write: bool = True) -> dict:
     """The result of a finished search: its derived architecture described by the space, rated by the
-    evaluator (and the NAS-Bench-201 table when configured); written to ``result.json``."""
+    evaluator (and the NAS-Bench-201 table when configured); written to ``result.json`` (by process 0
+    only: ``write``)."""
     cfg = exp.config
     arch = np.asarray(jax.device_get(exp.strategy.derive(state.strategy)))
     result = {"finished": True, "step": int(state.step), "strategy": cfg["strategy"]["name"],
@@ -186,5 +241,6 @@ def finish(exp: Experiment, state, workdir, seconds: float) -> dict:
     if cfg["benchmark"]["nb201_table"]:
         from jaxnas.benchmarks.nb201 import annotate
         result = annotate(result, cfg["benchmark"]["nb201_table"])
-    W.atomic_write_text(Path(workdir) / "result.json", json.dumps(result, indent=1))
+    if write:
+        W.atomic_write_text(Path(workdir) / "result.json", json.dumps(result, indent=1))
     return result

@@ -145,15 +145,25 @@ class Search:
         return self.replicate(state)
 
     def replicate(self, tree):
+        """``tree`` on every device of the mesh (of every process: :func:`jaxnas.distributed.replicate`)."""
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, NamedSharding(self.mesh, P()))
+        from jaxnas.distributed import replicate
+        return replicate(tree, self.mesh)
 
     def shard_batches(self, batches):
-        """Host arrays ``[steps, global_batch, ...]`` -> device arrays split on the batch axis."""
+        """Host arrays ``[steps, global_batch, ...]`` -> device arrays split on the batch axis. Arrays
+        already split over the mesh (:func:`jaxnas.distributed.feed`: each process fed its own rows)
+        pass as they are."""
         if self.mesh is None:
             return jax.tree.map(jnp.asarray, batches)
-        return jax.device_put(batches, NamedSharding(self.mesh, P(None, AXIS)))
+        sharding = NamedSharding(self.mesh, P(None, AXIS))
+        if all(isinstance(x, jax.Array) and x.sharding == sharding for x in jax.tree.leaves(batches)):
+            return batches
+        if any(d.process_index != jax.process_index() for d in self.mesh.devices.flat):
+            raise ValueError("over several processes, give batches split over the mesh "
+                             "(jaxnas.distributed.feed: each process gathers its own rows)")
+        return jax.device_put(batches, sharding)
 
     @property
     def inputs(self):

@@ -13,7 +13,11 @@ checkpoints.
   ``search.chunk`` (a chunked loop equals the step-wise one, bit for bit), ``search.checkpoint_every``
   (where checkpoints land), ``search.eval_batch_size`` and ``benchmark.nb201_table`` (how the finished
   state is rated; ``result.json`` is recomputed on every resume), ``data.test_path`` /
-  ``data.test_split`` (the search never reads the test split; retraining does). The data's location
+  ``data.test_split`` (the search never reads the test split; retraining does), ``search.distributed.*``
+  (how the processes of a run find each other). The *lanes* are compared instead: the device count the
+  search ran on and the samples per step (``search.devices='all'`` resumed on another number of
+  devices would change the run); a fingerprint without them (older jaxnas) skips that comparison. The
+  data's location
   (:data:`DATA_LOCATION_KEYS`) is not compared when the arrays are: their content is. Any other
   difference stops with :class:`RunMismatchError`, listing the keys ``old -> new`` and the two ways
   out: another ``--workdir``, or ``--force-restart`` (:func:`clear_run`). A key missing on one side
@@ -42,7 +46,11 @@ LOCK = ".lock"
 FINGERPRINT = "fingerprint.json"
 FORMAT = 1
 RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size",
-                    "benchmark.nb201_table", "data.test_path", "data.test_split")
+                    "benchmark.nb201_table", "data.test_path", "data.test_split",
+                    # how the processes of a multi-process run find each other (the lanes are compared)
+                    "search.distributed.enabled", "search.distributed.coordinator_address",
+                    "search.distributed.num_processes", "search.distributed.process_id",
+                    "search.distributed.local_device_ids", "search.distributed.initialization_timeout")
 DATA_LOCATION_KEYS = ("data.path", "data.data_dir", "data.val_path")
 DATA_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 # what --force-restart deletes: everything the search wrote (report plots included)
@@ -238,12 +246,16 @@ def run_config(config: dict, with_data: bool) -> dict:
     return {k: v for k, v in flat.items() if k not in drop}
 
 
-def fingerprint(cfg, data) -> dict:
+def fingerprint(cfg, data, lanes: dict | None = None) -> dict:
+    """``lanes``: ``{"devices": D, "samples": P}`` of the built search (compared on resume)."""
     config = _plain(cfg)
     dfp = data_fingerprint(data)
-    return {"format": FORMAT, "config_sha256": _sha(run_config(config, dfp is not None)),
-            "data_sha256": _sha(dfp) if dfp is not None else None,
-            "config": config, "data": dfp, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    fp = {"format": FORMAT, "config_sha256": _sha(run_config(config, dfp is not None)),
+          "data_sha256": _sha(dfp) if dfp is not None else None,
+          "config": config, "data": dfp, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if lanes is not None:
+        fp["lanes"] = dict(lanes)
+    return fp
 
 
 def flatten(d, prefix: str = "") -> dict:
@@ -288,6 +300,10 @@ def differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
             return k not in defaults or defaults[k] != there
         return x != y
     diffs = [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b)) if differ(k)]
+    la, lb = old.get("lanes"), new.get("lanes")
+    if la is not None and lb is not None:     # older fingerprints have none
+        diffs += [(f"lanes:{k}", la.get(k, _ABSENT), lb.get(k, _ABSENT)) for k in sorted(set(la) | set(lb))
+                  if la.get(k, _ABSENT) != lb.get(k, _ABSENT)]
     if with_data:
         da, db = flatten(old["data"], "data:"), flatten(new["data"], "data:")
         diffs += [(k, da.get(k, _ABSENT), db.get(k, _ABSENT)) for k in sorted(set(da) | set(db))
@@ -333,16 +349,19 @@ def check_config(workdir, cfg) -> dict | None:
     return stored
 
 
-def check_run(workdir, cfg, data, stored: dict | None, stream=None) -> dict:
+def check_run(workdir, cfg, data, stored: dict | None, stream=None, lanes: dict | None = None) -> dict:
     """Compares (config and data) with the stored fingerprint, or records a new one; a work dir from
     before fingerprints (checkpoints but no fingerprint.json) is checked against its ``config.json``.
     Returns the fingerprint of this run. Writes ``config.json`` (atomically) once the run is known."""
     workdir = Path(workdir)
-    fp = fingerprint(cfg, data)
+    fp = fingerprint(cfg, data, lanes)
     if stored is not None:
         diffs = differences(stored, fp)
         if diffs:
             raise RunMismatchError(mismatch_message(workdir, diffs))
+        if lanes is not None and "lanes" not in stored:    # from an older jaxnas: record them now
+            stored = {**stored, "lanes": dict(lanes)}
+            atomic_write_text(workdir / FINGERPRINT, json.dumps(stored, indent=1))
         fp = stored
     elif has_run(workdir):
         old_cfg = workdir / "config.json"
