@@ -82,7 +82,7 @@ class ManasState:
     step: jax.Array         # int32: strategy steps taken
     best_arch: jax.Array    # int32[D]: best architecture evaluated ("process best")
     best_reward: jax.Array  # float32
-    final_key: jax.Array    # key for final="sample"
+    final_key: jax.Array    # uint32 key data for final="sample" (jax.random.key_data)
 
 
 # ---- the formulas ----------------------------------------------------------------------------------
@@ -188,7 +188,8 @@ def _make(name: str, space: Space, axis_name, total_steps, credit, sampler, lr, 
                           lr=jnp.asarray(lr0, f), explore=jnp.asarray(ex0, f),
                           baseline=jnp.zeros((), f), baseline_set=jnp.zeros((), bool),
                           step=jnp.zeros((), jnp.int32), best_arch=jnp.zeros((D,), jnp.int32),
-                          best_reward=jnp.full((), -jnp.inf, jnp.float32), final_key=key)
+                          best_reward=jnp.full((), -jnp.inf, jnp.float32),
+                          final_key=jax.random.key_data(key))
 
     def policy(state, scores=None, scale=None):
         b = state.scores if scores is None else scores
@@ -257,7 +258,7 @@ def _make(name: str, space: Space, axis_name, total_steps, credit, sampler, lr, 
     def derive(state):
         b, scale = final_scores(state)
         if final == "sample":
-            return draw(state.final_key, policy(state, b, scale))
+            return draw(jax.random.wrap_key_data(state.final_key), policy(state, b, scale))
         # per-agent centring: B is defined up to one constant per agent (linear credit)
         mean = jnp.sum(jnp.where(jmask, b, 0.0), -1, keepdims=True) / jnp.sum(jmask, -1, keepdims=True)
         amax = K.derive(space, -(b - mean))

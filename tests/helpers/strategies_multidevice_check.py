@@ -34,7 +34,7 @@ from tests.test_conformance import CASES, _target  # noqa: E402
 
 AXIS, N, T = "data", 8, 10
 TRACKS = ("reinforce", "advantage", "advantage_baseline", "parsec", "gdas", "random")
-NOT_LINEAR = ("parsec", "random")   # (d) does not apply
+NOT_LINEAR = ("parsec", "random", "manas", "manas_ls")   # (d) does not apply (manas: P lanes = P samples)
 # (d) with the same reward on every lane: a baseline initialised with the first step's mean reward
 # makes that step's estimate mean_k (r_k - mean r) score = 0 up to rounding, which Adam (scale-free)
 # turns into a full step; with one lane r - r is exactly 0
