@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from jaxnas import data as D
+from jaxnas import language_model as LM
 from jaxnas import schema as S
 from jaxnas.ops.candidates import OP_SETS
 from jaxnas.registry import Registry
@@ -174,6 +175,24 @@ def _nb201_task(cfg, space, data):
 @TASKS.register("darts")
 def _darts_task(cfg, space, data):
     return _image_task(DartsNet(space, _num_classes(data)), cfg, space, data)
+
+
+# ---- language modelling: PTB, the recurrent cell space (AdvantageNAS sec. 5.3), jaxnas/language_model.py
+@DATASETS.register("ptb")
+def _ptb(d: dict, seed: int):
+    from jaxnas.data.text import load_lm_data
+    _no_own_files(d, "reads ptb.{train,valid,test}.txt(.gz) from data.data_dir")
+    return load_lm_data(d["data_dir"], max_train=d["max_train"], max_val=d["max_val"])
+
+
+@SPACES.register("rnn", LM.space_schema())
+def _rnn_space(s: dict, data):
+    return LM.space_from(s, data)
+
+
+@TASKS.register("rnn")
+def _rnn_task(cfg, space, data):
+    return LM.make_task(cfg, space, data)
 
 
 def build_task(cfg: dict, space, data) -> Optional[ClassificationTask]:

@@ -70,7 +70,9 @@ def load_ptb(directory) -> Corpus:
         raise DataNotFoundError(
             f"PTB directory {str(d)!r} lacks the {missing} split(s); it needs ptb.train.txt, "
             "ptb.valid.txt and ptb.test.txt (or the same names with .gz), as in Mikolov's "
-            "simple-examples/data folder")
+            "simple-examples/data folder. Get them from "
+            "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz (untar; the files are in "
+            "simple-examples/data/) or any copy of that archive, and set data.data_dir to the folder")
     train_words = _read_tokens(paths["train"])
     vocab = list(dict.fromkeys(train_words))  # first-appearance order, as DARTS' Dictionary
     index = {w: i for i, w in enumerate(vocab)}
@@ -114,3 +116,54 @@ def bptt_windows(source: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarr
     x = source[: w * seq_len].reshape(w, seq_len, *source.shape[1:])
     y = source[1: w * seq_len + 1].reshape(w, seq_len, *source.shape[1:])
     return x, y
+
+
+# ---- a language-modelling data set for searches (jaxnas.build registers it as data.name='ptb') ---
+@dataclasses.dataclass(frozen=True, eq=False)
+class LMData:
+    """Token streams of a language-modelling corpus, as a search reads them.
+
+    ``x_train`` / ``x_val`` / ``x_test``: int32 token ids (prefixes of the splits when
+    ``max_train`` / ``max_val`` cut them); the vocabulary is always the full training split's.
+    The search cuts ``x_train`` into ``batch`` contiguous streams (:func:`batchify`) and walks
+    them window by window (:func:`window_count`), carrying the hidden state; a window's position is
+    a function of the step, so a resumed search reads the same windows.
+    """
+    corpus: Corpus
+    x_train: np.ndarray
+    x_val: np.ndarray
+    x_test: np.ndarray
+
+    @property
+    def vocab_size(self) -> int:
+        return self.corpus.vocab_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.corpus.vocab_size
+
+    def __repr__(self) -> str:
+        return (f"LMData(vocab={self.vocab_size}, train={len(self.x_train)}, val={len(self.x_val)}, "
+                f"test={len(self.x_test)} tokens)")
+
+
+def load_lm_data(directory, max_train: int | None = None, max_val: int | None = None) -> LMData:
+    """PTB from ``directory`` (:func:`load_ptb`); ``max_train`` keeps the first tokens of the
+    training stream, ``max_val`` those of the validation and of the test streams (CPU-sized runs)."""
+    if directory is None:
+        raise ValueError("data.name='ptb' reads ptb.{train,valid,test}.txt(.gz) from data.data_dir: set "
+                         "it to the folder (Mikolov's simple-examples/data, see jaxnas/data/text.py)")
+    c = load_ptb(directory)
+    cut = lambda a, n: a if n is None else a[: int(n)]
+    return LMData(c, cut(c.train, max_train), cut(c.valid, max_val), cut(c.test, max_val))
+
+
+def window_count(rows: int, bptt: int) -> int:
+    """Full BPTT windows in a batchified stream of ``rows`` rows: ``(rows - 1) // bptt`` (the ragged
+    tail of the DARTS loop is left out in training so that shapes stay static)."""
+    return max((int(rows) - 1) // int(bptt), 0)
+
+
+def windows_per_epoch(num_tokens: int, batch_size: int, bptt: int) -> int:
+    """Training steps in one epoch over ``num_tokens`` tokens at ``batch_size`` streams."""
+    return window_count(int(num_tokens) // int(batch_size), bptt)

@@ -153,6 +153,10 @@ def make(options: dict, *, cfg: dict, space, data, task, axis_name, mode: str = 
     if task is None:
         raise ValueError("the shared_weights evaluator needs a supernet task (data and a space)")
     opt, lr_at = weight_optimizer(cfg, weight_steps)
+    if hasattr(task, "shared_weights_evaluator"):   # tasks with state carried across batches (language
+        # models: jaxnas/evaluators/lm_shared_weights.py) bring their variant of this evaluator
+        return task.shared_weights_evaluator(optimizer=opt, lr_at=lr_at, mode=mode, axis_name=axis_name,
+                                             data=data, cfg=cfg, vmap_chunk=int(options["vmap_chunk"]))
     return SharedWeightsEvaluator(task=task, optimizer=opt, lr_at=lr_at, mode=mode, axis_name=axis_name,
                                   data=data, eval_batch_size=int(cfg["search"]["eval_batch_size"]),
                                   vmap_chunk=int(options["vmap_chunk"]))
