@@ -68,7 +68,11 @@ def _export(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="jaxnas", description="Weight-sharing NAS in JAX/Flax")
     sub = ap.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("search", help="run (or resume) a search from a config file")
+    cache = argparse.ArgumentParser(add_help=False)
+    cache.add_argument("--no-compile-cache", action="store_true",
+                       help="do not use the persistent compilation cache (default: on, in "
+                            "$JAXNAS_COMPILE_CACHE or ~/.cache/jaxnas/xla; see jaxnas/compile_cache.py)")
+    s = sub.add_parser("search", parents=[cache], help="run (or resume) a search from a config file")
     s.add_argument("config", help="Python file with get_config(), e.g. configs/quickstart.py")
     s.add_argument("overrides", nargs="*", help="dotted.key=value overrides (Python literals)")
     s.add_argument("--workdir", help="where checkpoints, metrics and the result go "
@@ -84,7 +88,7 @@ def main(argv=None):
     r.add_argument("--metrics", help="comma-separated metrics to plot into metrics.png, e.g. pv,feasible "
                                      "(a bare name matches strategy/pv; see metrics.jsonl for all)")
     r.set_defaults(fn=_report)
-    t = sub.add_parser("retrain", help="train the architecture(s) a finished search found from scratch "
+    t = sub.add_parser("retrain", parents=[cache], help="train the architecture(s) a finished search found from scratch "
                                        "(writes WORKDIR/retrain.json)")
     t.add_argument("workdir", help="a finished search work dir")
     t.add_argument("overrides", nargs="*", help="key=value retrain settings (epochs=5 lr=0.05 "
@@ -98,7 +102,7 @@ def main(argv=None):
                    help="delete a previous retrain of this work dir with other settings and start over")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
     t.set_defaults(fn=_retrain)
-    e = sub.add_parser("export", help="write the found network (architecture, constructor arguments, "
+    e = sub.add_parser("export", parents=[cache], help="write the found network (architecture, constructor arguments, "
                                       "retrained variables) for use with jaxnas.export.load")
     e.add_argument("workdir")
     e.add_argument("--out", help="output directory (default WORKDIR/export)")
@@ -110,6 +114,9 @@ def main(argv=None):
         ap.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    if not getattr(args, "no_compile_cache", True):
+        from jaxnas.compile_cache import enable
+        enable()   # a resume or a second run loads its compiled programs instead of compiling again
     try:
         args.fn(args)
     except (ValueError, OSError) as e:   # OSError: unwritable work dir, missing files, ...
