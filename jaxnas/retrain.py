@@ -24,6 +24,9 @@ Protocols (every value is a setting: ``key=value`` overrides, or ``--config FILE
   the benchmark's recipe: SGD Nesterov 0.9, lr 0.1 cosine, weight decay 5e-4, batch 256, 200 epochs,
   random crop + flip; plus the table row when ``table`` (or the search's ``benchmark.nb201_table``)
   names one.
+- ``rnn``: the language model of the derived recurrent cell trained from scratch with the search's
+  optimisation (AdvantageNAS App. E: SGD lr 20 cosine, clip 0.25, batch 256, BPTT 35, dropout 0.5,
+  100 epochs); validation and test perplexity (``jaxnas/lm_retrain.py``).
 - ``darts``: the DARTS evaluation network of the genotype (``jaxnas.networks.DartsEvalNet``: 20
   cells, C = 36, auxiliary head weight 0.4, cutout 16, drop-path 0.2 rising linearly over the
   epochs, 600 epochs, batch 96, SGD momentum 0.9 lr 0.025 cosine, weight decay 3e-4, gradient
@@ -54,7 +57,7 @@ import optax
 
 from jaxnas.config import parse_override
 
-KINDS = ("mlp", "nb201", "darts")
+KINDS = ("mlp", "nb201", "darts", "rnn")
 RETRAIN_DIR = "retrain"
 
 _IMAGE_COMMON = {
@@ -103,6 +106,9 @@ def space_kind(cfg: dict) -> str:
 def default_settings(cfg: dict) -> dict:
     """The retrain settings of a search config's space, before overrides."""
     kind = space_kind(cfg)
+    if kind == "rnn":   # recurrent cell on PTB (AdvantageNAS App. E): jaxnas/lm_retrain.py
+        from jaxnas.lm_retrain import default_settings as rnn_settings
+        return rnn_settings(cfg)
     if kind != "mlp":
         out = copy.deepcopy(DEFAULTS[kind])
         sp = cfg["space"]
@@ -341,6 +347,11 @@ def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, prog
     t0 = time.perf_counter()
     if kind == "mlp":
         out = _retrain_mlp(workdir, rdir, data_cfg, result, settings, progress)
+    elif kind == "rnn":
+        from jaxnas.lm_retrain import retrain_rnn
+        out = retrain_rnn(rdir, data_cfg, result, settings, progress, stop_after)
+        if out is None:
+            return {"finished": False}
     else:
         out = _retrain_image(kind, rdir, data_cfg, result, settings, progress, stop_after)
         if out is None:
