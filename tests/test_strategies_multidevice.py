@@ -10,8 +10,9 @@ from pathlib import Path
 from jaxnas.strategies import available
 
 REPO = Path(__file__).resolve().parents[1]
-TRACKS = ("reinforce", "advantage", "advantage_baseline", "parsec", "gdas", "random")
-NOT_LINEAR = ("parsec", "random", "manas", "manas_ls")
+TRACKS = ("reinforce", "advantage", "advantage_baseline", "parsec", "gdas", "random", "ma2ml_lite",
+          "ma2ml")
+NOT_LINEAR = ("parsec", "random", "ma2ml", "manas", "manas_ls")
 
 
 def test_every_strategy_on_eight_lanes():

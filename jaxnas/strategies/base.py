@@ -177,6 +177,16 @@ OPTION_FIELDS: dict[str, S.Field] = {
     "explore": S.Optional(S.Float(ge=0, le=1)),   # EXP3's uniform mixing (its gamma)
     "collect_steps": S.Optional(S.Int(ge=1)),      # least-squares rows collected per solve
     "train_steps": S.Optional(S.Int(ge=1)),        # weight steps per MANAS-LS round
+    # MA2ML (jaxnas/strategies/ma2ml.py)
+    "on_policy": S.Bool(),
+    "kl_weight": S.Float(ge=0),                   # lambda of J = E[Q - lambda KL(pi || rho)]
+    "min_buffer": S.Int(ge=1),
+    "critic_hidden": S.Int(ge=1),
+    "critic_lr": S.Float(gt=0),
+    "critic_steps": S.Int(ge=1),
+    "critic_batch": S.Int(ge=1),
+    "policy_steps": S.Int(ge=1),
+    "cf_exact_max": S.Int(ge=1),
 }
 
 

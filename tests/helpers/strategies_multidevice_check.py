@@ -33,14 +33,16 @@ from jaxnas.strategies.base import SupernetContext  # noqa: E402
 from tests.test_conformance import CASES, _target  # noqa: E402
 
 AXIS, N, T = "data", 8, 10
-TRACKS = ("reinforce", "advantage", "advantage_baseline", "parsec", "gdas", "random")
-NOT_LINEAR = ("parsec", "random", "manas", "manas_ls")   # (d) does not apply (manas: P lanes = P samples)
+TRACKS = ("reinforce", "advantage", "advantage_baseline", "parsec", "gdas", "random", "ma2ml_lite",
+          "ma2ml")
+NOT_LINEAR = ("parsec", "random", "ma2ml", "manas", "manas_ls")   # (d) does not apply (ma2ml: a learnt
+# critic; manas: P lanes are P samples, credited as such)
 # (d) with the same reward on every lane: a baseline initialised with the first step's mean reward
 # makes that step's estimate mean_k (r_k - mean r) score = 0 up to rounding, which Adam (scale-free)
 # turns into a full step; with one lane r - r is exactly 0
 # shapley: the lanes split one estimate's permutations (lane i scores permutations i*m ... of the
 # key's M on its own reward), so 8 lanes with the same key and reward equal one lane with all M
-SAME_REWARD = ("reinforce", "advantage_baseline", "shapley")
+SAME_REWARD = ("reinforce", "advantage_baseline", "shapley", "ma2ml_lite")
 assert jax.device_count() == N, jax.devices()
 space = NasBench201Space.create()
 target_w = space.one_hot(_target(space))
