@@ -1,0 +1,54 @@
+"""Shapley-NAS on NAS-Bench-201, CIFAR-10 (Xiao et al., sec. 4.1.3 and App. A.3; a GPU run).
+
+Search space: the NAS-Bench-201 cell (6 edges, 5 ops **with** the zero op: App. A.3 "the operation
+set O has 5 elements"), stacked 5 cells per stage, C = 16, one shared cell: 6 x 5 players, 24 of
+them evaluated (Alg. 1 skips the zero op).
+
+App. A.3: "We keep the hyper-parameters in the search and evaluation phase the same as CIFAR-10"
+(sec. 4.1.1 / A.3, the DARTS experiment): 50 epochs at batch 256 on D = half of the CIFAR-10
+training set (``train[:50%]``; V = ``train[50%:]`` scores the Shapley values), SGD lr 0.1 cosine,
+momentum 0.9, weight decay 3e-4 (official ``train_search.py``; its gradient clipping 5), M = 10
+permutations, eta = 0.5, mu = 0.8, eps = 0.1, V(S) = validation accuracy.
+
+Where the paper and the official code (Euphoria16/Shapley-NAS) differ, this config follows the paper
+and names the code's choice:
+- warm-up: the code trains the weights only for 25 of the 50 epochs (sec. 4.1.1 says 15); 25 here,
+  as the issue's reading of the code;
+- frequency: Alg. 2 estimates every step; the code once per epoch. Here **once per epoch**
+  (``strategy.every`` = steps per epoch): per step, one estimate (~10 x 24 / 2 supernet forwards)
+  per weight step cannot give the cost the paper reports ("comparable with DARTS", 0.3 GPU days);
+  pass ``strategy.every=1`` for Alg. 2 as written;
+- update: the paper's eq. 6-7 (``normalize='l2'``, mean over permutations); the code's z-score and
+  mean - std are ``strategy.normalize=zscore strategy.subtract_std=true``;
+- one validation batch per estimate (the code draws a fresh batch of 1,024 per permutation:
+  ``strategy.fresh_batch=true search.val_batch_size=10240``). The validation batch is 1,024 as the
+  code's ``valid_queue``.
+
+    python -m jaxnas search configs/shapley_nb201.py data.data_dir=/path/to/tfds
+
+Pass ``benchmark.nb201_table=PATH`` to look the derived cell up in the NAS-Bench-201 table.
+"""
+import math
+
+TRAIN_IMAGES = 25_000
+BATCH, VAL_BATCH = 256, 1024
+EPOCHS, WARMUP_EPOCHS = 50, 25
+
+
+def get_config():
+    per_epoch = math.ceil(TRAIN_IMAGES / BATCH)            # 98
+    return {
+        "seed": 0,
+        "data": {"name": "cifar10", "data_dir": None, "train_split": "train[:50%]",
+                 "val_split": "train[50%:]", "augment": True},
+        "space": {"name": "nb201", "C": 16, "cells_per_stage": 5, "unique_cells": False},
+        "strategy": {"name": "shapley", "num_samples": 10, "eta": 0.5, "value": "accuracy",
+                     "decay": 0.8, "lr": 0.1, "normalize": "l2", "subtract_std": False,
+                     "every": per_epoch, "fresh_batch": False, "prefix_chunk": 8},
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 3e-4,
+                      "schedule": "cosine", "clip": 5.0},
+        "evaluator": {"name": "shared_weights", "vmap_chunk": 16},
+        "search": {"steps": EPOCHS * per_epoch, "warmup_steps": WARMUP_EPOCHS * per_epoch,
+                   "batch_size": BATCH, "val_batch_size": VAL_BATCH, "chunk": per_epoch,
+                   "checkpoint_every": 5 * per_epoch, "reward": "accuracy", "eval_batch_size": 1000},
+    }
