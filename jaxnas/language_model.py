@@ -13,6 +13,7 @@ state carried over every window, the ragged tail included).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -88,6 +89,20 @@ class LanguageModelTask:
         return LMSharedWeightsEvaluator.create(task=self, **kwargs)
 
 
+@functools.lru_cache(maxsize=32)
+def _stream_fns(net: RNNLanguageModel, mode: str):
+    """Jitted window functions of ``net`` (cached: one compile per model, mode and shape)."""
+    def apply(p, w, h, x, y):
+        logits, h2 = net.apply({"params": p}, x, h, w, mode=mode, train=False)
+        return h2, token_nll(logits, y)[0]
+
+    @jax.jit
+    def windows(p, w, h0, xs, ys):
+        h, nll = jax.lax.scan(lambda h, xy: apply(p, w, h, *xy), h0, (xs, ys))
+        return h, jnp.sum(nll)
+    return windows, jax.jit(apply)
+
+
 def stream_loss(net: RNNLanguageModel, params, ids, batch: int, bptt: int, weights=None,
                 mode: str = "sparse") -> dict:
     """Mean next-token loss and perplexity of ``net`` over a whole token stream ``ids``, batchified
@@ -97,26 +112,15 @@ def stream_loss(net: RNNLanguageModel, params, ids, batch: int, bptt: int, weigh
     rows, H = src.shape[0], net.space.hidden_size
     W = (rows - 1) // bptt
     tail = rows - 1 - W * bptt
-
-    def apply(p, w, h, x, y):
-        logits, h2 = net.apply({"params": p}, x, h, w, mode=mode, train=False)
-        return h2, token_nll(logits, y)[0]
-
-    @jax.jit
-    def windows(p, w, xs, ys):
-        h0 = jnp.zeros((xs.shape[2], H), jnp.float32)
-        h, nll = jax.lax.scan(lambda h, xy: apply(p, w, h, *xy), h0, (xs, ys))
-        return h, jnp.sum(nll)
-
+    windows, apply = _stream_fns(net, mode)
     total, h = 0.0, jnp.zeros((batch, H), jnp.float32)
     if W:
         xs = src[: W * bptt].reshape(W, bptt, batch)
         ys = src[1: W * bptt + 1].reshape(W, bptt, batch)
-        h, s = windows(params, weights, jnp.asarray(xs), jnp.asarray(ys))
+        h, s = windows(params, weights, h, jnp.asarray(xs), jnp.asarray(ys))
         total += float(s)
     if tail:
-        _, s = jax.jit(apply)(params, weights, h, jnp.asarray(src[W * bptt: rows - 1]),
-                              jnp.asarray(src[W * bptt + 1: rows]))
+        _, s = apply(params, weights, h, jnp.asarray(src[W * bptt: rows - 1]), jnp.asarray(src[W * bptt + 1: rows]))
         total += float(s)
     n = (rows - 1) * batch
     loss = total / n
