@@ -57,6 +57,10 @@ def variants(param_budget: float) -> dict:
         "tunas_abs": {"name": "tunas_abs", "target": param_budget, "beta": -1.0, **shaped},
         "mnas_soft": {"name": "mnas_soft", "target": param_budget, "beta": -0.07, **shaped},
         "mnas_hard": {"name": "mnas_hard", "target": param_budget, "beta": -1.0, **shaped},
+        # MANAS: App. B.1 defaults (EXP3 rates from the budget; MANAS-LS solves every 31 queries)
+        "manas (argmax)": {"name": "manas", "final": "argmax"},
+        "manas (process best)": {"name": "manas", "final": "process_best"},
+        "manas_ls (argmax)": {"name": "manas_ls", "final": "argmax"},
     }
     return out
 
@@ -101,6 +105,8 @@ def main():
     ap.add_argument("--param-budget", type=float, default=None,
                     help="parameter budget of the TabNAS family (default: the space's median)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "nb201_table.json"))
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="run only these variant labels and merge them into the existing --out file")
     args = ap.parse_args()
     from jaxnas.benchmarks.nb201 import NasBench201Table
     from jaxnas.spaces.cells import NasBench201Space
@@ -114,17 +120,23 @@ def main():
     covered = {v["name"] for v in variants(pb).values()}
     reward_only = [n for n in available() if make(n, space, **_minimal(n, pb)).needs == "reward"]
     missing = sorted(set(reward_only) - covered)
-    if missing:
+    if missing and args.only is None:
         raise SystemExit(f"add {missing} to variants() in bench/nb201_table.py")
+    chosen = variants(pb) if args.only is None else {k: v for k, v in variants(pb).items() if k in args.only}
+    if args.only is not None and len(chosen) != len(args.only):
+        raise SystemExit(f"unknown variants {sorted(set(args.only) - set(chosen))}; have {list(variants(pb))}")
     results = {}
+    if args.only is not None and Path(args.out).exists():      # merge into the previous run's rows
+        results = json.loads(Path(args.out).read_text())["results"]
     for budget in args.budgets:
-        for label, scfg in variants(pb).items():
+        for label, scfg in chosen.items():
             r = run_variant(scfg, args.table, args.seeds, budget)
             results.setdefault(str(budget), {})[label] = r
             print(f"budget {budget:4d} {label:26s} {r['cifar10_test_mean']:.2f} ± {r['cifar10_test_std']:.2f} "
                   f"(queries {r['queries_mean']:.0f}, {r['seconds']:.1f} s)", flush=True)
     out = {
         "command": "python bench/nb201_table.py " + " ".join(sys.argv[1:]),
+        **({"previous_commands": _previous(args.out)} if args.only is not None else {}),
         "what": "derived cell's 200-epoch CIFAR-10 test accuracy (%), mean ± std over seeds, per query budget",
         "seeds": args.seeds, "reward": "cifar10_valid_12ep / 100", "samples_per_step": 1,
         "table_best_cifar10_test": float(np.nanmax(test)),
@@ -138,6 +150,14 @@ def main():
     }
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
+
+
+def _previous(out: str) -> list:
+    """The commands that produced the rows a merging (--only) run keeps."""
+    if not Path(out).exists():
+        return []
+    old = json.loads(Path(out).read_text())
+    return old.get("previous_commands", []) + [old["command"]]
 
 
 def _minimal(name: str, pb: float) -> dict:

@@ -71,8 +71,8 @@ FINALS = ("argmax", "sample", "process_best")
 @struct.dataclass
 class ManasState:
     scores: jax.Array       # float[D, K]: B (accumulated importance-weighted losses, or the LS solution)
-    gram: jax.Array         # float[DK, DK]: sum z z^T (linear credit; [0, 0] otherwise)
-    moment: jax.Array       # float[DK]: sum z L (linear credit; [0] otherwise)
+    gram: jax.Array         # float[DK, DK]: sum z z^T (linear credit; a zero [1, 1] otherwise)
+    moment: jax.Array       # float[DK]: sum z L (linear credit; a zero [1] otherwise)
     rows: jax.Array         # float: rows in gram/moment (linear) or architectures credited (coordinated)
     scale: jax.Array        # float: rows at the last solve (linear + softmax's cumulative scale)
     lr: jax.Array           # float: EXP3 lr (eta) in use (defaults depend on the lane count)
@@ -164,7 +164,7 @@ def _make(name: str, space: Space, axis_name, total_steps, credit, sampler, lr, 
     decay = K.check_decay(name, decay)
     mask = np.asarray(space.mask)
     D, Kmax = space.shape
-    M = D * Kmax if linear else 0
+    M = D * Kmax if linear else 1       # coordinated: a [1, 1] placeholder (orbax saves no empty arrays)
     valid_columns = int(mask.sum())
     collect = int(collect_steps) if collect_steps is not None else valid_columns + 1  # rows > columns
     train = int(train_steps) if train_steps is not None else collect
