@@ -372,3 +372,54 @@ def test_errors_at_trace_time_and_in_the_engine():
                                        differentiable=False, has_weights=False)
     with pytest.raises(ValueError, match="shared_weights"):
         Search(table_like, s)
+
+
+# ---- PC-DARTS partial channel connections (the DARTS supernet of sec. 4.1) ------------------------
+def test_channel_shuffle_is_pytorch_view_transpose():
+    from jaxnas.supernets.cells import channel_shuffle
+    x = jnp.arange(2 * 12, dtype=jnp.float32).reshape(2, 1, 1, 12)
+    got = np.asarray(channel_shuffle(x, 4))[0, 0, 0]
+    # torch: x.view(b, 4, 3, h, w).transpose(1, 2): out channel j * 4 + g = in channel g * 3 + j
+    want = [g * 3 + j for j in range(3) for g in range(4)]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_partial_channel_edge_equals_manual_pc_darts(stride):
+    """A K = 4 mixed edge (dense, 8 channels) = its ops on the first 2 channels (the same parameters
+    in a 2-channel edge), the other 6 passed through (2x2 max-pooled on a stride-2 edge),
+    concatenated and channel-shuffled."""
+    from jaxnas.ops.candidates import DARTS_OPS
+    from jaxnas.supernets.cells import MixedEdge
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 8))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (len(DARTS_OPS),)))
+    pc = MixedEdge("darts", DARTS_OPS, 8, stride, partial_channels=4)
+    params = pc.init(jax.random.key(2), x, w, "dense")
+    got = pc.apply(params, x, w, "dense")
+    small = MixedEdge("darts", DARTS_OPS, 2, stride).apply(params, x[..., :2], w, "dense")
+    rest = x[..., 2:]
+    if stride == 2:
+        rest = rest.reshape(2, 4, 2, 4, 2, 6).max((2, 4))
+    cat = np.concatenate([np.asarray(small), np.asarray(rest)], -1)
+    want = cat[..., [g * 2 + j for j in range(2) for g in range(4)]]
+    chex.assert_trees_all_close(np.asarray(got), want, atol=1e-6)
+    n_pc = sum(v.size for v in jax.tree.leaves(params))
+    n_full = sum(v.size for v in jax.tree.leaves(MixedEdge("darts", DARTS_OPS, 8, stride).init(
+        jax.random.key(2), x, w, "dense")))
+    assert n_pc < n_full / 4                   # the ops are built for C / K channels
+
+
+def test_partial_channel_darts_net_sparse_equals_dense_at_one_hot():
+    from jaxnas.supernets.cells import DartsNet
+    space = DartsSpace.create(C=8, num_cells=3)
+    net = DartsNet(space, partial_channels=4)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    arch = jnp.asarray([(d % 7) + 1 for d in range(space.num_decisions)])
+    w = space.one_hot(arch)
+    params = net.init(jax.random.key(1), x, w, mode="dense")
+    dense = net.apply(params, x, w, mode="dense")
+    sparse = net.apply(params, x, w, mode="sparse")
+    chex.assert_shape(dense, (2, 10))
+    chex.assert_trees_all_close(dense, sparse, atol=1e-5)
+    with pytest.raises(ValueError, match="partial_channels"):
+        DartsNet(DartsSpace.create(C=6, num_cells=3), partial_channels=4).init(jax.random.key(1), x, w)

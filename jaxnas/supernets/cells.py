@@ -9,7 +9,9 @@
 - ``mode="dense"``: every op runs; the edge output is ``sum_k weights[d, k] op_k(x)`` (DARTS, SNAS,
   NASP, Shapley masks). The 'none' op contributes nothing and is skipped.
 
-Both modes share one parameter tree. Built with ``arch=`` (a tuple of op indices, length D), the same
+Both modes share one parameter tree. ``partial_channels=K`` (PC-DARTS, Xu et al. 2020) sends only
+the first C/K channels of each edge input through the ops (the rest bypass the edge) and shuffles
+the channels after the edge; memory and FLOPs of the mixed ops fall by ~K. Built with ``arch=`` (a tuple of op indices, length D), the same
 module is the *discrete* network of that architecture: only the chosen op of each edge exists and
 'none' edges are dropped; with ``track=True`` its BatchNorms keep running statistics for
 stand-alone training (``mutable=['batch_stats']``).
@@ -34,6 +36,14 @@ def _check_mode(mode):
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
+def channel_shuffle(x, groups: int):
+    """PC-DARTS's channel shuffle on NHWC: channels viewed as ``[groups, C / groups]``, transposed
+    (PyTorch ``x.view(b, groups, C // groups, h, w).transpose(1, 2)``): output channel
+    ``j * groups + g`` is input channel ``g * (C / groups) + j``."""
+    *lead, c = x.shape
+    return x.reshape(*lead, groups, c // groups).swapaxes(-1, -2).reshape(*lead, c)
+
+
 def _in_switch_call(op, x, train):
     with inside_switch():
         return op(x, train)
@@ -49,15 +59,34 @@ class MixedEdge(nn.Module):
     affine: bool = False
     track: bool = False
     remat: bool = True  # sparse mode: rematerialise the chosen op (memory of one architecture)
+    # PC-DARTS partial channel connections (Xu et al. 2020, sec. 3.1): the ops see the first
+    # C / partial_channels channels, the rest bypass the edge (max-pooled 2x2 on a stride-2 edge), the
+    # two are concatenated and channel-shuffled; 1: every channel through every op (DARTS). Search
+    # supernets only (a discrete net, ``fixed``, keeps all channels).
+    partial_channels: int = 1
 
     def setup(self):
         names = self.ops if self.fixed is None else (self.ops[self.fixed],)
-        self.candidates = [build_op(self.op_set, n, self.channels, self.stride, self.affine, self.track)
+        ch = self.channels if self.fixed is not None else self.channels // self.partial_channels
+        self.candidates = [build_op(self.op_set, n, ch, self.stride, self.affine, self.track)
                            for n in names]
 
     def __call__(self, x, w=None, mode: str = "sparse", train: bool = True):
         if self.fixed is not None:
             return self.candidates[0](x, train)
+        K = self.partial_channels
+        if K == 1:
+            return self._mixed(x, w, mode, train)
+        c = x.shape[-1]
+        if c % K or self.channels % K:
+            raise ValueError(f"partial_channels={K} must divide the edge's channels ({c} in, "
+                             f"{self.channels} out)")
+        part, rest = x[..., :c // K], x[..., c // K:]      # PC-DARTS: xtemp, xtemp2
+        if self.stride == 2:
+            rest = nn.max_pool(rest, (2, 2), (2, 2))
+        return channel_shuffle(jnp.concatenate([self._mixed(part, w, mode, train), rest], -1), K)
+
+    def _mixed(self, x, w, mode, train):
         if mode == "dense":
             out = None
             for k, (name, op) in enumerate(zip(self.ops, self.candidates)):
@@ -100,6 +129,7 @@ class Cell(nn.Module):
     affine: bool = False
     track: bool = False
     remat: bool = True
+    partial_channels: int = 1   # PC-DARTS K (MixedEdge)
 
     @nn.compact
     def __call__(self, inputs, w=None, mode: str = "sparse", train: bool = True):
@@ -117,7 +147,8 @@ class Cell(nn.Module):
                 continue  # a discrete net drops 'none' edges
             src = jnp.zeros(node_shape, ref.dtype) if states[i] is None else states[i]  # all-'none' node
             y = MixedEdge(sp.op_set, sp.ops, self.channels, edge_stride, fixed, self.affine, self.track,
-                          self.remat, name=f"edge_{j}_{i}")(src, None if w is None else w[e], mode, train)
+                          self.remat, self.partial_channels,
+                          name=f"edge_{j}_{i}")(src, None if w is None else w[e], mode, train)
             states[j] = y if states[j] is None else states[j] + y
         states = [jnp.zeros(node_shape, ref.dtype) if s is None else s for s in states]
         if self.concat_output:
@@ -166,6 +197,7 @@ class NasBench201Net(nn.Module):
     arch: Optional[tuple[int, ...]] = None
     track: bool = False  # running BN statistics (stand-alone training of a discrete net)
     remat: bool = True   # sparse mode: recompute the chosen op in the backward pass (less memory)
+    partial_channels: int = 1   # PC-DARTS partial channel connections K (search supernet only)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
@@ -183,7 +215,8 @@ class NasBench201Net(nn.Module):
             for _ in range(sp.cells_per_stage):
                 block = c if sp.num_blocks > 1 else 0
                 x = Cell(sp, ch, arch=_cell_arch(sp, self.arch, block), affine=affine_cells,
-                         track=self.track, remat=self.remat, name=f"cell{c}")([x], None if wb is None else wb[block], mode, train)
+                         track=self.track, remat=self.remat, partial_channels=self.partial_channels,
+                         name=f"cell{c}")([x], None if wb is None else wb[block], mode, train)
                 c += 1
         x = nn.relu(Norm(True, self.track)(x, train))
         return nn.Dense(sp.num_classes)(jnp.mean(x, (1, 2)))
@@ -198,6 +231,7 @@ class DartsNet(nn.Module):
     arch: Optional[tuple[int, ...]] = None
     track: bool = False
     remat: bool = True
+    partial_channels: int = 1   # PC-DARTS partial channel connections K (Shapley-NAS sec. 4.1: 4)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
@@ -219,7 +253,8 @@ class DartsNet(nn.Module):
             p1 = ReLUConvBN(ch, 1, affine=affine, track=self.track, name=f"pre1_{c}")(s1, train)
             block = sp.block_of_cell(c)
             out = Cell(sp, ch, reduction, concat_output=True, arch=_cell_arch(sp, self.arch, block),
-                       affine=affine, track=self.track, remat=self.remat, name=f"cell{c}")(
+                       affine=affine, track=self.track, remat=self.remat,
+                       partial_channels=self.partial_channels, name=f"cell{c}")(
                 [p0, p1], None if wb is None else wb[block], mode, train)
             s0, s1, reduction_prev = s1, out, reduction
         return nn.Dense(self.num_classes)(jnp.mean(s1, (1, 2)))
