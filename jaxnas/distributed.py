@@ -10,8 +10,8 @@ checkpoints collectively. Decisions one process takes for all (the lock, the fin
 shared with :func:`agree`, so an error on one process stops every process with the same message
 instead of leaving the others waiting in a collective.
 
-Configured by ``search.distributed`` (keys in :data:`jaxnas.config.SCHEMA`) or by the environment: ``JAXNAS_DISTRIBUTED=1``
-turns it on; keys left ``None`` come from ``jax.distributed.initialize``'s own sources
+Configured by ``search.distributed`` (keys in :data:`jaxnas.config.SCHEMA`) or by the environment:
+``JAXNAS_DISTRIBUTED=1`` turns it on; keys left ``None`` come from ``jax.distributed.initialize``'s own sources
 (``JAX_COORDINATOR_ADDRESS``, ``JAX_LOCAL_DEVICE_IDS`` and cluster detection: Cloud TPU pod slices,
 SLURM, Open MPI, Kubernetes), so on a TPU pod slice ``search.distributed.enabled=True`` is all it takes.
 """
@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 ENV_ENABLE = "JAXNAS_DISTRIBUTED"
+
 
 class DistributedError(ValueError):
     """Multi-process setup that cannot work as configured (the message says what to change)."""

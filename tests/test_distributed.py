@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = REPO / "tests" / "helpers" / "distributed_child.py"
 LAUNCH_TIMEOUT = 900        # seconds per launch: generous for a loaded 2-core machine
 SURVIVOR_GRACE = 5          # seconds the survivor of a kill gets before it is killed too (jax.distributed
-                            # aborts it itself after its heartbeat timeout, 100 s by default)
+                            # aborts it itself after its heartbeat timeout: ~60 s here)
 
 
 def _free_port() -> int:
@@ -154,6 +154,8 @@ def runs(tmp_path_factory):
     some_devices = tiny_config("advantage", steps=24, chunk=6, checkpoint_every=12, devices=4)
     b = Launch(tmp, "resumed", [run("bad_batch", bad_batch, "bad", expect_error=True),
                                 run("some_devices", some_devices, "bad", expect_error=True),
+                                run("other_seed", advantage, "bad", expect_error=True,
+                                    process_overrides={"1": ["seed=1"]}),
                                 run("killed", advantage, "two")], n=2, devices=4)
     assert b.wait() == [0, 0], "the restarted processes failed" + b.logs()
     wall = time.perf_counter() - t0
@@ -195,6 +197,10 @@ def test_two_processes_equal_one_process_with_eight_devices(runs, name):
                                        err_msg=key)
 
 
+def test_feed_puts_the_global_batch_on_the_mesh(runs):
+    assert runs["one"]["feed", 0] is True      # one process, 8 devices: per-device gathers == the batch
+
+
 def test_resume_after_a_killed_process_equals_uninterrupted(runs):
     tmp = runs["tmp"]
     assert runs["steps_at_kill"] and max(runs["steps_at_kill"]) < 24, runs["steps_at_kill"]
@@ -220,6 +226,8 @@ def test_process_zero_writes_the_work_dir(runs):
 @pytest.mark.parametrize("name,says", [
     ("bad_batch", "search.batch_size 36 must divide evenly over the 8 devices of 2 processes"),
     ("some_devices", "search.devices=4 uses 4 of the 8 devices of the 2 processes"),
+    ("other_seed", "process(es) [1] have another config or data than process 0: start every process with the "
+                   "same config file"),
 ])
 def test_every_process_refuses_a_config_that_cannot_run(runs, name, says):
     for p in (0, 1):

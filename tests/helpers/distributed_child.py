@@ -4,6 +4,7 @@
 or null (one process, no jax.distributed), "num_processes": int, "runs": [{"name", "config" (raw),
 "overrides", "workdir", "dump" (npz path prefix), "kill_at" (this process SIGKILLs itself once a chunk
 starting at or after that step has run, before its checkpoint; only on ``kill_process``),
+"process_overrides" ({process: [overrides]}),
 "expect_error" (print the ValueError the run stops with instead of a result)}]}``.
 
 Per finished run it writes ``<dump>.<process>.npz`` (this process's copy of the final state, keys as
@@ -58,6 +59,17 @@ def dump(state, path):
     np.savez(path, **flat)
 
 
+if plan["port"] is None:      # one process: feed() puts exactly the gathered global batch on the mesh
+    from jaxnas.data import gather
+    from jaxnas.distributed import feed
+    from jaxnas.search import make_mesh
+    arrays = (np.arange(40 * 3, dtype=np.float32).reshape(40, 3), np.arange(40) % 7)
+    idx = np.random.default_rng(0).permutation(40)[:32].reshape(2, 16)
+    fed = feed(arrays, idx, make_mesh())
+    ok = all(np.array_equal(np.asarray(f), g) and f.sharding.spec[1] == "data"
+             for f, g in zip(fed, gather(arrays, idx)))
+    print(json.dumps({"name": "feed", "process": 0, "result": ok}), flush=True)
+
 for run in plan["runs"]:
     kill_at = run.get("kill_at") if pid == run.get("kill_process", 1) else None
 
@@ -68,7 +80,7 @@ for run in plan["runs"]:
             os.kill(os.getpid(), signal.SIGKILL)
         return _check(metrics, step0)
     runner.check_metrics = check
-    cfg = resolve(run["config"], run.get("overrides", []) + dist)
+    cfg = resolve(run["config"], run.get("overrides", []) + run.get("process_overrides", {}).get(str(pid), []) + dist)
     captured.clear()
     t = time.perf_counter()
     if run.get("expect_error"):      # a run that must stop every process with a message
