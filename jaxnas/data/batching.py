@@ -5,6 +5,10 @@ uses the permutation drawn from ``(seed, e)`` only, so a search loop resumed at 
 checkpoint that stores nothing but the step) sees exactly the batches of an uninterrupted run.
 The remainder of each epoch (``num_examples % batch_size``) is dropped, so every batch is full and
 shapes stay static under ``jit`` / ``lax.scan``.
+
+Over several processes (:mod:`jaxnas.distributed`) every process draws the same global indices from
+its own sampler and gathers only the columns (rows of the batch) its devices hold
+(:func:`jaxnas.distributed.feed`), so nothing here depends on the process.
 """
 from __future__ import annotations
 
