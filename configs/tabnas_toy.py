@@ -29,11 +29,13 @@ def get_config() -> dict:
         budget=25,
         steps=500,
         seeds=200,
-        tabnas=dict(budget=25, pv="mc", num_mc_samples=64, lr=0.1, warmup_frac=0.0),
-        tabnas_exact=dict(budget=25, pv="exact", lr=0.1, warmup_frac=0.0),
+        # q_offset 0: the toy's reward_fn already returns Q = 1 - loss (an engine reward is -loss,
+        # for which the default q_offset 1 gives the same Q)
+        tabnas=dict(budget=25, pv="mc", num_mc_samples=64, lr=0.1, warmup_frac=0.0, q_offset=0.0),
+        tabnas_exact=dict(budget=25, pv="exact", lr=0.1, warmup_frac=0.0, q_offset=0.0),
         # baselines: T0 = 25, the grid of beta of App. B.2.3 around the paper's Fig. 1 values (-1, -2)
-        tunas_abs=dict(target=25, lr=0.1, warmup_frac=0.0),
-        mnas_soft=dict(target=25, lr=0.1, warmup_frac=0.0),
-        mnas_hard=dict(target=25, lr=0.1, warmup_frac=0.0),
+        tunas_abs=dict(target=25, lr=0.1, warmup_frac=0.0, q_offset=0.0),
+        mnas_soft=dict(target=25, lr=0.1, warmup_frac=0.0, q_offset=0.0),
+        mnas_hard=dict(target=25, lr=0.1, warmup_frac=0.0, q_offset=0.0),
         betas=(-0.05, -0.1, -0.25, -0.5, -1.0, -2.0, -5.0),
     )

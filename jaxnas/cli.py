@@ -27,6 +27,9 @@ def _search(args):
         print(f"{c}: {result[c]:.2f} (rank {result[c + '_rank']}, best {result[c + '_best']:.2f})")
     if "param_count" in result:
         print(f"parameters: {int(result['param_count'])}")
+    from jaxnas.report import policy_lines
+    for line in policy_lines(result.get("policy")):   # TabNAS: how the policy backs the choice
+        print(line)
     print(f"reward evaluations: {result['evaluations']} ({result['search_seconds']:.1f} s)")
     print(f"work dir: {workdir}")
     print(json.dumps(result))

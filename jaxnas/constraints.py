@@ -185,6 +185,45 @@ class AdjacentCostDP:
         return jnp.sum(jnp.where(keep, m, 0.0))
 
 
+    def mode(self, logits) -> jax.Array:
+        """The most probable feasible architecture, argmax_{y in V} P(y) (= the mode of
+        P(y | y in V)): the same layer-by-layer recursion as ``__call__`` with max in place of sum
+        (Viterbi), then a backtrack. ``int32[D]``; jit-able (the shifts are static)."""
+        lp = log_probs(logits, self.mask)
+        D, K = self.mask.shape
+        C = self.num_bins
+        if C == 0:
+            return jnp.zeros((D,), jnp.int32)
+        ninf = jnp.asarray(-jnp.inf, lp.dtype)
+        start = np.zeros((K, C), bool)
+        for j in range(K):
+            if self.mask[0, j] and self.first[j] < C:
+                start[j, self.first[j]] = True
+        v = jnp.where(start, lp[0][:, None], ninf)                  # best log P of a prefix
+        backs = []
+        for l, shifts in enumerate(self.pairs):
+            smax = int(min(shifts.max(), C))
+            vp = jnp.pad(v, ((0, 0), (smax, 0)), constant_values=-jnp.inf)
+            rows, args = [], []
+            for jn in range(K):
+                cand = jnp.stack([vp[j, smax - int(s): smax - int(s) + C]
+                                  if (s < C and self.mask[l, j]) else jnp.full((C,), ninf)
+                                  for j, s in enumerate(shifts[:, jn])])          # [K, C]
+                ok = bool(self.mask[l + 1, jn])
+                rows.append(lp[l + 1, jn] + jnp.max(cand, 0) if ok else jnp.full((C,), ninf))
+                args.append(jnp.argmax(cand, 0).astype(jnp.int32))
+            v, backs = jnp.stack(rows), backs + [jnp.stack(args)]
+        v = jnp.where(np.arange(C)[None, :] <= self.caps[:, None], v, ninf)
+        flat = jnp.argmax(v.reshape(-1))
+        j, c = (flat // C).astype(jnp.int32), (flat % C).astype(jnp.int32)
+        arch = [j]
+        for l in reversed(range(len(self.pairs))):
+            jp = backs[l][j, c]
+            c = c - jnp.asarray(self.pairs[l], jnp.int32)[jp, j]
+            j = jp
+            arch.append(j)
+        return jnp.stack(arch[::-1]).astype(jnp.int32)
+
 def _shift_add(m, shifts: np.ndarray, prev_valid: np.ndarray):
     """``out[j', c] = sum_j m[j, c - shifts[j, j']]`` (zero where c < shift) on a fixed-length cost
     axis; mass pushed past the end is dropped (costs only grow, so it stays infeasible).
@@ -263,6 +302,7 @@ class Budget:
     min_cost: float
     exact: Optional[Callable[[jax.Array], jax.Array]]
     exact_method: str                     # "dp", "enum" or "none"
+    exact_mode: Optional[Callable[[jax.Array], jax.Array]] = None   # logits -> argmax_{y in V} P(y)
 
     def cost(self, archs) -> jax.Array:
         return self.cost_fn(jnp.asarray(archs))
@@ -280,6 +320,21 @@ class Budget:
     def pv_mc(self, key, logits, n: int, chunk: int = 65536) -> jax.Array:
         return pv_mc(key, logits, self.space.mask, self.feasible, n, chunk)
 
+    def mode(self, logits, key=None, num_samples: int = 10_000) -> tuple[jax.Array, bool]:
+        """The mode of P(y | y in V), i.e. the most probable feasible architecture, and whether it
+        is exact: by the DP (Viterbi over the adjacent-layer cost) or enumeration when available,
+        else the most probable feasible one among ``num_samples`` policy samples (``key``; the
+        per-decision argmax when none is feasible). jit-able."""
+        if self.exact_mode is not None:
+            return self.exact_mode(logits), True
+        key = jax.random.key(0) if key is None else key
+        archs = self.space.sample(key, logits, (num_samples,))
+        lp = arch_log_prob(log_probs(logits, self.space.mask), archs)
+        feas = self.feasible(archs)
+        best = archs[jnp.argmax(jnp.where(feas, lp, -jnp.inf))]
+        amax = jnp.argmax(jnp.where(jnp.asarray(self.space.mask), logits, -jnp.inf), -1)
+        return jnp.where(jnp.any(feas), best, amax).astype(jnp.int32), False
+
 
 def _enum_exact(space: Space, cost_fn: CostFn, limit: float):
     archs = space.all_archs(ENUM_LIMIT)
@@ -293,7 +348,12 @@ def _enum_exact(space: Space, cost_fn: CostFn, limit: float):
             return jnp.sum(logits) * 0.0
         lp = arch_log_prob(log_probs(logits, space.mask), fa)
         return jnp.exp(jax.nn.logsumexp(lp))
-    return exact, float(costs.min())
+
+    def mode(logits):
+        if fa.shape[0] == 0:
+            return jnp.zeros((space.num_decisions,), jnp.int32)
+        return fa[jnp.argmax(arch_log_prob(log_probs(logits, space.mask), fa))].astype(jnp.int32)
+    return exact, float(costs.min()), mode
 
 
 def make_budget(space: Space, limit: float, cost_fn: Optional[CostFn] = None,
@@ -327,18 +387,19 @@ def make_budget(space: Space, limit: float, cost_fn: Optional[CostFn] = None,
     if exact == "enum" and not small:
         raise ValueError(f"exact='enum': {space.num_archs:,} architectures exceed {ENUM_LIMIT:,}")
 
-    fn, method, min_cost = None, "none", None
+    fn, method, min_cost, mode_fn = None, "none", None, None
     if cost_terms is not None:
         first, pairs, last = cost_terms
         min_cost = min_adjacent_cost(space.mask, first, pairs, last)
     if exact in ("auto", "dp") and cost_terms is not None:
         try:
             fn, method = AdjacentCostDP.build(space.mask, first, pairs, last, limit), "dp"
+            mode_fn = fn.mode
         except ValueError:
             if exact == "dp":
                 raise
     if fn is None and exact in ("auto", "enum") and small:
-        fn, enum_min = _enum_exact(space, cost_fn, limit)
+        fn, enum_min, mode_fn = _enum_exact(space, cost_fn, limit)
         method = "enum"
         min_cost = enum_min if min_cost is None else min_cost
     if min_cost is None:  # huge space, generic cost: only an estimate, so warn rather than raise
@@ -353,7 +414,7 @@ def make_budget(space: Space, limit: float, cost_fn: Optional[CostFn] = None,
         raise ValueError(f"budget {limit:g} is below the smallest architecture's cost {min_cost:g}: "
                          f"no architecture is feasible; raise the budget to at least {min_cost:g}")
     return Budget(space=space, limit=limit, cost_fn=cost_fn, min_cost=float(min_cost), exact=fn,
-                  exact_method=method)
+                  exact_method=method, exact_mode=mode_fn)
 
 
 # ---- resource-aware rewards (sec. 3.3) -----------------------------------------------------------

@@ -55,6 +55,30 @@ def series(rows, name):
     return np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)
 
 
+def policy_lines(policy) -> list[str]:
+    """Human-readable lines of ``result.json["policy"]`` (a strategy's summary, e.g. TabNAS's):
+    the final choice's probability under the policy, P(V), the mode of P(y | y in V), the Alg. 3
+    candidates, the entropy per decision, and the warnings."""
+    if not policy:
+        return []
+    fmt = lambda p: "n/a" if p is None else f"{p:.3g}"
+
+    def arch(d):
+        return (f"{d['arch']} (cost {d['cost']:g}, P(y) {fmt(d['prob'])}, "
+                f"P(y | y in V) {fmt(d['prob_given_feasible'])})")
+    lines = [f"final rule {policy['final_rule']!r}: {arch(policy['chosen'])}",
+             f"P(V) = {fmt(policy['pv'])} ({policy['pv_method']}), budget {policy['budget']:g}",
+             f"mode of P(y | y in V){'' if policy['mode'].get('exact') else ' (sampled)'}: "
+             f"{arch(policy['mode'])}"]
+    cands = policy.get("alg3_candidates", [])
+    lines.append(f"Alg. 3 top-{len(cands)} of {policy.get('alg3_samples')} samples (retrain these):")
+    lines.extend(f"  {i + 1}. {arch(c)}" for i, c in enumerate(cands))
+    lines.append(f"entropy per decision: {policy['entropy_per_decision']} "
+                 f"(uniform: {policy['max_entropy_per_decision']})")
+    lines.extend(f"warning: {w}" for w in policy.get("warnings", []))
+    return lines
+
+
 def report(workdir, plots: bool = True, metrics=None) -> str:
     workdir = Path(workdir)
     notes: list[str] = []
@@ -78,6 +102,7 @@ def report(workdir, plots: bool = True, metrics=None) -> str:
         lines.append(f"derived architecture: {result.get('arch')}")
         rated = {k: v for k, v in result.items() if isinstance(v, float) and k != "search_seconds"}
         lines.append("result: " + ", ".join(f"{k} {v:.4f}" for k, v in rated.items()))
+        lines.extend(policy_lines(result.get("policy")))
     else:
         lines.append("no result.json yet: the search has not finished (re-run `jaxnas search` to resume)")
     if plots and rows:

@@ -238,6 +238,8 @@ def finish(exp: Experiment, state, workdir, seconds: float, write: bool = True) 
               **exp.evaluator.result(jax.device_get(state.evaluator), arch),
               "evaluations": int(state.evaluations), "search_seconds": seconds,
               "state_digest": state_digest(state)}
+    if exp.strategy.summary is not None:   # e.g. TabNAS: P(arch | V), Alg. 3 top-n, the mode
+        result["policy"] = exp.strategy.summary(jax.device_get(state.strategy), arch)
     if cfg["benchmark"]["nb201_table"]:
         from jaxnas.benchmarks.nb201 import annotate
         result = annotate(result, cfg["benchmark"]["nb201_table"])

@@ -226,9 +226,9 @@ def _toy():
     loss = jnp.asarray([[0.74, 0.76, 0.72], [0.64, 0.66, 0.52], [0.46, 0.44, 0.40]])
     calls = []
 
-    def reward_fn(w):
+    def reward_fn(w):          # the engine's reward, -loss: Q = reward + q_offset (1) = 1 - loss
         a = jnp.argmax(w, -1)
-        return 1.0 - loss[a[0], a[1]], None
+        return -loss[a[0], a[1]], None
     return space, reward_fn, loss, calls
 
 
@@ -474,3 +474,98 @@ def test_option_names_final_decay_eps():
                 {"derive_mode": "argmax"}):
         with pytest.raises(ValueError):
             make("tabnas", space, budget=25, pv="exact", warmup_frac=0.0, **bad)
+
+
+# ---- the final choice made visible (sec. 3.4, Alg. 3) -------------------------------------------
+def _feasible_mode_brute(space, limit, logits):
+    archs, cost = _costs(space)
+    p = np.asarray(jax.nn.softmax(jnp.where(jnp.asarray(space.mask), logits, -1e9), -1), np.float64)
+    lp = np.sum(np.log(p[np.arange(space.num_layers), archs]), -1)
+    lp[cost > limit] = -np.inf
+    return archs[np.argmax(lp)], np.exp(lp.max()), np.exp(lp[np.isfinite(lp)]).sum()
+
+
+def _space_small():
+    return MLPSpace.create(3, 5, 1, widths=(2, 4, 6, 8, 12))   # 125 architectures
+
+
+def test_mode_of_p_given_v_by_dp_enumeration_and_samples_equals_brute_force():
+    """Budget.mode: the max-product DP (Viterbi over the adjacent-layer cost), enumeration and the
+    best of many policy samples all return argmax_{y in V} P(y), checked by brute force."""
+    space = _space_small()
+    _, cost = _costs(space)
+    for seed, q in ((0, 0.05), (1, 0.3), (2, 0.7)):
+        limit = float(np.quantile(cost, q))
+        lg = _logits(space, seed, 1.5)
+        ref = _feasible_mode_brute(space, limit, lg)[0]
+        for exact in ("dp", "enum"):
+            arch, is_exact = C.make_budget(space, limit, exact=exact).mode(lg)
+            assert is_exact
+            np.testing.assert_array_equal(np.asarray(arch), ref)
+        arch, is_exact = C.make_budget(space, limit, exact="none").mode(lg, jax.random.key(3), 20_000)
+        assert not is_exact
+        np.testing.assert_array_equal(np.asarray(arch), ref)
+
+
+def test_final_rules_and_policy_summary():
+    """final='mode' derives the mode of P(y | y in V); summary reports P(arch), P(arch | V) =
+    P(arch)/P(V), the Alg. 3 top-3 (the first is what final='alg3' derives), the mode and the
+    entropies; a near-uniform policy and an Alg. 3 choice that is not the mode are warned about."""
+    space = _space_small()
+    limit = 127
+    lg = _logits(space, 10, 0.5)
+    ref, p_ref, pv_ref = _feasible_mode_brute(space, limit, lg)
+    sm = make("tabnas", space, budget=limit, warmup_frac=0, final="mode", log_exact_pv=False)
+    sa = make("tabnas", space, budget=limit, warmup_frac=0, log_exact_pv=False)
+    st = sa.init(jax.random.key(0)).replace(logits=lg)
+    np.testing.assert_array_equal(np.asarray(jax.jit(sm.derive)(st)), ref)
+    arch = np.asarray(jax.jit(sa.derive)(st))
+    info = sa.summary(st, arch)
+    assert info["final_rule"] == "alg3" and info["pv_method"] == "dp"
+    np.testing.assert_allclose(info["pv"], pv_ref, rtol=1e-4)
+    p_arch = float(np.exp(np.sum(np.log(np.asarray(jax.nn.softmax(lg, -1)))[np.arange(3), arch])))
+    np.testing.assert_allclose(info["chosen"]["prob"], p_arch, rtol=1e-4)
+    np.testing.assert_allclose(info["chosen"]["prob_given_feasible"], p_arch / pv_ref, rtol=1e-4)
+    assert info["chosen"]["arch"] == space.encode(arch)
+    assert info["mode"]["arch"] == space.encode(ref) and info["mode"]["exact"]
+    np.testing.assert_allclose(info["mode"]["prob_given_feasible"], p_ref / pv_ref, rtol=1e-4)
+    cands = info["alg3_candidates"]
+    top3 = T.select_final_n(C.make_budget(space, limit), lg, jax.random.key(0), n=3)
+    assert len(top3) == 3
+    assert [c["arch"] for c in cands] == [space.encode(a) for a in top3]
+    assert cands[0]["arch"] == info["chosen"]["arch"]          # derive = the first candidate
+    assert all(c["cost"] <= limit and c["feasible"] for c in cands)
+    assert [c["cost"] for c in cands] == sorted((c["cost"] for c in cands), reverse=True)
+    ent = np.asarray(info["entropy_per_decision"])
+    assert ent.shape == (3,) and np.all(ent <= np.asarray(info["max_entropy_per_decision"]) + 1e-6)
+    # near-uniform: not concentrated, and Alg. 3 (largest cost) is not the mode: two warnings
+    assert not info["concentrated"] and len(info["warnings"]) == 2
+    assert "not concentrated" in info["warnings"][0] and "final='mode'" in info["warnings"][1]
+    # a concentrated policy on a feasible architecture: no warning, every rule agrees
+    det = jnp.where(jnp.asarray(space.mask), -30.0, -1e9).at[:, 2].set(30.0)
+    st = st.replace(logits=det)
+    info = sa.summary(st, np.asarray(sa.derive(st)))
+    assert info["concentrated"] and info["warnings"] == []
+    assert info["chosen"]["arch"] == info["mode"]["arch"] == space.encode(np.array([2, 2, 2]))
+
+
+def test_q_offset_defaults_to_one_and_multiplicative_rewards_refuse_q_not_positive():
+    """Q = reward + q_offset, default 1 (Q = 1 - loss from a reward of -loss); a MnasNet reward
+    with Q <= 0 stops with an error that names q_offset (the penalty would be reversed)."""
+    space, _, loss, _ = _toy()
+    neg_loss = lambda w: (-loss[jnp.argmax(w[0]), jnp.argmax(w[1])], None)
+    s = make("tabnas", space, budget=1e9, pv="exact", warmup_frac=0.0)
+    st, m = jax.jit(lambda st, k: s.step(st, k, neg_loss))(s.init(jax.random.key(0)), jax.random.key(1))
+    y = space.sample(jax.random.split(jax.random.key(1))[0], s.init(jax.random.key(0)).logits)
+    np.testing.assert_allclose(float(m["reward"]), 1.0 - float(loss[y[0], y[1]]), rtol=1e-6)
+    big_loss = lambda w: (neg_loss(w)[0] - 1.0, None)            # loss > 1: Q = 1 - loss < 0
+    for name in ("mnas_soft", "mnas_hard"):
+        s = make(name, space, target=25, beta=-0.5, warmup_frac=0.0)
+        step = jax.jit(lambda st, k: s.step(st, k, big_loss))
+        with pytest.raises(Exception, match="q_offset"):
+            jax.block_until_ready(step(s.init(jax.random.key(0)), jax.random.key(1)))
+            jax.effects_barrier()
+    ok = make("mnas_soft", space, target=25, beta=-0.5, warmup_frac=0.0, q_offset=3.0)
+    st, m = jax.jit(lambda st, k: ok.step(st, k, big_loss))(ok.init(jax.random.key(0)), jax.random.key(1))
+    jax.effects_barrier()
+    assert float(m["reward"]) > 0

@@ -86,6 +86,9 @@ class Strategy:
     probs: Callable[[Any], jax.Array]
     needs: str = "reward"
     phases: Optional[Callable[[int, int], Any]] = None
+    # optional, host-side: (state, derived arch) -> dict of how the policy stands behind the final
+    # choice (TabNAS: P(arch | V), Alg. 3 candidates, the mode, warnings); result.json["policy"]
+    summary: Optional[Callable[[Any, Any], dict]] = None
 
     def __post_init__(self):
         if self.mode not in ("sparse", "dense"):
@@ -150,6 +153,7 @@ OPTION_FIELDS: dict[str, S.Field] = {
     "warmup_frac": S.Float(**_UNIT),
     "q_offset": S.Float(),
     "num_final_samples": S.Int(ge=1),
+    "num_final_archs": S.Int(ge=1),
     "log_exact_pv": S.Optional(S.Bool()),
     # gradient strategies
     "init_std": S.Float(ge=0),

@@ -9,9 +9,10 @@ Registered strategies:
 - ``"tunas_abs"``, ``"mnas_soft"``, ``"mnas_hard"``: plain REINFORCE (Alg. 1) on a shaped reward
   Q + beta|T/T0 - 1|, Q (T/T0)^beta, Q min{1, (T/T0)^beta}.
 
-Q, the quality reward, is ``reward_fn(weights)[0] + q_offset``. The paper uses Q = 1 - loss; an
-engine whose reward is -loss gets exactly that with ``q_offset=1`` (it matters only for the
-multiplicative MnasNet rewards, which assume Q > 0, and for the first step, where Q̄ = 0).
+Q, the quality reward, is ``reward_fn(weights)[0] + q_offset``. The paper uses Q = 1 - loss (Alg. 1
+line 13); an engine whose reward is -loss gets exactly that with ``q_offset=1``, the default. It
+matters for the multiplicative MnasNet rewards, which assume Q > 0 (a step whose Q <= 0 raises an
+error naming q_offset: the penalty would be reversed), and for the first step, where Q̄ = 0.
 
 Common to all: Adam on the logits (App. A/B.1: b1 0.9, b2 0.999, ``eps`` 1e-3; the optimizer options
 of every strategy), the bias-corrected moving average baseline of Alg. 1 line 18 (its gamma = 0.9 is
@@ -20,7 +21,14 @@ of every strategy), the bias-corrected moving average baseline of Alg. 1 line 18
 with a probability decaying linearly 1 -> 0 and a policy sample otherwise, and ``step`` makes no RL
 update. With ``axis_name`` set (P lanes: devices of ``shard_map`` or lanes of ``vmap``) every lane
 samples its own y and the gradients are averaged over the lanes whose y was feasible (App. B.2.2).
-``final``: "alg3" (Alg. 3, the default of ``"tabnas"``) or "argmax" (the default of the shaped ones).
+``final``: "alg3" (Alg. 3, the default of ``"tabnas"``: of m = ``num_final_samples`` policy samples the
+feasible one with the largest cost), "mode" (the mode of P(y | y in V), the most probable feasible
+architecture: exact by a max-product DP or enumeration when P(V) is exact, else over 10,000 samples)
+or "argmax" (per decision; the default of the shaped ones). ``Strategy.summary(state, arch)`` says
+how the policy stands behind the final choice (runner: ``result.json["policy"]``): P(arch),
+P(arch | V), P(V), the entropy per layer, the Alg. 3 top-n (n = ``num_final_archs``) with their
+probabilities and costs, the mode of P(y | y in V), and warnings when the policy has not
+concentrated (P(mode | V) < CONCENTRATED = 0.5) or the final choice is not the mode.
 
 The baseline Q̄ of the shaped-reward strategies is the moving average of the shaped reward r (as
 in TuNAS); for ``"tabnas"`` it averages Q over feasible samples only (rejected y have no Q).
@@ -98,8 +106,62 @@ def select_final_n(budget: C.Budget, logits, key, n: int = 3, num_samples: int =
     cost = np.asarray(budget.cost(archs))
     keep = cost <= budget.limit
     uniq, idx = np.unique(archs[keep], axis=0, return_index=True)
-    order = np.argsort(-cost[keep][idx], kind="stable")
+    lp = np.asarray(K.log_prob(logits, uniq, space.mask)) if len(uniq) else np.zeros(0)
+    order = np.lexsort((-lp, -cost[keep][idx]))     # largest cost first, ties: the most probable
     return uniq[order[:n]]
+
+
+CONCENTRATED = 0.5   # the policy "has concentrated" when P(mode of P(y | y in V) | V) >= this
+
+
+def policy_summary(budget: C.Budget, logits, arch, *, final: str, n: int = 3,
+                   num_samples: int = 500, pv_samples: int = 1 << 20) -> dict:
+    """How the learned policy stands behind the final architecture ``arch`` (host-side, for
+    result.json and reports): P(arch) and P(arch | y in V) = P(arch) / P(V), P(V) (exact when the
+    budget has it, else Monte-Carlo with ``pv_samples``), the entropy of each decision (and its
+    maximum log K_d), the Alg. 3 top-n candidates (same key and m as ``derive``) and the mode of
+    P(y | y in V), each with its probabilities and cost, and ``warnings``."""
+    space = budget.space
+    logits = jnp.asarray(logits)
+    mask = np.asarray(space.mask)
+    if budget.exact is not None:
+        pv, pv_method = float(budget.pv_exact(logits)), budget.exact_method
+    else:
+        pv = float(budget.pv_mc(jax.random.key(1), logits, pv_samples))
+        pv_method = f"mc({pv_samples})"
+
+    def describe(a):
+        a = np.asarray(a, np.int32)
+        p = float(np.exp(K.log_prob(logits, a, mask)))
+        return {"arch": space.encode(a) if hasattr(space, "encode") else a.tolist(),
+                "cost": float(budget.cost(a)), "feasible": bool(budget.cost(a) <= budget.limit),
+                "prob": p, "prob_given_feasible": p / pv if pv > 0 else None}
+
+    mode, mode_exact = budget.mode(logits)
+    top = select_final_n(budget, logits, jax.random.key(0), n=n, num_samples=num_samples)
+    ent = np.asarray(K.entropy(K.softmax(logits, mask)))
+    chosen, m = describe(arch), describe(mode)
+    out = {"final_rule": final, "budget": budget.limit, "pv": pv, "pv_method": pv_method,
+           "chosen": chosen, "mode": {**m, "exact": bool(mode_exact)},
+           "alg3_candidates": [describe(a) for a in top], "alg3_samples": int(num_samples),
+           "entropy_per_decision": [round(float(e), 4) for e in ent],
+           "max_entropy_per_decision": [round(float(np.log(k)), 4) for k in mask.sum(-1)],
+           "concentration_threshold": CONCENTRATED, "warnings": []}
+    pm = m["prob_given_feasible"] or 0.0
+    out["concentrated"] = bool(pm >= CONCENTRATED)
+    if not out["concentrated"]:
+        out["warnings"].append(
+            f"the policy has not concentrated: its most probable feasible architecture {m['arch']} "
+            f"has P(y | y in V) = {pm:.3g} < {CONCENTRATED} (entropy per decision "
+            f"{out['entropy_per_decision']} of at most {out['max_entropy_per_decision']}); "
+            f"search longer or raise the RL lr, and retrain the alg3_candidates")
+    if chosen["arch"] != m["arch"]:
+        pc = chosen["prob_given_feasible"] or 0.0
+        out["warnings"].append(
+            f"final rule {final!r} chose {chosen['arch']} (cost {chosen['cost']:g}, P(y | y in V) = "
+            f"{pc:.3g}), not the mode of P(y | y in V), {m['arch']} (cost {m['cost']:g}, "
+            f"P = {pm:.3g}); final='mode' returns the mode")
+    return out
 
 
 def reinforce_objective(logits, mask, y, advantage, pv_fn=None):
@@ -121,7 +183,7 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
            shape_reward: Optional[Callable], pv: str, num_mc_samples: int, mc_chunk: int,
            decay: float, total_steps: Optional[int], warmup_frac: float, q_offset: float,
            num_final_samples: int, axis_name: Optional[str], log_exact_pv: Optional[bool],
-           final: str, **opt) -> Strategy:
+           final: str, num_final_archs: int = 3, multiplicative: bool = False, **opt) -> Strategy:
     if isinstance(budget, C.Budget):
         bud = budget
     else:
@@ -190,6 +252,9 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
             q = jax.lax.cond(active,
                              lambda: vary(f32(reward_fn(space.one_hot(y))[0]) + q_offset),
                              lambda: vary(f32(0.0)))
+            if multiplicative:   # Q (T/T0)^beta with Q <= 0 would reverse the resource penalty
+                jax.lax.cond(active & (q <= 0), lambda: jax.debug.callback(_q_not_positive, q),
+                             lambda: None)
             r = q if shape_reward is None else shape_reward(q, cost)
             adv = jax.lax.stop_gradient(r - qbar)
 
@@ -250,47 +315,73 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
     def derive(state):
         if final == "argmax":
             return K.derive(space, state.logits)
+        if final == "mode":          # the mode of P(y | y in V) (sec. 3.4: "largest probabilities")
+            return bud.mode(state.logits)[0]
         # Alg. 3 with a fixed key: deterministic for a given state
         return select_final(bud, state.logits, jax.random.key(0), num_final_samples)[0]
 
     def probs(state):
         return K.softmax(state.logits, mask)
 
+    def summary(state, arch):
+        return policy_summary(bud, state.logits, arch, final=final, n=int(num_final_archs),
+                              num_samples=int(num_final_samples))
+
     return Strategy(name=name, space=space, mode="sparse", init=init, sample=sample, step=step,
-                    derive=derive, probs=probs, needs="reward")
+                    derive=derive, probs=probs, needs="reward", summary=summary)
 
 
-FINAL_RULES = ("alg3", "argmax")
+def _q_not_positive(q):
+    raise ValueError(f"a multiplicative MnasNet reward met the quality Q = reward + q_offset = "
+                     f"{float(q):.4g} <= 0: Q (T/T0)^beta would reverse the resource penalty. "
+                     f"Raise q_offset so that Q > 0 (default 1: Q = 1 - loss, TabNAS Alg. 1 line "
+                     f"13; for a loss that can exceed 1, q_offset above its largest value)")
+
+
+FINAL_RULES = ("alg3", "mode", "argmax")
+# RL lr of "tabnas" (Adam on the logits). The paper: a constant eta in [0.001, 0.01] over 120-epoch
+# searches at batch 32 (App. D), 0.1 on its toy; with our benches' fewer RL steps 0.005 left the
+# policy near uniform and this converges (bench/tabnas_connect4.py, budgets between front points).
+RL_LR = 0.02
 
 
 @register("tabnas")
 def make_tabnas(space: Space, budget=None, *, axis_name: Optional[str] = None,
                 total_steps: Optional[int] = None, cost_fn=None, cost_terms=None, pv: str = "mc",
                 num_mc_samples: int = 32768, mc_chunk: int = 65536, decay: float = 0.9,
-                warmup_frac: float = 0.25, q_offset: float = 0.0, final: str = "alg3",
-                num_final_samples: int = 500, log_exact_pv: Optional[bool] = None,
-                optimizer: str = "adam", lr: float = 0.005, b1: float = 0.9, b2: float = 0.999,
+                warmup_frac: float = 0.25,
+                q_offset: float = 1.0,  # Q = 1 - loss (Alg. 1 line 13) from a reward of -loss
+                final: str = "alg3", num_final_samples: int = 500,
+                num_final_archs: int = 3,  # Alg. 3's n (sec. 3.4: n <= 3 suffice)
+                log_exact_pv: Optional[bool] = None, optimizer: str = "adam",
+                lr: float = RL_LR,  # measured: bench/results/tabnas_connect4.json (module doc)
+                b1: float = 0.9, b2: float = 0.999,
                 eps: float = 1e-3, weight_decay: float = 0.0, clip: Optional[float] = None,
                 lr_schedule: str = "constant") -> Strategy:
     """TabNAS (rejection-based REINFORCE). ``budget``: the limit (number, with ``cost_fn`` default
     ``space.param_count``) or a :class:`jaxnas.constraints.Budget`. ``pv``: "mc" (Alg. 2, N =
     ``num_mc_samples``) or "exact". ``decay``: Alg. 1 line 18's gamma (0.9). ``final``: "alg3"
-    (Alg. 3, m = ``num_final_samples``, fixed key) or "argmax"."""
+    (Alg. 3, m = ``num_final_samples``, fixed key), "mode" (of P(y | y in V)) or "argmax";
+    ``num_final_archs``: the n of Alg. 3 listed by ``summary`` (the candidates to retrain)."""
     return _build(space, "tabnas", budget=budget, cost_fn=cost_fn, cost_terms=cost_terms,
                   rejection=True, shape_reward=None, pv=pv, num_mc_samples=num_mc_samples,
                   mc_chunk=mc_chunk, decay=decay, total_steps=total_steps,
                   warmup_frac=warmup_frac, q_offset=q_offset, num_final_samples=num_final_samples,
+                  num_final_archs=num_final_archs,
                   axis_name=axis_name, log_exact_pv=log_exact_pv, final=final,
                   optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                   clip=clip, lr_schedule=lr_schedule)
 
 
-def _make_shaped(name: str, reward):
+def _make_shaped(name: str, reward, multiplicative: bool):
     def make(space: Space, target=None, *, beta: float, axis_name: Optional[str] = None,
              total_steps: Optional[int] = None, cost_fn=None, decay: float = 0.9,
-             warmup_frac: float = 0.25, q_offset: float = 0.0, final: str = "argmax",
-             num_final_samples: int = 500, log_exact_pv: Optional[bool] = None,
-             optimizer: str = "adam", lr: float = 0.005, b1: float = 0.9, b2: float = 0.999,
+             warmup_frac: float = 0.25,
+             q_offset: float = 1.0,  # Q = 1 - loss (TabNAS Alg. 1 line 13): Q > 0 for MnasNet
+             final: str = "argmax", num_final_samples: int = 500, num_final_archs: int = 3,
+             log_exact_pv: Optional[bool] = None, optimizer: str = "adam",
+             lr: float = 0.05,  # TabNAS App. B: the Abs Reward needs eta >= 0.05
+             b1: float = 0.9, b2: float = 0.999,
              eps: float = 1e-3, weight_decay: float = 0.0, clip: Optional[float] = None,
              lr_schedule: str = "constant") -> Strategy:
         if target is None or float(target) <= 0:
@@ -301,6 +392,7 @@ def _make_shaped(name: str, reward):
                       rejection=False, shape_reward=shape, pv="mc", num_mc_samples=1, mc_chunk=1,
                       decay=decay, total_steps=total_steps, warmup_frac=warmup_frac,
                       q_offset=q_offset, num_final_samples=num_final_samples,
+                      num_final_archs=num_final_archs, multiplicative=multiplicative,
                       axis_name=axis_name, log_exact_pv=log_exact_pv, final=final,
                       optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
                       weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule)
@@ -311,6 +403,6 @@ def _make_shaped(name: str, reward):
     return make
 
 
-make_tunas_abs = register("tunas_abs")(_make_shaped("tunas_abs", C.abs_reward))
-make_mnas_soft = register("mnas_soft")(_make_shaped("mnas_soft", C.mnas_soft_reward))
-make_mnas_hard = register("mnas_hard")(_make_shaped("mnas_hard", C.mnas_hard_reward))
+make_tunas_abs = register("tunas_abs")(_make_shaped("tunas_abs", C.abs_reward, False))
+make_mnas_soft = register("mnas_soft")(_make_shaped("mnas_soft", C.mnas_soft_reward, True))
+make_mnas_hard = register("mnas_hard")(_make_shaped("mnas_hard", C.mnas_hard_reward, True))
