@@ -1,6 +1,7 @@
 """Shapley-NAS (jaxnas/shapley.py, jaxnas/strategies/shapley.py) against independent computations:
 closed-form Shapley values, exact enumeration (eq. 3), a plain Python loop of Alg. 1, one-at-a-time
 evaluation of the masked dense supernet, and a numpy recomputation of Alg. 2's update."""
+import dataclasses
 import types
 
 import chex
@@ -67,12 +68,12 @@ def toy_supernet_game(null=None, twins=None, seed=0):
     full = jnp.full((3, 4), 0.25)
 
     @jax.jit
-    def values(masks):
+    def values_of(params, x, y, masks):    # arguments, not constants: XLA would constant-fold the net
         ws = keep_weights(full, players, masks)
         out = jax.vmap(lambda w: net.apply({"params": params}, x, w, mode="dense"))(
             ws.reshape(-1, 3, 4)).reshape(masks.shape[:-1] + (32,))
         return jnp.exp(-jnp.mean((out - y) ** 2, -1))
-    return values, len(players)
+    return (lambda masks: values_of(params, x, y, masks)), len(players)
 
 
 # ---- exact ---------------------------------------------------------------------------------------
@@ -98,12 +99,14 @@ def test_mc_without_truncation_is_unbiased_and_error_falls_like_inverse_sqrt_m()
     game, _ = table_game(values, n)
     exact = SH.exact_shapley(lambda m: np.asarray(values(jnp.asarray(m))), n)
     R, Ms = 300, (4, 16, 64)
-    run = jax.jit(lambda perms: SH.truncated_mc(game, perms, jnp.full(perms.shape[:1], game(
-        jnp.ones((1, n), bool))[0]), None, chunk=6).contributions)
-    rmse = []
-    for i, M in enumerate(Ms):
-        perms = SH.permutations(jax.random.key(i), n, R * M)
-        est = np.asarray(run(perms)).reshape(R, M, n).mean(1)          # R estimates
+    total = R * sum(Ms)
+    perms = SH.permutations(jax.random.key(0), n, total)
+    contrib = np.asarray(jax.jit(lambda p: SH.truncated_mc(game, p, jnp.full((total,), game(
+        jnp.ones((1, n), bool))[0]), None, chunk=6).contributions)(perms))
+    rmse, start = [], 0
+    for M in Ms:                                                       # disjoint permutations
+        est = contrib[start:start + R * M].reshape(R, M, n).mean(1)    # R estimates
+        start += R * M
         se = est.std(0, ddof=1) / np.sqrt(R)
         assert np.all(np.abs(est.mean(0) - exact) <= 4.5 * se + 1e-7), (M, est.mean(0) - exact, se)
         rmse.append(np.sqrt(np.mean((est - exact) ** 2)))
@@ -187,7 +190,13 @@ def _nb201_evaluator(vmap_chunk=3):
     kx, ky, kp = jax.random.split(jax.random.key(0), 3)
     batch = (jax.random.normal(kx, (64, 8, 8, 3)), jax.random.randint(ky, (64,), 0, 10))
     params = task.init_params(kp)
-    return space, ev, types.SimpleNamespace(params=params, opt_state=None, step=0), batch
+    return space, ev, EvState(params), batch
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class EvState:                 # what reward_fn reads of the evaluator's state: the parameters
+    params: dict
 
 
 def test_vmapped_masked_evaluation_equals_one_at_a_time():
@@ -198,9 +207,10 @@ def test_vmapped_masked_evaluation_equals_one_at_a_time():
     full = jax.nn.softmax(jax.random.normal(jax.random.key(1), space.shape), -1)
     masks = jax.random.bernoulli(jax.random.key(2), 0.6, (7, len(players)))
     ws = keep_weights(full, players, masks)
-    got, aux = jax.jit(ev.batched_reward_fn(state, (), batch, None))(ws)
-    one = jax.jit(ev.reward_fn(state, (), batch, None))
-    want = [one(w) for w in ws]
+    # parameters and batch as arguments (closed-over arrays would be constant-folded by XLA)
+    got, aux = jax.jit(lambda st, b, ws: ev.batched_reward_fn(st, (), b, None)(ws))(state, batch, ws)
+    one = jax.jit(lambda st, b, w: ev.reward_fn(st, (), b, None)(w))
+    want = [one(state, batch, w) for w in ws]
     chex.assert_trees_all_close(got, jnp.stack([w[0] for w in want]), atol=1e-6)
     chex.assert_trees_all_close(aux["loss"], jnp.stack([w[1]["loss"] for w in want]), rtol=1e-5)
     # a removed player's weight is 0, the others are not renormalised (remove_players)
@@ -218,8 +228,10 @@ def test_strategy_step_equals_plain_alg1_and_alg2_on_a_supernet():
     s = make("shapley", space, total_steps=1, num_samples=6, eta=0.5, prefix_chunk=5, init_std=0.5)
     st0 = s.init(jax.random.key(3))
     key = jax.random.key(4)
-    st1, metrics = jax.jit(lambda st: s.step(st, key, ev.batched_reward_fn(state, (), batch, None)))(st0)
-    one = jax.jit(lambda w: ev.reward_fn(state, (), batch, None)(w)[1]["accuracy"])
+    st1, metrics = jax.jit(lambda st, es, b: s.step(st, key, ev.batched_reward_fn(es, (), b, None)))(
+        st0, state, batch)
+    one_ = jax.jit(lambda es, b, w: ev.reward_fn(es, (), b, None)(w)[1]["accuracy"])
+    one = lambda w: one_(state, batch, w)
     players = players_of(space, "none")
     full = np.asarray(s.sample(st0, key)[1]).reshape(-1)
 
