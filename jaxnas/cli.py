@@ -15,6 +15,9 @@ def _search(args):
     workdir = Path(args.workdir or Path("workdirs") / Path(args.config).stem)
     result = run_search(cfg, workdir, progress=None if args.quiet else sys.stderr,
                         force_restart=args.force_restart)
+    from jaxnas.distributed import is_primary
+    if not is_primary():   # several processes (search.distributed): process 0 reports
+        return
     print(f"derived architecture: {result['arch']}")
     if "genotype" in result:
         print(f"genotype: {result['genotype']}")
