@@ -52,7 +52,8 @@ def test_evaluator_carries_hidden_state_across_windows():
     inputs = ev.inputs()
     st = ev.init(jax.random.key(0))
     w = exp.space.one_hot(jnp.array([1, 2, 3, 4, 1, 2]))
-    fwd = lambda p, t, h: net.apply({"params": p}, jnp.asarray(src[5 * t: 5 * t + 5]), h, w)[1]
+    fwd_j = jax.jit(lambda p, x, h: net.apply({"params": p}, x, h, w))
+    fwd = lambda p, t, h: fwd_j(p, jnp.asarray(src[5 * t: 5 * t + 5]), h)[1]
     h = jnp.zeros((4, exp.space.hidden_size))
     step = jax.jit(ev.weight_step)
     for t in range(3):
@@ -64,7 +65,7 @@ def test_evaluator_carries_hidden_state_across_windows():
     # the reward: the next training window (pos 3) from the carried state
     r, aux = ev.reward_fn(st, inputs, None, None)(w)
     x, y = src[15:20], src[16:21]
-    logits, _ = net.apply({"params": st.params}, jnp.asarray(x), h, w)
+    logits, _ = fwd_j(st.params, jnp.asarray(x), h)
     ref = jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(5)[:, None], jnp.arange(4)[None], y])   # -loss
     chex.assert_trees_all_close(r, ref, atol=1e-5)
     # an epoch boundary: back to window 0 from a zero state
