@@ -44,6 +44,16 @@ def _report(args):
     print(report(args.workdir, plots=not args.no_plots, metrics=metrics))
 
 
+# what a retrain reports, in this order, where the protocol has it (classifiers: accuracy; LMs: perplexity)
+_RETRAIN_METRICS = (("val_loss", ".4f"), ("val_accuracy", ".4f"), ("val_balanced_error", ".4f"),
+                    ("val_perplexity", ".2f"), ("test_accuracy", ".4f"), ("test_perplexity", ".2f"))
+
+
+def _metrics_line(m: dict, only=None) -> str:
+    shown = [(k, f) for k, f in _RETRAIN_METRICS if k in m and (only is None or k in only)]
+    return ", ".join(f"{k.replace('_', ' ')} {m[k]:{f}}" for k, f in shown)
+
+
 def _retrain(args):
     from jaxnas.retrain import parse_overrides, retrain
     seeds = None
@@ -52,16 +62,10 @@ def _retrain(args):
     out = retrain(args.workdir, parse_overrides(args.overrides), top=args.top, seeds=seeds, config=args.config,
                   force=args.force_restart, progress=None if args.quiet else sys.stderr)
     for i, c in enumerate(out["candidates"]):
-        m = c["mean"]
-        line = (f"candidate {i}: {c['arch']} ({c['param_count']:,} parameters) over {len(c['runs'])} seed(s): "
-                f"val loss {m['val_loss']:.4f}, val accuracy {m['val_accuracy']:.4f}, "
-                f"balanced error {m['val_balanced_error']:.4f}")
-        if "test_accuracy" in m:
-            line += f"; test accuracy {m['test_accuracy']:.4f}"
-        print(line)
+        print(f"candidate {i}: {c['arch']} ({c['param_count']:,} parameters) over {len(c['runs'])} seed(s): "
+              f"{_metrics_line(c['mean'])}")
     b = out["best"]
-    print(f"best on validation: {b['arch']} (candidate {b['candidate']}, seed {b['seed']}, "
-          f"val accuracy {b['val_accuracy']:.4f})")
+    print(f"best on validation: {b['arch']} (candidate {b['candidate']}, seed {b['seed']}, {_metrics_line(b, ('val_accuracy', 'val_perplexity'))})")
     print(f"written: {Path(args.workdir) / 'retrain.json'}")
 
 

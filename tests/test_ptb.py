@@ -46,7 +46,7 @@ def test_evaluator_carries_hidden_state_across_windows():
     """Window t+1 starts from the state window t ended in; an epoch starts from zeros; the reward
     scores the next window from the carried state ('train') or walks the validation stream ('valid')."""
     exp = _tiny()
-    ev, task, net = exp.evaluator, exp.task, exp.task.net
+    ev, net = exp.evaluator, exp.task.net
     assert not ev.needs_batches and ev.train_windows == (2000 // 4 - 1) // 5
     src = batchify(exp.data.x_train, 4)
     inputs = ev.inputs()
@@ -97,9 +97,9 @@ def test_errors_before_compiling():
 
 
 @needs_ptb
-def test_search_then_retrain_end_to_end(tmp_path):
-    """A few search steps through the runner and a few retrain steps of the derived cell."""
-    from jaxnas.retrain import retrain
+def test_search_then_retrain_end_to_end(tmp_path, capsys):
+    """A few search steps through the runner and a few retrain steps of the derived cell (`jaxnas retrain`)."""
+    from jaxnas.cli import main as cli_main
     from jaxnas.runner import run_search
     cfg = load_config(TINY, ["search.steps=12", "search.chunk=6", "search.checkpoint_every=6",
                              "data.max_train=4000", "data.max_val=800", "space.bptt=8"])
@@ -108,7 +108,12 @@ def test_search_then_retrain_end_to_end(tmp_path):
     assert 1.0 < res["val_perplexity"] < 2 * 10_000 and np.isfinite(res["val_loss"])
     rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all(np.isfinite(r["weights/train_loss"]) for r in rows)
-    out = retrain(tmp_path / "w", {"epochs": 1, "max_steps": 5, "eval_batch": 4}, progress=None)
+    # through the CLI, which reports perplexities for this protocol
+    assert cli_main(["retrain", str(tmp_path / "w"), "epochs=1", "max_steps=5", "eval_batch=4", "--quiet",
+                     "--no-compile-cache"]) == 0
+    printed = capsys.readouterr().out
+    assert "val perplexity" in printed and "test perplexity" in printed and "best on validation" in printed
+    out = json.loads((tmp_path / "w" / "retrain.json").read_text())
     best = out["best"]
     assert out["protocol"] == "rnn" and best["arch"] == res["arch"]
     assert 1.0 < best["val_perplexity"] < 2 * 10_000 and 1.0 < best["test_perplexity"] < 2 * 10_000
