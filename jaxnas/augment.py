@@ -232,27 +232,32 @@ def apply_op(op: str, img, magnitude, key, sign=None):
     raise ValueError(f"unknown augmentation op {op!r}; valid: {', '.join(AUG_OPS)}")
 
 
-def apply_any(op_index, img, magnitude, key):
-    """The op ``AUG_OPS[op_index]`` (traced index): every op runs, the chosen one is selected."""
-    outs = jnp.stack([apply_op(o, img, magnitude, key) for o in AUG_OPS])
-    return outs[jnp.clip(op_index, 0, len(AUG_OPS) - 1)]
+def apply_any(op_index, img, magnitude, key, op_names=AUG_OPS):
+    """The op ``AUG_OPS[op_index]`` (traced index, one of ``op_names``): every op of ``op_names`` runs,
+    the chosen one is selected (an index outside ``op_names`` leaves the image unchanged)."""
+    ids = jnp.asarray([AUG_OPS.index(o) for o in op_names], jnp.int32)
+    outs = jnp.stack([apply_op(o, img, magnitude, key) for o in op_names] + [img])
+    sel = jnp.where(ids == op_index, jnp.arange(len(op_names)), len(op_names)).min()
+    return outs[sel]
 
 
-def apply_policy_one(img, key, ops, probs, mags):
+def apply_policy_one(img, key, ops, probs, mags, op_names=AUG_OPS):
     """One image: a uniformly chosen sub-policy ``s``; op ``j`` of it applied with ``probs[s, j]``.
-    ``ops int[S, 2]`` index :data:`AUG_OPS`; ``probs``/``mags float[S, 2]``."""
+    ``ops int[S, 2]`` index :data:`AUG_OPS`; ``probs``/``mags float[S, 2]``; ``op_names``: the ops
+    the policy may use (only those are computed)."""
     k_s, k0, k1, a0, a1 = jax.random.split(key, 5)
     s = jax.random.randint(k_s, (), 0, ops.shape[0])
     for j, (kp, ka) in enumerate(((k0, a0), (k1, a1))):
-        new = apply_any(ops[s, j], img, mags[s, j], ka)
+        new = apply_any(ops[s, j], img, mags[s, j], ka, op_names)
         img = jnp.where(jax.random.bernoulli(kp, probs[s, j]), new, img)
     return img
 
 
-def apply_policy(images, key, ops, probs, mags):
+def apply_policy(images, key, ops, probs, mags, op_names=AUG_OPS):
     """A batch ``[N, H, W, C]`` of uint8-valued float images through the policy (per-image draws)."""
     keys = jax.random.split(key, images.shape[0])
-    return jax.vmap(apply_policy_one, in_axes=(0, 0, None, None, None))(images, keys, ops, probs, mags)
+    one = lambda im, k: apply_policy_one(im, k, ops, probs, mags, tuple(op_names))
+    return jax.vmap(one)(images, keys)
 
 
 def ops_count() -> int:

@@ -20,6 +20,7 @@ from jaxnas.registry import Registry
 from jaxnas.search import AXIS, Phase, Search, check_phases, make_mesh, strategy_steps, weight_steps
 from jaxnas.spaces import MLPSpace, TABNAS_WIDTHS
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
+from jaxnas.spaces.product import AUG_OPS, AugSpace, HPOSpace, ProductSpace
 from jaxnas.strategies import make as make_strategy
 from jaxnas.supernets import DartsNet, MLPSupernet, NasBench201Net
 from jaxnas.tasks import ClassificationTask
@@ -76,6 +77,15 @@ def _image_npz(d: dict, seed: int):
         raise ValueError("data.name='image_npz' needs data.path (an .npz with X uint8 NHWC and y)")
     return D.load_image_npz(d["path"], val_fraction=d["val_fraction"], seed=seed, max_train=d["max_train"],
                             val_path=d["val_path"], test_path=d["test_path"])
+
+
+@DATASETS.register("digits")
+def _digits(d: dict, seed: int):
+    """The embedded 8x8 handwritten digits (jaxnas/data/embedded/digits.npz, UCI / scikit-learn)."""
+    _no_own_files(d, "is the embedded digits set, split with data.val_fraction")
+    from pathlib import Path
+    return D.load_image_npz(Path(D.__file__).with_name("embedded") / "digits.npz", val_fraction=d["val_fraction"],
+                            seed=seed, max_train=d["max_train"])
 
 
 @DATASETS.register("tfds")
@@ -150,6 +160,29 @@ def _darts_space(s: dict, data):
     return DartsSpace.create(C=s["C"], num_cells=s["num_cells"], unique_cells=s["unique_cells"], **_ops(s))
 
 
+_GRID = S.Optional(S.List(S.Float(ge=0), min_len=1, unique=True))
+
+
+@SPACES.register("pipeline", {"num_subpolicies": S.Int(2, ge=0),   # AUG agent: AutoAugment sub-policies (0: none)
+                              "aug_ops": S.Optional(S.List(S.Choice(*AUG_OPS), min_len=1, unique=True)),
+                              "C": S.Int(8, ge=1), "cells_per_stage": S.Int(1, ge=1),   # NAS agent: NB201 cell
+                              # HPO agent: the grids it searches (None: the evaluator's fixed value)
+                              "lr": _GRID, "weight_decay": _GRID, "label_smoothing": _GRID, "momentum": _GRID})
+def _pipeline_space(s: dict, data):
+    """MA2ML's pipeline: AUG (AutoAugment policy) x NAS (NB201 cell) x HPO (grids) agents."""
+    if data is None or getattr(data, "x_train", None) is None or np.ndim(data.x_train) != 4:
+        raise ValueError("space.name='pipeline' needs image data ([N, H, W, C])")
+    agents = []
+    if s["num_subpolicies"]:
+        agents.append(("aug", AugSpace.create(s["num_subpolicies"], **({"ops": tuple(s["aug_ops"])} if s["aug_ops"] else {}))))
+    agents.append(("nas", NasBench201Space.create(C=s["C"], cells_per_stage=s["cells_per_stage"],
+                                                  num_classes=_num_classes(data))))
+    grids = {k: s[k] for k in ("lr", "weight_decay", "label_smoothing", "momentum") if s[k] is not None}
+    if grids:
+        agents.append(("hpo", HPOSpace.create(grids)))
+    return ProductSpace.create(agents, nas="nas", image_hw=data.x_train.shape[1:3], in_channels=data.x_train.shape[3])
+
+
 def build_space(cfg: dict, data):
     return SPACES.get(cfg["space"]["name"])(cfg["space"], data)
 
@@ -193,6 +226,11 @@ def _rnn_space(s: dict, data):
 @TASKS.register("rnn")
 def _rnn_task(cfg, space, data):
     return LM.make_task(cfg, space, data)
+
+
+@TASKS.register("pipeline")
+def _pipeline_task(cfg, space, data):
+    return None          # the standalone evaluator builds and trains each pipeline's network itself
 
 
 def build_task(cfg: dict, space, data) -> Optional[ClassificationTask]:

@@ -315,3 +315,173 @@ def pareto_front(costs, losses) -> np.ndarray:
             front.append(int(i))
             best = losses[i]
     return np.asarray(front, np.int64)
+
+
+# ---- image pipelines (MA2ML): augmentation x NB201 cell x hyper-parameters, trained from scratch ----
+# An MA2ML pipeline (jaxnas/spaces/product.py) is trained as ONE pure function of its indices, so a
+# vmap over candidates trains M pipelines in one compiled program: the cell is one-hot weights on the
+# dense NAS-Bench-201 network (jaxnas/supernets/cells.py; every op runs, the one-hot keeps the chosen
+# one: no lax.switch under vmap), the AutoAugment policy is applied to every training batch inside the
+# program (jaxnas/augment.py), and the hyper-parameters are traced values fed to the optimizer with
+# ``optax.inject_hyperparams``. Choices (documented in README): BatchNorm on batch statistics in
+# training and evaluation (the dense network's non-affine BN; evaluation batches of ``eval_batch``);
+# mini-batches drawn uniformly with replacement per step; SGD with Nesterov momentum (or Adam) and
+# coupled weight decay, the learning rate cosine-decayed to 0 over the steps.
+HPO_NAMES = ("lr", "weight_decay", "label_smoothing", "momentum")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Training of one image pipeline. ``lr``/``weight_decay``/``label_smoothing``/``momentum`` are
+    the defaults where the HPO agent has no grid of that name."""
+    steps: int = 200
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    momentum: float = 0.9
+    optimizer: str = "sgd"        # sgd (Nesterov) | adam
+    schedule: str = "cosine"      # cosine | constant
+    flip: bool = False            # random horizontal flips (CIFAR); off for digits
+    crop_padding: int = 0         # random crops after zero padding (CIFAR: 4)
+    eval_batch: int = 500
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.eval_batch < 1:
+            raise ValueError(f"steps ({self.steps}), batch_size ({self.batch_size}) and eval_batch "
+                             f"({self.eval_batch}) must be >= 1")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam' for image pipelines, got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+
+def check_pipeline_space(space) -> None:
+    """Errors a user can act on, before compiling: the agents an image pipeline understands."""
+    from jaxnas.spaces.cells import NasBench201Space
+    from jaxnas.spaces.product import AugSpace, HPOSpace, ProductSpace
+    if not isinstance(space, ProductSpace):
+        raise ValueError(f"an image pipeline needs a ProductSpace of agents, got {type(space).__name__}")
+    if not space.nas or not isinstance(space.sub(space.nas), NasBench201Space) or space.sub(space.nas).num_blocks != 1:
+        raise ValueError("an image pipeline needs a NAS agent with a NAS-Bench-201 cell (one shared cell)")
+    for name, sub in zip(space.agents, space.subspaces):
+        if name == space.nas:
+            continue
+        if isinstance(sub, AugSpace):
+            continue
+        if isinstance(sub, HPOSpace):
+            unknown = [d for d in sub.decision_names if d not in HPO_NAMES]
+            if unknown:
+                raise ValueError(f"agent {name!r}: unknown hyper-parameter(s) {unknown}; image pipelines "
+                                 f"understand {HPO_NAMES}")
+            continue
+        raise ValueError(f"agent {name!r}: a {type(sub).__name__} is not an AUG (AugSpace) or HPO (HPOSpace) agent")
+
+
+def pipeline_parts(space, arch, cfg: PipelineConfig):
+    """``(nas one-hot weights [D_nas, K], aug policy (ops, probs, mags, op names) or None, hyper-parameters)``
+    of a pipeline ``int[D]`` (traceable)."""
+    from jaxnas.spaces.product import AugSpace, HPOSpace
+    nas = space.sub(space.nas)
+    weights = nas.one_hot(space.split(arch, space.nas))
+    aug, hp = None, {n: jnp.asarray(getattr(cfg, n), jnp.float32) for n in HPO_NAMES}
+    for name, sub in zip(space.agents, space.subspaces):
+        if isinstance(sub, AugSpace):
+            aug = sub.policy(space.split(arch, name)) + (sub.ops,)
+        elif isinstance(sub, HPOSpace):
+            vals = sub.values(space.split(arch, name))
+            for i, d in enumerate(sub.decision_names):
+                hp[d] = vals[i]
+    return weights, aug, hp
+
+
+def _pipeline_tx(cfg: PipelineConfig, hp):
+    def make(learning_rate, weight_decay, momentum):
+        base = (optax.sgd(learning_rate, momentum=momentum, nesterov=True) if cfg.optimizer == "sgd"
+                else optax.adam(learning_rate))
+        return optax.chain(optax.add_decayed_weights(weight_decay), base)
+    return optax.inject_hyperparams(make)(learning_rate=hp["lr"], weight_decay=hp["weight_decay"],
+                                          momentum=hp["momentum"])
+
+
+def train_pipeline(arch, key, arrays, *, space, cfg: PipelineConfig, mean, std,
+                   return_params: bool = False) -> dict:
+    """Train ONE image pipeline from scratch and evaluate it: a pure, traceable function (vmap it).
+
+    ``arch``: the pipeline ``int[D]`` of ``space`` (a ProductSpace with an NB201 NAS agent, optional
+    AUG and HPO agents); ``key``: init, data order and augmentation draws; ``arrays``: ``(x_train,
+    y_train, x_val, y_val)``, images as float32 uint8 values ``[N, H, W, C]``. Returns scalars
+    ``val_accuracy``, ``val_loss``, ``train_loss`` (mean over the last quarter of the steps)."""
+    from jaxnas import augment as A
+    from jaxnas.data.images import normalize, random_crop_flip
+    from jaxnas.supernets.cells import NasBench201Net
+    x_train, y_train, x_val, y_val = arrays
+    nas = space.sub(space.nas)
+    net = NasBench201Net(nas)
+    weights, aug, hp = pipeline_parts(space, arch, cfg)
+    n = x_train.shape[0]
+    B, T = int(cfg.batch_size), int(cfg.steps)
+    k_init, k_data = jax.random.split(key)
+    params = net.init(k_init, jnp.zeros((1,) + tuple(x_train.shape[1:]), jnp.float32), weights,
+                      mode="dense")["params"]
+    tx = _pipeline_tx(cfg, hp)
+    params, opt = _vary_like((params, tx.init(params)), key, arch, *arrays)
+    ncls = nas.num_classes
+
+    def prep(x, k):
+        k_aug, k_base = jax.random.split(k)
+        if aug is not None:
+            x = A.apply_policy(x, k_aug, *aug)                         # the pipeline's AUG agent
+        if cfg.flip or cfg.crop_padding:
+            x = random_crop_flip(k_base, x, cfg.crop_padding) if cfg.flip else \
+                _crop_only(k_base, x, cfg.crop_padding)
+        return normalize(x, mean, std)
+
+    def loss_fn(p, x, y):
+        logits = net.apply({"params": p}, x, weights, mode="dense", train=True)
+        labels = optax.smooth_labels(jax.nn.one_hot(y, ncls), hp["label_smoothing"])
+        return jnp.mean(optax.softmax_cross_entropy(logits, labels))
+
+    def step(carry, t):
+        p, o = carry
+        k = jax.random.fold_in(k_data, t)
+        k_idx, k_prep = jax.random.split(k)
+        idx = jax.random.randint(k_idx, (B,), 0, n)
+        x = prep(x_train[idx], k_prep)
+        scale = 0.5 * (1.0 + jnp.cos(jnp.pi * t / T)) if cfg.schedule == "cosine" else 1.0
+        o.hyperparams["learning_rate"] = hp["lr"] * scale
+        loss, g = jax.value_and_grad(loss_fn)(p, x, y_train[idx])
+        upd, o = tx.update(g, o, p)
+        return (optax.apply_updates(p, upd), o), loss
+
+    (params, _), losses = jax.lax.scan(step, (params, opt), jnp.arange(T))
+    nv = x_val.shape[0]
+    eb = min(int(cfg.eval_batch), nv)
+    nb = -(-nv // eb)
+    pad = nb * eb - nv
+    xv = jnp.concatenate([x_val, jnp.repeat(x_val[:1], pad, 0)]) if pad else x_val
+    xv = xv.reshape((nb, eb) + tuple(x_val.shape[1:]))
+    logits = jax.lax.map(lambda xb: net.apply({"params": params}, normalize(xb, mean, std), weights,
+                                              mode="dense", train=True), xv).reshape(nb * eb, -1)[:nv]
+    loss, acc = classification_loss(logits, y_val)
+    out = {"val_accuracy": acc, "val_loss": loss, "train_loss": jnp.mean(losses[-max(T // 4, 1):])}
+    if return_params:
+        out["params"] = params
+    return out
+
+
+def _crop_only(key, images, padding: int):
+    n, h, w, c = images.shape
+    k_y, k_x = jax.random.split(key)
+    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    dy = jax.random.randint(k_y, (n,), 0, 2 * padding + 1)
+    dx = jax.random.randint(k_x, (n,), 0, 2 * padding + 1)
+    return jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(padded, dy, dx)
+
+
+def pipeline_reward(accuracy, flops, flops_constraint: Optional[float], flops_exponent: float):
+    """MA2ML's reward with a FLOPs constraint (poster, ImageNet): ``R = Acc (FLOPs / constraint)^w``
+    (soft, as MnasNet: applied on both sides of the constraint; ``w < 0``); ``Acc`` without one."""
+    if flops_constraint is None:
+        return accuracy
+    return accuracy * (flops / flops_constraint) ** flops_exponent

@@ -19,7 +19,12 @@ Not differentiable (gradient strategies are refused by the engine), no shared we
 ``weight_step`` / ``context``), no batches (the training set is an input). ``result`` retrains the
 derived architecture with the same settings and the fixed seed ``result_seed``.
 
-MLP spaces (``space.name='mlp'``, tabular data) only; cell networks come with a later issue.
+MLP spaces (``space.name='mlp'``, tabular data), and MA2ML image pipelines (``space.name='pipeline'``:
+a :class:`~jaxnas.spaces.product.ProductSpace` of AUG x NB201 cell x HPO agents on image data):
+:class:`PipelineEvaluator` trains each pipeline with ``jaxnas.standalone.train_pipeline`` (dense
+one-hot cell, the augmentation policy applied per batch inside the program, per-candidate optimizer
+hyper-parameters through ``optax.inject_hyperparams``) and rewards ``Acc (FLOPs / constraint)^w``
+(MA2ML poster; ``Acc`` without ``flops_constraint``), reporting validation accuracy and FLOPs.
 """
 from __future__ import annotations
 
@@ -64,6 +69,15 @@ SCHEMA = {   # the config keys of ``evaluator`` for this name: type, range and d
     "max_lane_batch": S.Int(64, ge=1),             # candidates one lane may train at once under vmap
     "lane_mode": S.Choice(*LANE_MODES, default="auto"),  # vmap | sequential | auto (see LANE_MODES)
     "result_seed": S.Int(0, ge=0),                 # seed of the retraining of the derived architecture (``result``)
+    # image pipelines (space.name='pipeline'): steps = max_steps (default 200); defaults of the
+    # hyper-parameters the HPO agent does not search (lr, momentum above; these two):
+    "weight_decay": S.Float(5e-4, ge=0),
+    "label_smoothing": S.Float(0.0, ge=0, lt=1),
+    "flip": S.Bool(False),                         # random horizontal flips (CIFAR)
+    "crop_padding": S.Int(0, ge=0),                # random crops after zero padding (CIFAR: 4)
+    "flops_constraint": S.Optional(S.Float(gt=0)),  # FLOPs per image; None: reward = accuracy
+    "flops_exponent": S.Float(-0.07),              # w of R = Acc (FLOPs / constraint)^w (MnasNet's -0.07)
+    "result_steps": S.Optional(S.Int(ge=1)),       # pipelines: steps of the retraining in ``result``
 }
 DEFAULTS = S.defaults(SCHEMA)
 
@@ -185,9 +199,15 @@ def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=N
     """The ``standalone`` evaluator of ``options`` (the config's ``evaluator`` section without name)."""
     del cfg, task, axis_name           # no collectives: lanes train independent candidates
     o = check_options(dict(options))
+    mode = o["lane_mode"]
+    if mode == "auto":
+        mode = "sequential" if jax.default_backend() == "cpu" else "vmap"
+    from jaxnas.spaces.product import ProductSpace
+    if isinstance(space, ProductSpace):
+        return make_pipeline_evaluator(o, space, data, mode)
     if not isinstance(space, MLPSpace):
-        raise ValueError(f"the standalone evaluator supports MLP spaces only (space.name='mlp' on tabular "
-                         f"data), got {type(space).__name__}; cell networks come with a later issue")
+        raise ValueError(f"the standalone evaluator trains MLPs (space.name='mlp' on tabular data) or image "
+                         f"pipelines (space.name='pipeline'), got {type(space).__name__}")
     if data is None or getattr(data, "x_train", None) is None or np.ndim(data.x_train) != 2:
         raise ValueError("the standalone evaluator trains MLPs on tabular data: it needs 2-D x_train")
     ncls = int(data.num_classes)
@@ -199,9 +219,123 @@ def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=N
         tcfg.make_optimizer(tcfg.total_steps(int(data.x_train.shape[0])))   # validates eps, betas, ...
     except ValueError as e:
         raise ValueError(f"evaluator 'standalone': {e}") from None
-    mode = o["lane_mode"]
-    if mode == "auto":
-        mode = "sequential" if jax.default_backend() == "cpu" else "vmap"
     return StandaloneEvaluator(space=space, data=data, train_cfg=tcfg, reward=o["reward"],
                                eval_batch=int(o["eval_batch"]), result_seed=int(o["result_seed"]),
                                max_lane_batch=int(o["max_lane_batch"]), lane_mode=mode)
+
+
+# ---- MA2ML image pipelines -------------------------------------------------------------------------
+def _sequential(fn):
+    """``fn(arch, key, arrays)`` whose vmap is a loop over the candidates (``lane_mode='sequential'``)."""
+    def run(arch, key, arrays):
+        typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        impl = jax.random.key_impl(key) if typed else None
+
+        @jax.custom_batching.sequential_vmap
+        def seq(arch, key_data, arrays):
+            k = jax.random.wrap_key_data(key_data, impl=impl) if typed else key_data
+            return fn(arch, k, arrays)
+        return seq(arch, jax.random.key_data(key) if typed else key, arrays)
+    return run
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PipelineEvaluator:
+    """Image pipelines trained from scratch (module docstring); the search's lanes and a strategy's
+    vmap over weights batch them into one program."""
+    space: Any                       # ProductSpace (AUG x NB201 x HPO)
+    data: Any                        # ImageData
+    cfg: Any                         # jaxnas.standalone.PipelineConfig
+    flops_constraint: Any = None
+    flops_exponent: float = -0.07
+    result_seed: int = 0
+    result_steps: Any = None
+    max_lane_batch: int = 64
+    lane_mode: str = "vmap"
+    name: str = "standalone"
+    has_weights: bool = False
+    differentiable: bool = False
+    needs_batches: bool = False
+
+    def init(self, key):
+        del key
+        return {}
+
+    def inputs(self):
+        d = self.data
+        return {"x_train": jnp.asarray(d.x_train, jnp.float32), "y_train": jnp.asarray(d.y_train, jnp.int32),
+                "x_val": jnp.asarray(d.x_val, jnp.float32), "y_val": jnp.asarray(d.y_val, jnp.int32)}
+
+    def trainer(self, cfg=None):
+        """``(arch int[D], key, arrays) -> metrics`` of one pipeline, per ``lane_mode`` under vmap."""
+        from jaxnas.standalone import train_pipeline
+        fn = functools.partial(train_pipeline, space=self.space, cfg=cfg or self.cfg,
+                               mean=tuple(self.data.mean), std=tuple(self.data.std))
+        return fn if self.lane_mode == "vmap" else _sequential(fn)
+
+    def reward_fn(self, state, inputs, batch, key):
+        from jaxnas.standalone import pipeline_reward
+        del state, batch
+        arrays = (inputs["x_train"], inputs["y_train"], inputs["x_val"], inputs["y_val"])
+        train = self.trainer()
+
+        def f(weights):
+            arch = jnp.argmax(weights, -1).astype(jnp.int32)
+            out = train(arch, key, arrays)
+            out["flops"] = self.space.flops(arch)
+            r = pipeline_reward(out["val_accuracy"], out["flops"], self.flops_constraint, self.flops_exponent)
+            return r, out
+        return f
+
+    def weight_step(self, *a, **k):
+        raise ValueError("the standalone evaluator trains every pipeline from scratch: it has no shared "
+                         "weights to step (use search phases without weight steps)")
+
+    def context(self, *a, **k):
+        raise ValueError("the standalone evaluator has no shared weights, so no weight step to unroll")
+
+    def result(self, state, arch) -> dict:
+        """Retrain the derived pipeline from scratch (seed ``result_seed``, ``result_steps`` steps)."""
+        del state
+        if isinstance(arch, str):
+            arch = self.space.decode(arch)
+        arch = jnp.asarray(np.asarray(arch, np.int32))
+        cfg = self.cfg if self.result_steps is None else dataclasses.replace(self.cfg, steps=int(self.result_steps))
+        t0 = time.perf_counter()
+        ins = self.inputs()
+        out = jax.jit(self.trainer(cfg))(arch, jax.random.key(self.result_seed),
+                                         (ins["x_train"], ins["y_train"], ins["x_val"], ins["y_val"]))
+        res = {f"standalone_{k}": float(v) for k, v in out.items()}
+        res.update(standalone_flops=float(self.space.flops(arch)), standalone_steps=int(cfg.steps),
+                   standalone_seed=int(self.result_seed), standalone_seconds=round(time.perf_counter() - t0, 3),
+                   pipeline=self.space.describe(np.asarray(arch))["agents"])
+        return res
+
+
+def make_pipeline_evaluator(o: dict, space, data, mode: str) -> PipelineEvaluator:
+    from jaxnas.spaces.product import ProductSpace
+    from jaxnas.standalone import PipelineConfig, check_pipeline_space
+    check_pipeline_space(space)
+    if data is None or getattr(data, "x_train", None) is None or np.ndim(data.x_train) != 4:
+        raise ValueError("image pipelines need image data ([N, H, W, C]: data.name='digits', 'image_npz' or a "
+                         "tfds image set)")
+    assert isinstance(space, ProductSpace)
+    nas = space.sub(space.nas)
+    if nas.num_classes != int(data.num_classes):
+        raise ValueError(f"the NAS agent's network has {nas.num_classes} outputs, the data {data.num_classes} classes")
+    if tuple(space.image_hw) != tuple(data.x_train.shape[1:3]) or space.in_channels != data.x_train.shape[3]:
+        raise ValueError(f"the space counts FLOPs for {space.image_hw} x {space.in_channels} images, the data has "
+                         f"{tuple(data.x_train.shape[1:])}")
+    if o["optimizer"] not in ("sgd", "adam"):
+        raise ValueError(f"evaluator.optimizer={o['optimizer']!r}: image pipelines train with sgd or adam")
+    cfg = PipelineConfig(steps=int(o["max_steps"] or 200), batch_size=int(o["batch_size"]), lr=float(o["lr"]),
+                         weight_decay=float(o["weight_decay"]), label_smoothing=float(o["label_smoothing"]),
+                         momentum=float(o["momentum"]), optimizer=o["optimizer"], schedule=o["schedule"],
+                         flip=bool(o["flip"]), crop_padding=int(o["crop_padding"]),
+                         eval_batch=min(int(o["eval_batch"]), int(data.x_val.shape[0])))
+    if cfg.batch_size > data.x_train.shape[0]:
+        raise ValueError(f"evaluator.batch_size {cfg.batch_size} exceeds the {data.x_train.shape[0]} training images")
+    return PipelineEvaluator(space=space, data=data, cfg=cfg, flops_constraint=o["flops_constraint"],
+                             flops_exponent=float(o["flops_exponent"]), result_seed=int(o["result_seed"]),
+                             result_steps=o["result_steps"], max_lane_batch=int(o["max_lane_batch"]),
+                             lane_mode=mode)
