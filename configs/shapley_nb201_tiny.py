@@ -1,9 +1,10 @@
-"""A tiny Shapley-NAS search on NAS-Bench-201 that runs on a CPU in a few minutes.
+"""A tiny Shapley-NAS search on NAS-Bench-201, small enough for a CPU.
 
 The settings of ``shapley_nb201.py`` (M = 10, eta = 0.5, mu = 0.8, eps = 0.1, accuracy as V(S),
 SGD 0.1 cosine, half the steps weights-only) on a small network and data set: C = 4, 1 cell per
 stage, batch 32 (validation 128, the batch every Shapley value is scored on), 400 steps (200
-weights-only), an estimate every 10 steps (20 estimates).
+weights-only), an estimate every 10 steps (20 estimates, each about 10 x 24 masked forward passes
+of the supernet on the validation batch; the dense supernet's compile takes minutes on a CPU).
 
 Data: an ``.npz`` with ``X`` uint8 [N, 32, 32, 3] and ``y`` [N], split in halves (D for the
 weights, V for the Shapley values). The default is the 5,000-image CIFAR-10 subset next to the
