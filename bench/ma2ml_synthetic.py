@@ -120,6 +120,7 @@ def main():
     ap.add_argument("--only", default=None, help="comma-separated methods")
     ap.add_argument("--ma2ml", default="{}", help="JSON: options of both ma2ml runs")
     ap.add_argument("--out", default=str(RESULTS / "ma2ml_synthetic.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the other methods' rows of --out")
     args = ap.parse_args()
     game = PipelineGame.create(args.table)
     opt, opt_arch = game.optimum()
@@ -147,7 +148,7 @@ def main():
             reach[f"rounds_to_{thr}"] = {"median": float(np.median(first)),
                                          "fraction_reached": float(np.isfinite(first).mean())}
         out["methods"][name] = {
-            "config": cfg, "seconds": round(secs, 1),
+            "config": cfg, "seconds": round(secs, 1), "seeds": args.seeds,
             "evaluated": evaluated.tolist(),
             "best_mean": best.mean(0).round(5).tolist(), "best_se": (best.std(0) / np.sqrt(len(best))).round(5).tolist(),
             "topk_mean": np.nanmean(top, 0).round(5).tolist(),
@@ -159,6 +160,12 @@ def main():
         log(f"{name}: {secs:.0f}s final best {m['final_best']:.4f} top-{args.topk} {m['final_topk']:.4f} "
             f"optimum found {m['found_optimum']:.2f} rounds to 0.99 {m['rounds_to_0.99']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and Path(args.out).exists():     # rows of other runs (their seeds/rounds are in each row)
+        old = json.loads(Path(args.out).read_text())
+        for k, v in old.get("methods", {}).items():
+            out["methods"].setdefault(k, v)
+    for v in out["methods"].values():
+        v.setdefault("seeds", args.seeds)
     Path(args.out).write_text(json.dumps(out, indent=1))
     try:
         import matplotlib

@@ -12,6 +12,7 @@ validation split (13,512 rows). Compile time is measured apart; the two timings 
 (vmap, sequential, one at a time, vmap, ...) ``--repeats`` times and the medians reported.
 
     python bench/standalone_batch.py [--candidates 32] [--steps 200] [--batch 256] [--repeats 3]
+    python bench/standalone_batch.py --pipelines 1,8,32 [--pipeline-steps 100]   # MA2ML image pipelines
 
 Writes bench/results/standalone_batch.json and prints it as the last line.
 """
@@ -115,8 +116,41 @@ def bench_space(data, widths, opts, n, repeats, seed=0) -> dict:
     return out
 
 
+def bench_pipelines(ms, steps, batch, repeats) -> dict:
+    """MA2ML image pipelines (configs/ma2ml_digits.py's space: AUG 2 sub-policies x NB201 C=8 x HPO) on
+    the embedded digits: M random pipelines in ONE vmapped program (the search's lanes) for each M,
+    lane_mode 'vmap' and 'sequential'; pipelines per hour = M / (median seconds of a program run)."""
+    from jaxnas import build as B
+    from jaxnas.config import raw_config, resolve
+    cfg = resolve(raw_config(Path(__file__).resolve().parents[1] / "configs" / "ma2ml_digits.py"))
+    data = B.load_data(cfg)
+    space = B.build_space(cfg, data)
+    opts = {k: v for k, v in cfg["evaluator"].items() if k != "name"}
+    opts.update(max_steps=steps, batch_size=batch)
+    out = {"space": space.agents, "decisions": space.num_decisions, "steps_per_pipeline": steps, "batch": batch,
+           "train_images": int(data.num_train), "val_images": int(data.num_val), "per_M": {}}
+    for mode in ("vmap", "sequential"):
+        ev = make({**opts, "lane_mode": mode}, cfg=cfg, space=space, data=data)
+        inputs = ev.inputs()
+        for m in ms:
+            archs = space.sample(jax.random.key(m), shape=(m,))
+            keys = jax.random.split(jax.random.key(0), m)
+            lane = lambda ins, a, k: ev.reward_fn({}, ins, None, k)(space.one_hot(a))[0]
+            c, prog = _timed(lambda: jax.jit(jax.vmap(lane, in_axes=(None, 0, 0), axis_name="data"))
+                             .lower(inputs, archs, keys).compile())
+            ts = [_timed(lambda: prog(inputs, archs, keys))[0] for _ in range(repeats)]
+            med = float(np.median(ts))
+            out["per_M"][f"{mode}_M{m}"] = {"compile_seconds": round(c, 1), "seconds": round(med, 2),
+                                            "pipelines_per_hour": round(3600 * m / med, 1)}
+            log(f"  pipelines {mode} M={m}: {out['per_M'][f'{mode}_M{m}']}")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pipelines", default=None,
+                    help="e.g. 1,8,32: only the MA2ML image-pipeline benchmark for these M (merged into --out)")
+    ap.add_argument("--pipeline-steps", type=int, default=100)
     ap.add_argument("--candidates", type=int, default=32)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=256)
@@ -125,6 +159,17 @@ def main():
     ap.add_argument("--spaces", default=",".join(SPACES), help=f"comma-separated subset of {list(SPACES)}")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
+    if args.pipelines:
+        res = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+        load0 = [round(v, 2) for v in os.getloadavg()]
+        res["image_pipelines"] = bench_pipelines([int(m) for m in args.pipelines.split(",")], args.pipeline_steps,
+                                                 64, args.repeats)
+        res["image_pipelines"].update(command="python " + " ".join(["bench/standalone_batch.py", *sys.argv[1:]]),
+                                      load_average_start=load0,
+                                      load_average_end=[round(v, 2) for v in os.getloadavg()])
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res["image_pipelines"]))
+        return
     data = load_tabular("connect4", val_fraction=0.2, seed=0)
     opts = {"epochs": 1, "batch_size": args.batch, "lr": args.lr, "schedule": "cosine", "optimizer": "adam",
             "eps": 1e-3, "max_steps": args.steps, "reward": "neg_loss"}
