@@ -109,7 +109,8 @@ def main():
     runs = []
     for seed in [int(x) for x in args.seeds.split(",")]:
         t0 = time.perf_counter()
-        exp, state = search([], {"name": "darts"}, args.steps, args.warmup, seed)
+        # DARTS differentiates the reward: minus the validation loss (accuracy has no gradient)
+        exp, state = search(["search.reward=neg_loss"], {"name": "darts"}, args.steps, args.warmup, seed)
         ref = standalone(exp.space, args.table)
         alpha = np.asarray(state.strategy.alpha)
         phi, m = shapley_on(exp, state.evaluator, alpha, args.M, args.val_batch, seed)

@@ -38,7 +38,9 @@ def get_config():
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 3e-4,
                       "schedule": "cosine", "clip": 5.0},
         "evaluator": {"name": "shared_weights", "vmap_chunk": 8},
+        # search.reward is the evaluator's reward (what a gradient strategy gets when switched to);
+        # Shapley-NAS's V(S) is strategy.value: the validation accuracy from the reward's aux
         "search": {"steps": EPOCHS * per_epoch, "warmup_steps": WARMUP_EPOCHS * per_epoch,
                    "batch_size": BATCH, "val_batch_size": VAL_BATCH, "chunk": per_epoch,
-                   "checkpoint_every": 5 * per_epoch, "reward": "accuracy", "eval_batch_size": 500},
+                   "checkpoint_every": 5 * per_epoch, "reward": "neg_loss", "eval_batch_size": 500},
     }
