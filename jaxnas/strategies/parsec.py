@@ -8,6 +8,18 @@ estimated with self-normalised importance weights,
 
 i.e. the likelihood of a sample is taken as ``exp(reward / temperature)``.
 
+Against the PARSEC paper (Casale et al. 2019): its likelihood is that of the whole minibatch,
+p(y | X, v, a) = prod over the |V| examples, so for a reward that is a mean over the batch (-mean
+loss, as the engine's) the paper's weights are ``temperature = 1 / |V|``; the strategy sees only the
+mean and not |V|, so ``temperature`` keeps its default 1 (the AdvantageNAS code's softmax over the
+raw rewards) and a config should set ``1 / batch_size`` for the paper's likelihood. Measured on the
+AdvantageNAS toy (bench/results/advantage_toy.json "parsec_ablation", 10 trials, 4000 evaluations):
+T = 1 leaves the weights near uniform and the argmax has 5% of the edges right at the end; T = 1/|V|
+has 90% (1 trial of 10 fully right). The paper draws its samples in one step on the same weights and
+batch (``accumulate=False``); the default keeps the AdvantageNAS code's one sample per step
+(``accumulate=True``), one evaluation per step like the other methods: at equal evaluations the two
+gave the same result on the toy (90% of edges, 1 of 10 trials).
+
 ``accumulate=True`` (default, as the authors' implementation) evaluates one sample per step, keeps
 it in a buffer and updates theta every S-th sample, so one step costs one sparse evaluation like the
 other methods. ``accumulate=False`` evaluates all S samples in one step, sequentially (``lax.map``:
