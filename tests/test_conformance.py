@@ -83,7 +83,8 @@ def _target_cost(space):
 
 
 def _q_offset(space):
-    return 2.0 * space.num_decisions + 1.0   # -sum (w - t)^2 >= -2D at one-hot w
+    # -sum (w - t)^2 >= -2D at one-hot w, and _context's -0.1 |p - t|^2 = -0.1 D at p = 0
+    return 2.1 * space.num_decisions + 1.0
 
 
 def _context(space):
