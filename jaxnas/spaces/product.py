@@ -151,41 +151,54 @@ class HPOSpace(Space):
 
 
 # ---- FLOPs of the NAS agents ---------------------------------------------------------------------
-def _nb201_op_flops(op: str, c: int, hw: int) -> float:
-    """FLOPs (2 per multiply-add; pooling: one add per window element) of one NB201 op, stride 1."""
+def valid_taps(n: int, k: int, stride: int = 1) -> int:
+    """Multiply-adds per channel pair along one axis of a 'same' convolution (symmetric padding
+    ``(k-1)//2``) that read a real input, not padding: what XLA's ``cost_analysis`` counts."""
+    p = (k - 1) // 2
+    out = (n + 2 * p - k) // stride + 1
+    return sum(1 for i in range(out) for j in range(k) if 0 <= i * stride - p + j < n)
+
+
+def _conv_flops(h: int, w: int, k: int, cin: int, cout: int, stride: int = 1) -> float:
+    return 2.0 * valid_taps(h, k, stride) * valid_taps(w, k, stride) * cin * cout
+
+
+def _nb201_op_flops(op: str, c: int, h: int, w: int) -> float:
+    """FLOPs (2 per multiply-add that reads a real input) of one NB201 op, stride 1."""
     if op.startswith("nor_conv_"):
-        k = int(op[-1])
-        return 2.0 * k * k * c * c * hw
+        return _conv_flops(h, w, int(op[-1]), c, c)
     if op == "avg_pool_3x3":
-        return 9.0 * c * hw
+        return float(valid_taps(h, 3) * valid_taps(w, 3) * c)
     return 0.0                                   # none, skip_connect
 
 
 def nb201_flops_table(space: NasBench201Space, image_hw=(32, 32), in_channels: int = 3):
     """The NAS-Bench-201 network's forward FLOPs per image as ``const + sum_d table[d, arch[d]]``.
 
-    Counted: convolutions and the classifier, 2 FLOPs per multiply-add, average pools one per
-    window element; not counted: BN, ReLU, additions (XLA counts them, a few percent; see tests).
-    Returns ``(const float, table float64[D, K])``."""
+    Counted: convolutions and the classifier, 2 FLOPs per multiply-add that reads a real input (not
+    'same' padding, as XLA counts them), average pools one per valid window element; not counted:
+    BN, ReLU, additions (XLA counts them; see tests). Returns ``(const float, table float64[D, K])``."""
     H, W = int(image_hw[0]), int(image_hw[1])
     C, N = space.C, space.cells_per_stage
-    hws = [H * W]
+    sizes = [(H, W)]
     for _ in range(2):
         H, W = -(-H // 2), -(-W // 2)
-        hws.append(H * W)
-    const = 2.0 * 9 * in_channels * C * hws[0]                         # stem 3x3
+        sizes.append((H, W))
+    const = _conv_flops(*sizes[0], 3, in_channels, C)                  # stem 3x3
     for s in (1, 2):                                                   # residual reductions
         c_in, c = C * 2 ** (s - 1), C * 2 ** s
-        const += 2.0 * (9 * c_in * c + 9 * c * c + c_in * c) * hws[s] + 4.0 * c_in * hws[s]  # + 2x2 avg pool
+        (h0, w0), (h1, w1) = sizes[s - 1], sizes[s]
+        const += _conv_flops(h0, w0, 3, c_in, c, 2) + _conv_flops(h1, w1, 3, c, c) \
+            + _conv_flops(h1, w1, 1, c_in, c) + 4.0 * c_in * h1 * w1   # + 2x2 avg pool shortcut
     const += 2.0 * 4 * C * space.num_classes                           # classifier
-    cells = [(C * 2 ** s, hws[s]) for s in range(3) for _ in range(N)]
+    cells = [(C * 2 ** s,) + sizes[s] for s in range(3) for _ in range(N)]
     table = np.zeros(space.shape, np.float64)
     for b in range(space.num_blocks):
         members = [cells[b]] if space.num_blocks > 1 else cells
         for e in range(space.edges_per_cell):
             d = b * space.edges_per_cell + e
             for k, op in enumerate(space.ops):
-                table[d, k] = sum(_nb201_op_flops(op, c, hw) for c, hw in members)
+                table[d, k] = sum(_nb201_op_flops(op, c, h, w) for c, h, w in members)
     return const, table
 
 
