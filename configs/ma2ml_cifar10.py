@@ -25,6 +25,6 @@ def get_config():
                       "momentum": 0.9, "lr": 0.1, "schedule": "cosine", "flip": True, "crop_padding": 4,
                       "eval_batch": 500, "flops_constraint": 1.0e8, "flops_exponent": -0.07,
                       "lane_mode": "auto", "result_steps": 20000},
-        "strategy": {"name": "ma2ml", "lr": 0.1},
+        "strategy": {"name": "ma2ml", "lr": 0.1, "final": "process_best"},
         "search": {"steps": 50, "samples": 8, "chunk": 1, "checkpoint_every": 1},
     }

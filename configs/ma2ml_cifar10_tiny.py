@@ -26,6 +26,6 @@ def get_config():
                       "momentum": 0.9, "lr": 0.05, "schedule": "cosine", "flip": True, "crop_padding": 4,
                       "eval_batch": 500, "flops_constraint": 2.0e6, "flops_exponent": -0.07,
                       "lane_mode": "vmap", "result_steps": 400},
-        "strategy": {"name": "ma2ml", "lr": 0.1},
+        "strategy": {"name": "ma2ml", "lr": 0.1, "final": "process_best"},
         "search": {"steps": 6, "samples": 8, "chunk": 2, "checkpoint_every": 2},
     }

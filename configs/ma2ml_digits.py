@@ -21,6 +21,6 @@ def get_config():
         "evaluator": {"name": "standalone", "max_steps": 150, "batch_size": 64, "optimizer": "sgd",
                       "momentum": 0.9, "lr": 0.05, "schedule": "cosine", "eval_batch": 540,
                       "lane_mode": "vmap", "result_steps": 600},
-        "strategy": {"name": "ma2ml", "lr": 0.1, "min_buffer": 8},
+        "strategy": {"name": "ma2ml", "lr": 0.1, "min_buffer": 8, "final": "process_best"},
         "search": {"steps": 12, "samples": 8, "chunk": 4, "checkpoint_every": 4},
     }
