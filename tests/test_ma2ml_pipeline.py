@@ -52,8 +52,9 @@ def test_m_pipelines_in_one_vmapped_program_equal_each_alone(digits):
 def test_evaluator_rewards_accuracy_times_flops_term(digits):
     """The standalone evaluator on a pipeline space: reward = Acc (FLOPs / constraint)^w with the
     analytic FLOPs; errors before compiling for a mismatched space."""
-    sp = small_pipeline_space(digits)
-    opts = {"max_steps": 4, "batch_size": 16, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9,
+    sp = ProductSpace.create({"nas": NasBench201Space.create(C=2, cells_per_stage=1, num_classes=10)},
+                             image_hw=(8, 8), in_channels=1)     # NAS alone: a cheap program
+    opts = {"max_steps": 2, "batch_size": 16, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9,
             "flops_constraint": 1e5, "flops_exponent": -0.07, "lane_mode": "vmap"}
     ev = make_standalone(opts, cfg={}, space=sp, data=digits)
     arch = sp.sample(jax.random.key(3))
