@@ -171,7 +171,7 @@ def test_errors(setup):
         get("standalone")(OPTS, cfg={}, space=MLPSpace.create(2, data.num_inputs, 1, (4, 8)), data=data,
                           task=None, axis_name=None)
     from jaxnas.spaces.cells import NasBench201Space
-    with pytest.raises(ValueError, match="MLP spaces only.*cell networks come with a later issue"):
+    with pytest.raises(ValueError, match="trains MLPs.*or image pipelines.*NasBench201Space"):
         get("standalone")(OPTS, cfg={}, space=NasBench201Space.create(), data=data, task=None, axis_name=None)
     assert set(OPTS) <= set(DEFAULTS) and DEFAULTS["eps"] == 1e-3 and DEFAULTS["reward"] == "neg_loss"
 
