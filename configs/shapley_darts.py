@@ -1,11 +1,9 @@
 """Shapley-NAS on the DARTS space, CIFAR-10 (Xiao et al., sec. 4.1.1 and App. A.3; a GPU run).
 
 Supernet: 8 cells (6 normal, 2 reduction at 1/3 and 2/3), C = 16, the 8 DARTS ops: 2 x 14 x 8
-players, 196 evaluated (Alg. 1 skips the zero op). The paper uses PC-DARTS partial channel
-connections with K = 4 (sec. 4.1.1); this engine's DARTS supernet has them as
-``DartsNet(partial_channels=4)`` (``jaxnas/supernets/cells.py``), but the config's space section
-does not pass supernet options yet, so this config searches the full-channel supernet (memory is
-K = 4 times larger per edge; lower ``search.batch_size`` on a small GPU).
+players, 196 evaluated (Alg. 1 skips the zero op). PC-DARTS partial channel connections with
+K = 4 (sec. 4.1.1: ``space.partial_channels=4``; ``DartsNet(partial_channels=...)`` in
+``jaxnas/supernets/cells.py``): each edge's ops see a quarter of the channels.
 
 Schedule and optimisers (sec. 4.1.1, official ``train_search.py``): 50 epochs at batch 256 on half
 of the CIFAR-10 training set (the other half scores the Shapley values), weights SGD lr 0.1
@@ -31,7 +29,8 @@ def get_config():
         "seed": 0,
         "data": {"name": "cifar10", "data_dir": None, "train_split": "train[:50%]",
                  "val_split": "train[50%:]", "augment": True},
-        "space": {"name": "darts", "C": 16, "num_cells": 8, "unique_cells": False},
+        "space": {"name": "darts", "C": 16, "num_cells": 8, "unique_cells": False,
+                  "partial_channels": 4},
         "strategy": {"name": "shapley", "num_samples": 10, "eta": 0.5, "value": "accuracy",
                      "decay": 0.8, "lr": 0.1, "normalize": "l2", "subtract_std": False,
                      "every": per_epoch, "fresh_batch": False, "prefix_chunk": 4},
