@@ -207,7 +207,11 @@ def check_options(name: str, given: dict, prefix: str = "") -> list[str]:
     if unknown:
         problems.append(f"{', '.join(prefix + k for k in unknown)}: not option(s) of strategy {name!r}; "
                         f"its options are: {', '.join(valid)}")
-    _, bad = S.check(OPTION_FIELDS, {k: v for k, v in given.items() if k in valid}, prefix)
+    # None where the strategy's own default is None means "derive it" (MANAS's EXP3 rates): always valid
+    params = inspect.signature(_REGISTRY[name]).parameters
+    typed = {k: v for k, v in given.items()
+             if k in valid and not (v is None and params[k].default is None)}
+    _, bad = S.check(OPTION_FIELDS, typed, prefix)
     return problems + bad
 
 
