@@ -253,8 +253,8 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
                              lambda: vary(f32(reward_fn(space.one_hot(y))[0]) + q_offset),
                              lambda: vary(f32(0.0)))
             if multiplicative:   # Q (T/T0)^beta with Q <= 0 would reverse the resource penalty
-                jax.lax.cond(active & (q <= 0), lambda: jax.debug.callback(_q_not_positive, q),
-                             lambda: None)
+                # the test runs in the callback: under vmap lanes a cond would run both branches
+                jax.debug.callback(_q_not_positive, q, active)
             r = q if shape_reward is None else shape_reward(q, cost)
             adv = jax.lax.stop_gradient(r - qbar)
 
@@ -331,9 +331,13 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
                     derive=derive, probs=probs, needs="reward", summary=summary)
 
 
-def _q_not_positive(q):
+def _q_not_positive(q, active):
+    q, active = np.asarray(q), np.asarray(active)
+    if not np.any(active & (q <= 0)):
+        return
+    q = float(np.min(np.where(active, q, np.inf)))
     raise ValueError(f"a multiplicative MnasNet reward met the quality Q = reward + q_offset = "
-                     f"{float(q):.4g} <= 0: Q (T/T0)^beta would reverse the resource penalty. "
+                     f"{q:.4g} <= 0: Q (T/T0)^beta would reverse the resource penalty. "
                      f"Raise q_offset so that Q > 0 (default 1: Q = 1 - loss, TabNAS Alg. 1 line "
                      f"13; for a loss that can exceed 1, q_offset above its largest value)")
 

@@ -128,7 +128,7 @@ OPTIONS = {"tabnas": {"budget": budget, "num_mc_samples": 512, "warmup_frac": 0.
            "tunas_abs": {"target": budget, "beta": -1.0, "warmup_frac": 0.0},
            "mnas_soft": {"target": budget, "beta": -0.07, "warmup_frac": 0.0},
            "mnas_hard": {"target": budget, "beta": -1.0, "warmup_frac": 0.0},
-           "random": {}}
+           "random": {}, "manas": {}, "manas_ls": {}}   # MANAS: App. B.1 rates, Zipf has none
 reward_only = [n for n in available()
                if make(n, space, **OPTIONS.get(n, {"lr": 0.05}), total_steps=10).needs == "reward"]
 out["table"] = {}
