@@ -253,8 +253,10 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
                              lambda: vary(f32(reward_fn(space.one_hot(y))[0]) + q_offset),
                              lambda: vary(f32(0.0)))
             if multiplicative:   # Q (T/T0)^beta with Q <= 0 would reverse the resource penalty
-                # the test runs in the callback: under vmap lanes a cond would run both branches
-                jax.debug.callback(_q_not_positive, q, active)
+                # the predicate summed over lanes: unbatched under vmap lanes (a batched cond would
+                # run both branches) and the same on every device (no per-step host callback)
+                any_bad = K.lane_sum((active & (q <= 0)).astype(jnp.float32), axis_name) > 0
+                jax.lax.cond(any_bad, lambda: jax.debug.callback(_q_not_positive, q, active), lambda: None)
             r = q if shape_reward is None else shape_reward(q, cost)
             adv = jax.lax.stop_gradient(r - qbar)
 
