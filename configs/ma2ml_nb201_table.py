@@ -6,19 +6,15 @@ setting, for comparison with REINFORCE there).
 """
 from pathlib import Path
 
+from jaxnas.config import raw_config
+
 try:
-    _REPO = Path(__file__).resolve().parents[1]
+    _HERE = Path(__file__).resolve().parent
 except NameError:  # exec'd without a file
-    _REPO = Path(".")
-DEFAULT_TABLE = (_REPO / "..").resolve() / "shared" / "data" / "nasbench201" / "nb201_accuracies.csv.gz"
+    _HERE = Path("configs")
 
 
 def get_config():
-    return {
-        "seed": 0,
-        "space": {"name": "nb201"},
-        "evaluator": {"name": "table", "path": str(DEFAULT_TABLE) if DEFAULT_TABLE.exists() else None,
-                      "reward": "cifar10_valid_12ep"},
-        "strategy": {"name": "ma2ml", "lr": 0.05, "final": "process_best"},
-        "search": {"steps": 100, "samples": 8, "chunk": 100, "checkpoint_every": 100},
-    }
+    cfg = raw_config(_HERE / "nb201_table.py")   # the table, its reward and the query budget
+    cfg["strategy"] = {"name": "ma2ml", "lr": 0.05, "final": "process_best"}
+    return cfg
