@@ -14,7 +14,7 @@ def _search(args):
     cfg = load_config(args.config, args.overrides)
     workdir = Path(args.workdir or Path("workdirs") / Path(args.config).stem)
     result = run_search(cfg, workdir, progress=None if args.quiet else sys.stderr,
-                        force_restart=args.force_restart)
+                        force_restart=args.force_restart, compile_cache=not args.no_compile_cache)
     from jaxnas.distributed import is_primary
     if not is_primary():   # several processes (search.distributed): process 0 reports
         return
@@ -125,8 +125,8 @@ def main(argv=None):
     if extra:
         args.overrides = list(args.overrides) + extra
     if not getattr(args, "no_compile_cache", True):
-        from jaxnas.compile_cache import enable
-        enable()   # a resume or a second run loads its compiled programs instead of compiling again
+        from jaxnas.compile_cache import ensure
+        ensure()   # a resume or a second run loads its compiled programs instead of compiling again
     try:
         args.fn(args)
     except (ValueError, OSError) as e:   # OSError: unwritable work dir, missing files, ...

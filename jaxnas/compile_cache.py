@@ -1,7 +1,8 @@
 """A persistent XLA compilation cache, so a second run, a resume or a retrain of the same shapes loads
 its compiled programs from disk instead of compiling them again.
 
-The CLI turns it on by default (``jaxnas search|retrain|export``); from Python call :func:`enable`.
+The CLI (``jaxnas search|retrain|export``) and :func:`jaxnas.runner.run_search` turn it on by default
+(:func:`ensure`: a cache directory the user already gave jax is kept); from Python also :func:`enable`.
 What is cached: every jitted program's compiled executable (keyed by jax on the program, its shapes,
 the jax/jaxlib version, the backend and the XLA flags, so a changed program or version never hits a
 stale entry). Where: ``$JAXNAS_COMPILE_CACHE`` if set, else ``$XDG_CACHE_HOME/jaxnas/xla`` (default
@@ -50,6 +51,14 @@ def enable(path=None, min_compile_seconds: float = 0.5) -> Optional[Path]:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def ensure() -> Optional[Path]:
+    """:func:`enable` unless jax already has a cache directory (the user's own choice, e.g.
+    ``JAX_COMPILATION_CACHE_DIR``), which is kept; returns the directory in use or None."""
+    import jax
+    current = jax.config.jax_compilation_cache_dir
+    return Path(current) if current else enable()
 
 
 def disable() -> None:

@@ -84,7 +84,7 @@ def _chunks(phases, start: int, end: int, chunk: int):
 
 
 def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None = None,
-               force_restart: bool = False) -> dict:
+               force_restart: bool = False, compile_cache: bool = True) -> dict:
     """Runs (or resumes) the search of ``cfg`` in ``workdir``; returns the result dict.
 
     A work dir holds one run: resuming it with a config (or data) that changes the run raises
@@ -92,9 +92,14 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
     process on the same dir raises :class:`jaxnas.workdir.WorkdirLockedError`. Recoveries (stale lock,
     torn metrics line, broken newest checkpoint) are said on ``progress`` (stderr when None).
     ``stop_after``: stop after this many steps (for tests of resume); the result is then partial.
+    ``compile_cache``: keep compiled programs on disk so a resume starts without compiling
+    (:func:`jaxnas.compile_cache.ensure`; ``JAXNAS_COMPILE_CACHE=off`` also turns it off).
     With ``search.distributed`` every process calls this with the same config and work dir (see the
     module docstring); each returns the same result.
     """
+    if compile_cache:
+        from jaxnas.compile_cache import ensure
+        ensure()
     Dist.initialize(cfg["search"]["distributed"], progress)      # before anything touches a device
     primary = Dist.is_primary()
     if not primary:

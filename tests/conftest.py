@@ -10,8 +10,9 @@ import os
 import shutil
 import tempfile
 
-if os.environ.get("JAXNAS_TEST_COMPILE_CACHE", "on").lower() not in ("off", "0", "false", "no") \
-        and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+if os.environ.get("JAXNAS_TEST_COMPILE_CACHE", "on").lower() in ("off", "0", "false", "no"):
+    os.environ["JAXNAS_COMPILE_CACHE"] = "off"   # nor the runner's default cache in ~/.cache
+elif "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _dir = tempfile.mkdtemp(prefix="jaxnas-test-xla-")
     atexit.register(shutil.rmtree, _dir, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _dir

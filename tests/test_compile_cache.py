@@ -53,3 +53,23 @@ def test_default_dir_and_off(monkeypatch, tmp_path):
 def test_unusable_dir_leaves_the_cache_off(tmp_path):
     (tmp_path / "a_file").write_text("")
     assert compile_cache.enable(tmp_path / "a_file" / "xla") is None   # caching never fails a run
+
+
+def test_ensure_keeps_a_users_dir_and_otherwise_enables_ours(monkeypatch, tmp_path):
+    """What run_search and the CLI call: a cache dir the user gave jax wins; else ours is turned on."""
+    import jax
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    prev = {k: getattr(jax.config, k) for k in keys}
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users"))
+        assert compile_cache.ensure() == tmp_path / "users"
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "ours"))
+        assert compile_cache.ensure() == tmp_path / "ours"
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "ours")
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.setenv(compile_cache.ENV, "off")
+        assert compile_cache.ensure() is None and not jax.config.jax_compilation_cache_dir
+    finally:
+        for k, v in prev.items():
+            jax.config.update(k, v)
