@@ -54,6 +54,7 @@ import optax
 from jaxnas.spaces.base import NEG_INF, Space
 from jaxnas.strategies import categorical as K
 from jaxnas.strategies import policy as P
+from jaxnas.strategies import reinforce as R
 from jaxnas.strategies.base import Strategy, register
 
 RNG_IMPL = "threefry2x32"   # the impl of the updates' key kept in the state
@@ -158,8 +159,9 @@ def counterfactual_gradient(q_fn: Callable, logits, arch, space: Space, plan, ke
 
 
 def lite_gradient(logits, arch, reward, baseline, mask) -> jax.Array:
-    """MA2ML-Lite (poster): ``grad_i = grad_i log pi_i(A_i) (R - b)``, all agents at once."""
-    return (reward - baseline) * score_rows(logits, arch, mask)
+    """MA2ML-Lite (poster): ``grad_i = grad_i log pi_i(A_i) (R - b)``, all agents at once: with a
+    factorised policy, agent i's rows of the REINFORCE estimate (reinforce.py, eq. 4)."""
+    return R.reinforce_estimate(logits, arch, reward, mask, baseline)
 
 
 def policy_ascent(q_fn, logits, target_logits, archs, space: Space, plan, key, kl_weight: float,
@@ -238,38 +240,13 @@ def make_ma2ml_lite(space: Space, *, axis_name: Optional[str] = None, total_step
     """MA2ML-Lite: per-agent policy gradients with a shared moving-average baseline. decay: weight of
     the old value in the baseline's moving average; baseline=False: b = 0; final: argmax |
     process_best; optimizer/lr/... on the policies' logits."""
-    decay = K.check_decay("ma2ml_lite", decay)
-    opt = K.make_optimizer("ma2ml_lite", optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
-                           weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule,
-                           total_steps=total_steps)
-    mask = space.mask
-
-    def extra_init():
-        return {"baseline": jnp.zeros((), jnp.float32), "baseline_set": jnp.zeros((), bool)}
-
-    def step(state, key, reward_fn, ctx):
-        arch = space.sample(key, state.logits)
-        reward, _ = reward_fn(space.one_hot(arch))
-        ok = K.finite(reward)
-        r = jnp.where(ok, reward, 0.0).astype(jnp.float32)
-        r_mean, n_ok = K.masked_mean(r, ok, axis_name)
-        ex = state.extra
-        if baseline:          # past rewards; the first round's mean at the first round
-            b = jnp.where(ex["baseline_set"], ex["baseline"], r_mean)
-            new_b = K.ema(b, r_mean, decay)
-        else:
-            b, new_b = jnp.zeros((), jnp.float32), ex["baseline"]
-        delta = lite_gradient(state.logits, arch, r, b, mask)              # poster, MA2ML-Lite
-        new, _ = P.update(state, delta, ok, opt, mask, axis_name)
-        seen = n_ok > 0
-        new = new.replace(step=state.step + 1,
-                          extra={"baseline": jnp.where(seen, new_b, ex["baseline"]),
-                                 "baseline_set": ex["baseline_set"] | seen})
-        new = P.track_best(new, arch, reward, ok, axis_name)
-        probs = K.softmax(new.logits, mask)
-        return new, K.step_metrics(reward, ~ok, probs, 1.0, baseline=b, **_agent_entropies(space, probs))
-
-    return P.build_policy_strategy("ma2ml_lite", space, step, opt, final, extra_init)
+    # poster, MA2ML-Lite: the per-agent gradients are the rows of REINFORCE's estimate (lite_gradient),
+    # so the step is reinforce's, with these defaults and the per-agent entropies as metrics
+    return R.build_reinforce("ma2ml_lite", space, axis_name=axis_name, total_steps=total_steps,
+                             decay=decay, baseline=baseline, final=final, optimizer=optimizer, lr=lr,
+                             b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, clip=clip,
+                             lr_schedule=lr_schedule,
+                             extra_metrics=lambda probs: _agent_entropies(space, probs))
 
 
 @register("ma2ml")

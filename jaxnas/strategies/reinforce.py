@@ -12,8 +12,9 @@ mean reward.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
+import jax
 import jax.numpy as jnp
 
 from jaxnas.spaces.base import Space
@@ -36,8 +37,21 @@ def make_reinforce(space: Space, *, axis_name: Optional[str] = None,
     """REINFORCE. decay: weight of the old value in the moving-average baseline (paper gamma =
     1 - decay = 0.05); baseline=False gives plain eq. 4; final: "argmax" or "process_best" (ENAS's
     rule); optimizer/lr/b1/b2/eps/weight_decay/clip/lr_schedule on theta."""
-    decay = K.check_decay("reinforce", decay)
-    opt = K.make_optimizer("reinforce", optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
+    return build_reinforce("reinforce", space, axis_name=axis_name, total_steps=total_steps,
+                           decay=decay, baseline=baseline, final=final, optimizer=optimizer, lr=lr,
+                           b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, clip=clip,
+                           lr_schedule=lr_schedule)
+
+
+def build_reinforce(name: str, space: Space, *, axis_name: Optional[str], total_steps: Optional[int],
+                    decay: float, baseline: bool, final: str, optimizer: str, lr: float, b1: float,
+                    b2: float, eps: float, weight_decay: float, clip: Optional[float], lr_schedule: str,
+                    extra_metrics: Optional[Callable[[jax.Array], dict]] = None) -> Strategy:
+    """The REINFORCE strategy under the name ``name`` (every option given: each registered factory
+    keeps its own defaults). ``extra_metrics(probs)``: further step metrics from the new policy's
+    probabilities (MA2ML-Lite's per-agent entropies)."""
+    decay = K.check_decay(name, decay)
+    opt = K.make_optimizer(name, optimizer=optimizer, lr=lr, b1=b1, b2=b2, eps=eps,
                            weight_decay=weight_decay, clip=clip, lr_schedule=lr_schedule,
                            total_steps=total_steps)
     mask = space.mask
@@ -64,6 +78,8 @@ def make_reinforce(space: Space, *, axis_name: Optional[str] = None,
                           extra={"baseline": jnp.where(seen, new_b, ex["baseline"]),
                                  "baseline_set": ex["baseline_set"] | seen})
         new = P.track_best(new, arch, reward, ok, axis_name)
-        return new, K.step_metrics(reward, ~ok, K.softmax(new.logits, mask), 1.0, baseline=b)
+        probs = K.softmax(new.logits, mask)
+        extra = extra_metrics(probs) if extra_metrics is not None else {}
+        return new, K.step_metrics(reward, ~ok, probs, 1.0, baseline=b, **extra)
 
-    return P.build_policy_strategy("reinforce", space, step, opt, final, extra_init)
+    return P.build_policy_strategy(name, space, step, opt, final, extra_init)
