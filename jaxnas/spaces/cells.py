@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +22,29 @@ from jaxnas.spaces.base import Space
 def cell_edges(num_input_nodes: int, num_nodes: int) -> tuple[tuple[int, int], ...]:
     """``(dst, src)`` pairs in the order of the papers: by destination, then source."""
     return tuple((j, i) for j in range(num_input_nodes, num_input_nodes + num_nodes) for i in range(j))
+
+
+def decode_cell(text: str, num_input_nodes: int, num_nodes: int, op_index: Callable[[int, str], int],
+                cell: str = "cell") -> list[int]:
+    """The op indices of one cell from its NAS-Bench-201 string ``|op~0|+|op~0|op~1|+...`` (node j
+    lists its inputs 0..j-1; edges in :func:`cell_edges` order). ``op_index(d, name)``: the index of
+    op ``name`` on the cell's d-th edge (raises on an unknown op); ``cell`` names the cell in errors."""
+    nodes = text.strip().split("+")
+    if len(nodes) != num_nodes:
+        raise ValueError(f"{text!r}: {len(nodes)} nodes, the {cell} has {num_nodes} "
+                         f"(format: |op~0|+|op~0|op~1|+...)")
+    out = []
+    for n, node in enumerate(nodes):
+        j = num_input_nodes + n
+        items = [s for s in node.strip().strip("|").split("|") if s]
+        if len(items) != j:
+            raise ValueError(f"{text!r}: node {j} lists {len(items)} inputs, needs {j}")
+        for i, item in enumerate(items):
+            m = re.fullmatch(r"([A-Za-z0-9_]+)~(\d+)", item)
+            if not m or int(m.group(2)) != i:
+                raise ValueError(f"{text!r}: entry {item!r} of node {j} must be 'op~{i}'")
+            out.append(op_index(len(out), m.group(1)))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,24 +91,11 @@ class CellSpace(Space):
         return "+".join(parts)
 
     def _decode_block(self, text: str, block: str) -> list[int]:
-        nodes = text.strip().split("+")
-        if len(nodes) != self.num_nodes:
-            raise ValueError(f"{text!r}: {len(nodes)} nodes, the {block} cell has {self.num_nodes} "
-                             f"(format: |op~0|+|op~0|op~1|+...)")
-        out = []
-        for n, node in enumerate(nodes):
-            j = self.num_input_nodes + n
-            items = [s for s in node.strip().strip("|").split("|") if s]
-            if len(items) != j:
-                raise ValueError(f"{text!r}: node {j} lists {len(items)} inputs, needs {j}")
-            for i, item in enumerate(items):
-                m = re.fullmatch(r"([A-Za-z0-9_]+)~(\d+)", item)
-                if not m or int(m.group(2)) != i:
-                    raise ValueError(f"{text!r}: entry {item!r} of node {j} must be 'op~{i}'")
-                if m.group(1) not in self.ops:
-                    raise ValueError(f"{text!r}: unknown op {m.group(1)!r}; valid: {', '.join(self.ops)}")
-                out.append(self.ops.index(m.group(1)))
-        return out
+        def op_index(d: int, name: str) -> int:
+            if name not in self.ops:
+                raise ValueError(f"{text!r}: unknown op {name!r}; valid: {', '.join(self.ops)}")
+            return self.ops.index(name)
+        return decode_cell(text, self.num_input_nodes, self.num_nodes, op_index, f"{block} cell")
 
     def encode(self, arch) -> str:
         a = self.check_arch(arch).reshape(self.num_blocks, self.edges_per_cell)

@@ -20,10 +20,9 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from jaxnas.spaces.cells import cell_edges
+from jaxnas.spaces.cells import cell_edges, decode_cell
 from jaxnas.spaces.base import Space
 import numpy as np
-import re
 
 RNN_OPS = ("none", "tanh", "relu", "sigmoid", "identity")   # DARTS rnn/genotypes.py order
 
@@ -76,22 +75,8 @@ class RNNCellSpace(Space):
         return "+".join(parts)
 
     def decode(self, text: str) -> np.ndarray:
-        nodes = text.strip().split("+")
-        if len(nodes) != self.num_nodes:
-            raise ValueError(f"{text!r}: {len(nodes)} nodes, the cell has {self.num_nodes} "
-                             f"(format: |op~0|+|op~0|op~1|+...)")
-        out = []
-        for n, node in enumerate(nodes):
-            j = n + 1
-            items = [s for s in node.strip().strip("|").split("|") if s]
-            if len(items) != j:
-                raise ValueError(f"{text!r}: node {j} lists {len(items)} inputs, needs {j}")
-            for i, item in enumerate(items):
-                m = re.fullmatch(r"([A-Za-z0-9_]+)~(\d+)", item)
-                if not m or int(m.group(2)) != i:
-                    raise ValueError(f"{text!r}: entry {item!r} of node {j} must be 'op~{i}'")
-                out.append(self.choice_index(len(out), m.group(1)))
-        return np.array(out, np.int32)
+        # node j lists its inputs 0..j-1; one input node (node 0)
+        return np.array(decode_cell(text, 1, self.num_nodes, self.choice_index), np.int32)
 
     # ---- costs ---------------------------------------------------------------------------------
     @property
