@@ -42,13 +42,13 @@ sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
 
 from jaxnas import optim  # noqa: E402
 from jaxnas.build import build  # noqa: E402
 from jaxnas.config import load_config  # noqa: E402
 from jaxnas.data.text import batchify, window_count  # noqa: E402
-from jaxnas.language_model import stream_loss, token_nll  # noqa: E402
+from jaxnas.language_model import stream_loss  # noqa: E402
+from jaxnas.lm_retrain import lm_train_step  # noqa: E402
 from jaxnas.supernets.rnn import RNNLanguageModel, init_rnn_params  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -81,18 +81,13 @@ def overrides(args, name: str, steps: int) -> list[str]:
 def retrain_fn(net, opt, W: int, L: int, B: int):
     """One epoch (``lax.scan`` over the windows, hidden carried from zeros) of the one-hot supernet."""
     H = net.space.hidden_size
+    train_step = lm_train_step(net, opt, mode="sparse")   # the retrain's weight step (App. E)
 
     def step(carry, xs):
         params, opt_state, h = carry
         x, y, k, w = xs[0], xs[1], xs[2], xs[3]
-
-        def loss_fn(p):
-            logits, h2 = net.apply({"params": p}, x, h, w, mode="sparse", train=True, dropout_key=k)
-            tot, n = token_nll(logits, y)
-            return tot / n, h2
-        (loss, h2), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        upd, opt_state = opt.update(g, opt_state, params)
-        return (optax.apply_updates(params, upd), opt_state, jax.lax.stop_gradient(h2)), loss
+        params, opt_state, h, loss = train_step(params, opt_state, h, x, y, k, w)
+        return (params, opt_state, h), loss
 
     @jax.jit
     def epoch(params, opt_state, weights, src, key):
@@ -209,18 +204,9 @@ def cost(args) -> dict:
         params = init_rnn_params(net, jax.random.key(0))
         opt = optim.make_optimizer("sgd", 20.0, clip=0.25)
         ost = opt.init(params)
-
-        def step(params, ost, h, x, y, k):
-            def loss_fn(p):
-                logits, h2 = net.apply({"params": p}, x, h, train=True, dropout_key=k)
-                tot, n = token_nll(logits, y)
-                return tot / n, h2
-            (loss, h2), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            upd, ost = opt.update(g, ost, params)
-            return optax.apply_updates(params, upd), ost, h2, loss
         x = jnp.zeros((bptt, batch), jnp.int32)
         h = jnp.zeros((batch, units))
-        comp = jax.jit(step).lower(params, ost, h, x, x, jax.random.key(0)).compile()
+        comp = jax.jit(lm_train_step(net, opt)).lower(params, ost, h, x, x, jax.random.key(0)).compile()
         row["discrete_weight_step_temp_bytes"] = int(comp.memory_analysis().temp_size_in_bytes)
         if timed:
             out_ = comp(params, ost, h, x, x, jax.random.key(0))

@@ -37,8 +37,27 @@ def default_settings(cfg: dict) -> dict:
             "eval_batch": int(s["eval_streams"]), "max_steps": None, "log_every": 50}
 
 
+def lm_train_step(net, opt, **apply_kwargs):
+    """One truncated-BPTT weight step of the language model ``net`` (App. E: the mean token NLL of
+    a window, the hidden state carried in and returned without gradient):
+    ``step(params, opt_state, h, x, y, key, *args) -> (params, opt_state, h, loss)``, unjitted (a
+    caller jits it or scans it over windows). ``*args`` and ``apply_kwargs`` go to ``net.apply``
+    after ``x, h`` (the supernet's cell weights and ``mode``)."""
+    from jaxnas.language_model import token_nll
+
+    def step(params, opt_state, h, x, y, k, *args):
+        def loss_fn(p):
+            logits, h2 = net.apply({"params": p}, x, h, *args, train=True, dropout_key=k, **apply_kwargs)
+            tot, n = token_nll(logits, y)
+            return tot / n, h2
+        (loss, h2), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        upd, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, jax.lax.stop_gradient(h2), loss
+    return step
+
+
 def _train_run(net, data, s: dict, seed: int, progress, stop_after=None):
-    from jaxnas.language_model import check_tokens, stream_loss, token_nll
+    from jaxnas.language_model import check_tokens, stream_loss
     from jaxnas.supernets.rnn import count_params, init_rnn_params
     B, L = int(s["batch_size"]), int(s["bptt"])
     check_tokens("retrain training stream (batch_size, bptt, data.max_train)", len(data.x_train), B, L)
@@ -55,15 +74,7 @@ def _train_run(net, data, s: dict, seed: int, progress, stop_after=None):
     opt_state = opt.init(params)
     H = net.space.hidden_size
 
-    @jax.jit
-    def step(params, opt_state, h, x, y, k):
-        def loss_fn(p):
-            logits, h2 = net.apply({"params": p}, x, h, train=True, dropout_key=k)
-            tot, n = token_nll(logits, y)
-            return tot / n, h2
-        (loss, h2), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        upd, opt_state = opt.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, jax.lax.stop_gradient(h2), loss
+    step = jax.jit(lm_train_step(net, opt))
 
     t0, h, losses = time.perf_counter(), jnp.zeros((B, H), jnp.float32), []
     src_j = jnp.asarray(src)
