@@ -11,6 +11,7 @@ Writes bench/results/supernet_cost.json (merged per skeleton) and prints it as t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from jaxnas.ops.conv import xla_kernels
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 from jaxnas.supernets import DartsNet, NasBench201Net, init_params
 
@@ -33,7 +35,7 @@ SKELETONS = {
 }
 
 
-def measure(net, space, mode, x, y, archs, reps):
+def measure(net, space, mode, x, y, archs, reps, vs_xla=False):
     key = jax.random.key(0)
     w0 = space.one_hot(archs[0])
     params = init_params(net, key, x[:2], w0)
@@ -42,47 +44,62 @@ def measure(net, space, mode, x, y, archs, reps):
         logits = net.apply({"params": p}, x, w, mode=mode)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
 
-    step = jax.jit(jax.value_and_grad(loss))
-    t0 = time.perf_counter()
-    compiled = step.lower(params, w0).compile()
-    compile_s = time.perf_counter() - t0
-    temp = compiled.memory_analysis().temp_size_in_bytes
-    times = []
+    def compile_(xla):
+        with (xla_kernels() if xla else contextlib.nullcontext()):
+            t0 = time.perf_counter()
+            c = jax.jit(jax.value_and_grad(loss)).lower(params, w0).compile()
+            return c, time.perf_counter() - t0
+
+    lowerings = {"": compile_(False)}
+    if vs_xla:  # XLA's own depthwise conv / max pool (ops/conv.py), timed interleaved with ours
+        lowerings["_xla"] = compile_(True)
+    times = {k: [] for k in lowerings}
     for a in archs:
         w = space.one_hot(a)
-        jax.block_until_ready(compiled(params, w))  # warm
+        for c, _ in lowerings.values():
+            jax.block_until_ready(c(params, w))  # warm
         for _ in range(reps):
-            t0 = time.perf_counter()
-            jax.block_until_ready(compiled(params, w))
-            times.append(time.perf_counter() - t0)
-    return {"temp_bytes": int(temp), "step_ms": 1000 * statistics.median(times),
-            "compile_s": round(compile_s, 1), "num_params": int(sum(v.size for v in jax.tree.leaves(params)))}
+            for k, (c, _) in lowerings.items():
+                t0 = time.perf_counter()
+                jax.block_until_ready(c(params, w))
+                times[k].append(time.perf_counter() - t0)
+    out = {"num_params": int(sum(v.size for v in jax.tree.leaves(params)))}
+    for k, (c, compile_s) in lowerings.items():
+        out.update({f"temp_bytes{k}": int(c.memory_analysis().temp_size_in_bytes),
+                    f"step_ms{k}": 1000 * statistics.median(times[k]), f"compile_s{k}": round(compile_s, 1)})
+    return out
 
 
-def run_skeleton(name, batch, num_archs, reps, full):
+def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs_xla=False):
     space, net_cls = SKELETONS[name]()
     key = jax.random.key(1)
     x = jax.random.normal(key, (batch, 32, 32, 3))
     y = jax.random.randint(key, (batch,), 0, 10)
     archs = [space.sample(jax.random.fold_in(key, i)) for i in range(num_archs)]
     out = {"shape": list(space.shape), "arch": space.encode(archs[0])}
-    forms = ("discrete", "sparse", "sparse_noremat", "dense")
-    if name == "darts20_unique" and not full:
+    default = forms is None
+    forms = forms or ("discrete", "sparse", "sparse_noremat", "dense")
+    if name == "darts20_unique" and not full and default:
         forms = ("discrete", "sparse")  # dense: ~20 min of compile on 2 cores; --full includes it
     for form in forms:
         if form == "discrete":
             net = net_cls(space, arch=tuple(int(a) for a in archs[0]))
-            r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs)
+            r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs, vs_xla)
         elif form == "dense":
-            r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1)
+            r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1, vs_xla)
         else:
-            r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps)
+            r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps, vs_xla)
         out[form] = r
         print(name, form, r, flush=True)
-    if "dense" in out:
+    return out
+
+
+def add_ratios(out):
+    if "dense" in out and "sparse" in out:
         out["sparse_over_dense_temp"] = out["sparse"]["temp_bytes"] / out["dense"]["temp_bytes"]
-    out["sparse_over_discrete_temp"] = out["sparse"]["temp_bytes"] / out["discrete"]["temp_bytes"]
-    out["sparse_over_discrete_time"] = out["sparse"]["step_ms"] / out["discrete"]["step_ms"]
+    if "sparse" in out and "discrete" in out:
+        out["sparse_over_discrete_temp"] = out["sparse"]["temp_bytes"] / out["discrete"]["temp_bytes"]
+        out["sparse_over_discrete_time"] = out["sparse"]["step_ms"] / out["discrete"]["step_ms"]
     return out
 
 
@@ -93,13 +110,19 @@ def main():
     ap.add_argument("--archs", type=int, default=3)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="also the dense darts20_unique supernet")
+    ap.add_argument("--forms", nargs="+", choices=["discrete", "sparse", "sparse_noremat", "dense"],
+                    help="only these forms (merged into the skeleton's existing entry)")
+    ap.add_argument("--vs-xla", action="store_true",
+                    help="also XLA's own depthwise conv / max pool, timed interleaved (*_xla fields)")
     args = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["meta"] = {"batch": args.batch, "input": [32, 32, 3], "backend": jax.default_backend(),
                        "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
                        "jax": jax.__version__, "machine": platform.machine()}
     for name in args.skeletons:
-        results[name] = run_skeleton(name, args.batch, args.archs, args.reps, args.full)
+        prev = results.get(name, {}) if args.forms else {}
+        results[name] = add_ratios({**prev, **run_skeleton(name, args.batch, args.archs, args.reps, args.full,
+                                                            args.forms and tuple(args.forms), args.vs_xla)})
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1))
     if all(k in results for k in ("darts8", "darts20_unique", "nb201")):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxnas.ops.candidates import DARTS_OPS, NB201_OPS, build_op, op_param_count
-from jaxnas.ops.conv import conv2d, conv2d_reference
+from jaxnas.ops.conv import conv2d, conv2d_reference, depthwise_conv2d, max_pool3, xla_kernels
 from jaxnas.spaces import MLPSpace
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 from jaxnas.supernets import (MLP, DartsNet, MLPSupernet, NasBench201Net, child_params,
@@ -34,6 +34,43 @@ def test_switch_safe_conv_gradient_equals_xla(stride, dilation, depthwise, k):
     f = jax.jit(jax.grad(lambda x, w, i: jax.lax.switch(i, [loss(conv2d), lambda x, w: jnp.sum(x) * 0.0], x, w),
                          (0, 1)))
     chex.assert_trees_all_close(f(x, w, 0), ref, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 2), (3, 1, 2)])
+def test_cpu_depthwise_conv_equals_xla(k, stride, dilation):
+    """The shifted-slice depthwise conv (CPU lowering) and its custom gradient equal XLA's grouped
+    conv, on odd spatial sizes and inside a switch."""
+    x = jax.random.normal(KEY, (2, 9, 7, 5))
+    w = jax.random.normal(jax.random.fold_in(KEY, 1), (k, k, 1, 5))
+    loss = lambda x, w: jnp.sum(jnp.sin(depthwise_conv2d(x, w, stride, dilation)))
+    with xla_kernels():
+        ref_out = jax.jit(lambda x, w: depthwise_conv2d(x, w, stride, dilation))(x, w)
+        ref = jax.jit(jax.grad(loss, (0, 1)))(x, w)
+    chex.assert_trees_all_close(ref_out, conv2d_reference(x, w, stride, dilation, 5))
+    chex.assert_shape(ref_out, (2, -(-9 // stride), -(-7 // stride), 5))
+    chex.assert_trees_all_close(jax.jit(lambda x, w: depthwise_conv2d(x, w, stride, dilation))(x, w), ref_out,
+                                atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(jax.jit(jax.grad(loss, (0, 1)))(x, w), ref, atol=2e-4, rtol=1e-4)
+    f = jax.jit(jax.grad(lambda x, w, i: jax.lax.switch(i, [loss, lambda x, w: jnp.sum(x) * 0.0], x, w), (0, 1)))
+    chex.assert_trees_all_close(f(x, w, 0), ref, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_cpu_max_pool_gradient_equals_xla(stride):
+    """3x3 max pooling's CPU gradient routes each window's cotangent to its first maximum, exactly
+    as XLA's select_and_scatter (ties included: a map of repeated values)."""
+    x = jax.random.normal(KEY, (2, 9, 7, 3))
+    ties = jnp.round(x)  # many equal values per window
+    g = jax.random.normal(jax.random.fold_in(KEY, 2), (2, -(-9 // stride), -(-7 // stride), 3))
+    for inp in (x, ties):
+        loss = lambda x: jnp.sum(max_pool3(x, stride) * g)
+        with xla_kernels():
+            ref_out, ref = jax.jit(max_pool3, static_argnums=1)(inp, stride), jax.jit(jax.grad(loss))(inp)
+        chex.assert_trees_all_equal(jax.jit(max_pool3, static_argnums=1)(inp, stride), ref_out)
+        # equal up to summation order (a wrongly routed tie would differ by a whole cotangent)
+        chex.assert_trees_all_close(jax.jit(jax.grad(loss))(inp), ref, atol=1e-5, rtol=1e-5)
+        # every window's cotangent arrives exactly once
+        chex.assert_trees_all_close(jnp.sum(ref), jnp.sum(g), rtol=1e-5)
 
 
 @pytest.mark.parametrize("space,net_cls", [(TINY_NB201, NasBench201Net), (TINY_DARTS, DartsNet)])

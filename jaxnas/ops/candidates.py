@@ -11,6 +11,7 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxnas.ops.conv import max_pool3
 from jaxnas.ops.layers import Conv, Norm, downsampled_shape
 
 
@@ -101,7 +102,7 @@ class Pool(nn.Module):
     def __call__(self, x, train: bool = True):
         pad = ((1, 1), (1, 1))
         if self.kind == "max":
-            y = nn.max_pool(x, (3, 3), (self.stride, self.stride), pad)
+            y = max_pool3(x, self.stride)
         else:
             # average over the valid (unpadded) inputs, as count_include_pad=False, but with the
             # count computed on a [1, H, W, 1] map: XLA constant-folds flax's full-size count slowly

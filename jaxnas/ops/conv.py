@@ -14,6 +14,8 @@ On GPU/TPU the backward pass is JAX's own (cuDNN / the TPU convolution emitter).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from functools import partial
 
 import jax
@@ -96,3 +98,150 @@ def _bwd(stride, dilation, groups, res, g):
 
 
 conv2d.defvjp(_fwd, _bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Depthwise convolution and 3x3 max pooling as k*k shifted slices on CPU.
+#
+# XLA:CPU has no fast depthwise kernel: a grouped ``conv_general_dilated`` with one channel per
+# group runs as a generic loop. Measured by bench/op_cost.py (batch 64, 32x32x16, 2 cores): the
+# k*k fused multiply-adds of shifted input slices are ~25-60x faster forward and 2-4x faster
+# forward+backward than XLA's grouped conv, and 3x3 max pooling's ``select_and_scatter`` gradient
+# is replaced by one fused shifted sum of the routed cotangent. GPU/TPU keep XLA's own ops
+# (cuDNN / the TPU convolution emitter): one code path, a platform-dependent lowering.
+# ---------------------------------------------------------------------------------------------
+
+# False inside ``xla_kernels()``: every platform uses XLA's ops (bench/op_cost.py's "before" column)
+_CPU_KERNELS = contextvars.ContextVar("jaxnas_cpu_kernels", default=True)
+
+
+@contextlib.contextmanager
+def xla_kernels():
+    """Trace with XLA's own depthwise conv and max pool on every platform (for comparisons)."""
+    token = _CPU_KERNELS.set(False)
+    try:
+        yield
+    finally:
+        _CPU_KERNELS.reset(token)
+
+
+def _taps(xp, k: int, stride: int, dilation: int, ho: int, wo: int):
+    """The k*k strided windows ``xp[:, a*d + i*s, b*d + j*s]`` of a padded input, tap-major."""
+    span = lambda o: stride * (o - 1) + 1
+    return [xp[:, a * dilation:a * dilation + span(ho):stride, b * dilation:b * dilation + span(wo):stride]
+            for a in range(k) for b in range(k)]
+
+
+def _shift_sum(xp, w2, stride, dilation, ho, wo):
+    """sum_{a,b} xp[:, a*d + i*s, b*d + j*s, c] * w2[a, b, c]: one fused elementwise loop."""
+    k = w2.shape[0]
+    out = None
+    for t, xs in enumerate(_taps(xp, k, stride, dilation, ho, wo)):
+        y = xs * w2[t // k, t % k]
+        out = y if out is None else out + y
+    return out
+
+
+def _upsample(g, stride: int, h: int, w: int):
+    """Zero-upsampled cotangent of a strided op, cropped to the input size: g[i, j] at (i*s, j*s)."""
+    if stride == 1:
+        return g
+    n, ho, wo, c = g.shape
+    up = jnp.zeros((n, ho * stride, wo * stride, c), g.dtype).at[:, ::stride, ::stride].set(g)
+    return up[:, :h, :w]
+
+
+def _pad(x, p, value=0.0):
+    return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=value)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise_shift(x, w, stride, dilation):
+    k = w.shape[0]
+    ho, wo = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+    return _shift_sum(_pad(x, _same_pad(k, dilation)), w[:, :, 0], stride, dilation, ho, wo)
+
+
+def _depthwise_fwd(x, w, stride, dilation):
+    return _depthwise_shift(x, w, stride, dilation), (x, w)
+
+
+def _depthwise_bwd(stride, dilation, res, g):
+    x, w = res
+    k, p = w.shape[0], _same_pad(w.shape[0], dilation)
+    h, wd = x.shape[1:3]
+    # input gradient: the stride-1 correlation of the (upsampled) cotangent with the flipped kernel
+    dx = _shift_sum(_pad(_upsample(g, stride, h, wd), p), w[::-1, ::-1, 0], 1, dilation, h, wd)
+    # kernel gradient: one (batch, height, width) contraction per tap, looped (lax.map): unrolled,
+    # XLA:CPU stores every shifted copy of x for its reductions (k*k x the input in temp memory);
+    # the loop keeps one, compiles one body and ran 2.6x faster (5x5, 64x32x32x16)
+    n, _, _, c = x.shape
+    ho, wo = g.shape[1:3]
+    xp = _pad(x, p)
+
+    def tap(t):
+        xs = lax.dynamic_slice(xp, (0, (t // k) * dilation, (t % k) * dilation, 0),
+                               (n, stride * (ho - 1) + 1, stride * (wo - 1) + 1, c))
+        return jnp.sum(xs[:, ::stride, ::stride] * g, (0, 1, 2))
+
+    dw = lax.map(tap, jnp.arange(k * k)).reshape(w.shape)
+    return dx, dw
+
+
+_depthwise_shift.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def depthwise_conv2d(x, w, stride: int = 1, dilation: int = 1):
+    """'Same'-padded depthwise conv (kernel [k, k, 1, C]): shifted slices on CPU, XLA elsewhere."""
+    if not _CPU_KERNELS.get():
+        return conv2d_reference(x, w, stride, dilation, x.shape[-1])
+    return lax.platform_dependent(
+        x, w, cpu=lambda x, w: _depthwise_shift(x, w, stride, dilation),
+        default=lambda x, w: conv2d_reference(x, w, stride, dilation, x.shape[-1]))
+
+
+def _max_pool_xla(x, stride):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, stride, stride, 1),
+                             ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_shift(x, stride):
+    return _max_pool_xla(x, stride)
+
+
+def _max_pool_fwd(x, stride):
+    out = _max_pool_xla(x, stride)
+    # the tap that holds each window's maximum (the first on ties, as XLA's select_and_scatter)
+    taps = _taps(_pad(x, 1, -jnp.inf), 3, stride, 1, *out.shape[1:3])
+    first = jnp.full(out.shape, 9, jnp.int8)
+    for t in reversed(range(9)):
+        first = jnp.where(taps[t] == out, jnp.int8(t), first)
+    return out, (first, x.shape)
+
+
+def _max_pool_bwd(stride, res, g):
+    first, (n, h, w, c) = res
+    # each window's cotangent goes to its maximum: dx[y] = sum_t [first = t] g at (y - tap offset),
+    # slices of two padded arrays, one fused loop (no select_and_scatter)
+    gp = _pad(_upsample(g, stride, h, w), 1)
+    fp = _pad(_upsample(first, stride, h, w) if stride == 1 else
+              _upsample(first + 1, stride, h, w) - 1, 1, -1)  # -1: no window at this position
+    dx = None
+    for t in range(9):
+        a, b = divmod(t, 3)
+        sl = (slice(None), slice(2 - a, 2 - a + h), slice(2 - b, 2 - b + w))
+        y = jnp.where(fp[sl] == t, gp[sl], 0)
+        dx = y if dx is None else dx + y
+    return (dx,)
+
+
+_max_pool_shift.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool3(x, stride: int = 1):
+    """3x3 max pooling, padding 1 (PyTorch's MaxPool2d(3, stride, 1)); CPU gradient as above."""
+    if not _CPU_KERNELS.get():
+        return _max_pool_xla(x, stride)
+    return lax.platform_dependent(x, cpu=lambda x: _max_pool_shift(x, stride),
+                                  default=lambda x: _max_pool_xla(x, stride))

@@ -7,7 +7,7 @@ import contextvars
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxnas.ops.conv import conv2d, conv2d_reference
+from jaxnas.ops.conv import conv2d, conv2d_reference, depthwise_conv2d
 
 # True while tracing the branch of a lax.switch: convs there take conv2d's switch-safe gradient
 # (see ops/conv.py); everywhere else XLA's own conv gradient is faster to compile and to run.
@@ -38,8 +38,10 @@ class Conv(nn.Module):
             raise ValueError(f"depthwise conv needs features == input channels ({cin}), got {self.features}")
         shape = (self.kernel, self.kernel, 1 if self.depthwise else cin, self.features)
         w = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"), shape)
+        if self.depthwise:  # shifted slices on CPU (ops/conv.py), no conv inside a switch
+            return depthwise_conv2d(x, w.astype(x.dtype), self.stride, self.dilation)
         conv = conv2d if _IN_SWITCH.get() else conv2d_reference
-        return conv(x, w.astype(x.dtype), self.stride, self.dilation, cin if self.depthwise else 1)
+        return conv(x, w.astype(x.dtype), self.stride, self.dilation, 1)
 
 
 class Norm(nn.Module):
