@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -42,7 +43,7 @@ import numpy as np  # noqa: E402
 from jaxnas.build import build  # noqa: E402
 from jaxnas.config import raw_config, resolve  # noqa: E402
 from jaxnas.strategies import make  # noqa: E402
-from jaxnas.strategies.shapley import keep_weights, players_of  # noqa: E402
+from jaxnas.strategies.shapley import players_of  # noqa: E402
 from jaxnas import shapley as SH  # noqa: E402
 
 NETS = {
@@ -192,12 +193,17 @@ def main():
     results.setdefault("nets", {})
     for name in args.nets.split(","):
         r = run_net(name, args)
+        # per net: its command, when, and the machine's load (absolute seconds depend on it)
+        r.update({"command": " ".join(["python", "bench/shapley_cost.py"] + sys.argv[1:]),
+                  "measured_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                  "load_average_1m_at_end": round(os.getloadavg()[0], 1)})
         print(name, json.dumps(r), flush=True)
         results["nets"][name] = r
         results["machine"] = {"backend": jax.default_backend(), "devices": str(jax.devices()),
                               "cpu": platform.processor() or platform.machine(),
                               "jax": jax.__version__}
-        results["command"] = " ".join(["python", "bench/shapley_cost.py"] + sys.argv[1:])
+        results.pop("command", None)
+        results.pop("note", None)   # notes and commands are per net now
         out.write_text(json.dumps(results, indent=1))
 
 

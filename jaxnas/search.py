@@ -264,7 +264,8 @@ def make_mesh(num_devices: Optional[int] = None):
 
 
 def check_metrics(metrics: dict, step0: int):
-    """Stops a search whose loss or reward went NaN/inf, naming the step and what to change."""
+    """Stops a search whose loss or reward went NaN/inf, or whose MnasNet quality Q <= 0, naming the
+    step and what to change (host-side, after each chunk: the same on every device and process)."""
     for name in ("weights/train_loss", "strategy/reward"):
         if name in metrics:
             v = np.asarray(metrics[name])
@@ -275,6 +276,10 @@ def check_metrics(metrics: dict, step0: int):
                     f"{name} became {v[bad][0]} at step {at}: the search cannot continue. Lower the "
                     f"weight learning rate (optimizer.lr) or enable gradient clipping (optimizer.clip), "
                     f"check the data for NaN/inf values, and make sure the reward is finite.")
+    if "strategy/q_nonpositive" in metrics and np.asarray(metrics["strategy/q_nonpositive"]).any():
+        from jaxnas.strategies.tabnas import q_not_positive_message
+        at = step0 + int(np.argmax(np.asarray(metrics["strategy/q_nonpositive"]) > 0))
+        raise ValueError(q_not_positive_message(f"at step {at}"))
     if "strategy/nonfinite" in metrics and np.asarray(metrics["strategy/nonfinite"]).any():
         at = step0 + int(np.argmax(np.asarray(metrics["strategy/nonfinite"]) > 0))
         raise NonFiniteError(

@@ -565,6 +565,18 @@ def test_q_offset_defaults_to_one_and_multiplicative_rewards_refuse_q_not_positi
         with pytest.raises(Exception, match="q_offset"):
             jax.block_until_ready(step(s.init(jax.random.key(0)), jax.random.key(1)))
             jax.effects_barrier()
+    # with lanes (vmap here, devices under shard_map alike) nothing raises inside the program: the
+    # step counts the lanes with Q <= 0 and the engine's host-side check stops the search
+    from jaxnas.search import check_metrics
+    s = make("mnas_soft", space, target=25, beta=-0.5, warmup_frac=0.0, axis_name="data")
+    lanes = jax.jit(jax.vmap(lambda st, k: s.step(st, k, big_loss)[1], in_axes=(None, 0), out_axes=None,
+                             axis_name="data"))
+    m = lanes(s.init(jax.random.key(0)), jax.random.split(jax.random.key(1), 4))
+    jax.effects_barrier()
+    assert float(m["q_nonpositive"]) == 4.0
+    with pytest.raises(ValueError, match="at step 7 <= 0.*q_offset"):
+        check_metrics({"strategy/q_nonpositive": np.array([0.0, 0.0, 2.0])}, 5)
+    check_metrics({"strategy/q_nonpositive": np.zeros(3)}, 5)
     ok = make("mnas_soft", space, target=25, beta=-0.5, warmup_frac=0.0, q_offset=3.0)
     st, m = jax.jit(lambda st, k: ok.step(st, k, big_loss))(ok.init(jax.random.key(0)), jax.random.key(1))
     jax.effects_barrier()

@@ -252,11 +252,13 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
             q = jax.lax.cond(active,
                              lambda: vary(f32(reward_fn(space.one_hot(y))[0]) + q_offset),
                              lambda: vary(f32(0.0)))
-            if multiplicative:   # Q (T/T0)^beta with Q <= 0 would reverse the resource penalty
-                # the predicate summed over lanes: unbatched under vmap lanes (a batched cond would
-                # run both branches) and the same on every device (no per-step host callback)
-                any_bad = K.lane_sum((active & (q <= 0)).astype(jnp.float32), axis_name) > 0
-                jax.lax.cond(any_bad, lambda: jax.debug.callback(_q_not_positive, q, active), lambda: None)
+            if multiplicative and axis_name is None:
+                # Q (T/T0)^beta with Q <= 0 would reverse the resource penalty: one lane stops at
+                # once. With lanes the engine stops after the chunk (q_nonpositive, check_metrics):
+                # a callback raising on one device of a shard_map leaves the others waiting at the
+                # next all-reduce until XLA aborts the process
+                jax.lax.cond(active & (q <= 0), lambda: jax.debug.callback(_q_not_positive, q, active),
+                             lambda: None)
             r = q if shape_reward is None else shape_reward(q, cost)
             adv = jax.lax.stop_gradient(r - qbar)
 
@@ -303,6 +305,9 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
                     skipped_infeasible=new.skipped_infeasible)
         if shape_reward is not None:
             more["shaped_reward"] = r_mean
+        if multiplicative:   # lanes whose evaluated Q <= 0: search.check_metrics stops the search
+            more["q_nonpositive"] = K.lane_sum((o["evaluated"] & (o["q"] <= 0)).astype(jnp.float32),
+                                               axis_name)
         if rejection:
             more["pv"] = pv_mean
             more["skipped_zero_pv"] = new.skipped_zero_pv
@@ -335,13 +340,15 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
 
 def _q_not_positive(q, active):
     q, active = np.asarray(q), np.asarray(active)
-    if not np.any(active & (q <= 0)):
-        return
-    q = float(np.min(np.where(active, q, np.inf)))
-    raise ValueError(f"a multiplicative MnasNet reward met the quality Q = reward + q_offset = "
-                     f"{q:.4g} <= 0: Q (T/T0)^beta would reverse the resource penalty. "
-                     f"Raise q_offset so that Q > 0 (default 1: Q = 1 - loss, TabNAS Alg. 1 line "
-                     f"13; for a loss that can exceed 1, q_offset above its largest value)")
+    if np.any(active & (q <= 0)):
+        raise ValueError(q_not_positive_message(f"= {float(np.min(np.where(active, q, np.inf))):.4g}"))
+
+
+def q_not_positive_message(where: str) -> str:
+    return (f"a multiplicative MnasNet reward met the quality Q = reward + q_offset "
+            f"{where} <= 0: Q (T/T0)^beta would reverse the resource penalty. "
+            f"Raise q_offset so that Q > 0 (default 1: Q = 1 - loss, TabNAS Alg. 1 line "
+            f"13; for a loss that can exceed 1, q_offset above its largest value)")
 
 
 FINAL_RULES = ("alg3", "mode", "argmax")
