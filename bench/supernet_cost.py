@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -70,6 +71,14 @@ def measure(net, space, mode, x, y, archs, reps, vs_xla=False):
     return out
 
 
+def _git_head():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except OSError:
+        return None
+
+
 def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs_xla=False):
     space, net_cls = SKELETONS[name]()
     key = jax.random.key(1)
@@ -89,6 +98,9 @@ def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs_xla=False):
             r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1, vs_xla)
         else:
             r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps, vs_xla)
+        # stamped: a --forms run merges into an entry whose other forms may be older
+        r["measured"] = {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": _git_head(),
+                         "load_average_1m": round(os.getloadavg()[0], 1)}
         out[form] = r
         print(name, form, r, flush=True)
     return out
