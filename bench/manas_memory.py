@@ -14,6 +14,7 @@ floats); step_s: median wall time of the compiled step. Writes bench/results/man
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -29,6 +30,7 @@ import jax  # noqa: E402
 
 from jaxnas.build import build  # noqa: E402
 from jaxnas.config import load_config  # noqa: E402
+from jaxnas.ops.conv import xla_kernels  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "manas_memory.json"
 
@@ -82,14 +84,27 @@ def main():
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--with-ls", action="store_true", help="also MANAS-LS (its 2,240-column solve)")
+    ap.add_argument("--xla-kernels", action="store_true",
+                    help="XLA's own depthwise conv / max pool (jaxnas.ops.conv.xla_kernels), as before "
+                         "the CPU kernels: to compare with rows measured then")
+    ap.add_argument("--only", nargs="+", choices=list(setups(16)),
+                    help="measure only these (merged with the results file's others of the same batch/C)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    res = {}
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    same = old.get("batch") == args.batch and old.get("C") == args.C
+    res = dict(old.get("results", {})) if args.only and same else {}
     for name, (path, ov) in setups(args.C).items():
-        if name.startswith("manas_ls") and not args.with_ls:
+        if (name.startswith("manas_ls") and not args.with_ls) or (args.only and name not in args.only):
             continue
-        res[name] = measure(path, ov, args.batch, args.reps)
+        with (xla_kernels() if args.xla_kernels else contextlib.nullcontext()):
+            res[name] = measure(path, ov, args.batch, args.reps)
+        res[name]["kernels"] = "xla" if args.xla_kernels else "jaxnas"
+        res[name]["measured_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
         print(name, json.dumps(res[name]), flush=True)
+    if not {"manas_darts20_unique", "darts_dense_8cells"} <= set(res):
+        Path(args.out).write_text(json.dumps({"batch": args.batch, "C": args.C, "results": res}, indent=1))
+        return
     m, d = res["manas_darts20_unique"], res["darts_dense_8cells"]
     out = {"command": "python bench/manas_memory.py " + " ".join(sys.argv[1:]),
            "batch": args.batch, "C": args.C, "backend": jax.default_backend(),
