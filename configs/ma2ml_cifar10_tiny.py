@@ -16,6 +16,8 @@ DEFAULT_PATH = (_REPO / "..").resolve() / "shared" / "data" / "cifar10_jpeg_test
 
 
 def get_config():
+    # lane_mode 'auto': a loop over the pipelines inside the one program on CPU (bench/standalone_batch.py,
+    # M = 8: 685 pipelines/h vs 276 batched, whose convolutions become slow grouped ones), vmap elsewhere
     return {
         "seed": 0,
         "data": {"name": "image_npz", "path": str(DEFAULT_PATH), "val_fraction": 0.5},
@@ -25,7 +27,7 @@ def get_config():
         "evaluator": {"name": "standalone", "max_steps": 100, "batch_size": 32, "optimizer": "sgd",
                       "momentum": 0.9, "lr": 0.05, "schedule": "cosine", "flip": True, "crop_padding": 4,
                       "eval_batch": 500, "flops_constraint": 2.0e6, "flops_exponent": -0.07,
-                      "lane_mode": "vmap", "result_steps": 400},
+                      "lane_mode": "auto", "result_steps": 400},
         "strategy": {"name": "ma2ml", "lr": 0.1, "final": "process_best"},
         "search": {"steps": 6, "samples": 8, "chunk": 2, "checkpoint_every": 2},
     }
