@@ -85,7 +85,8 @@ def run_net(name, args):
     single = lambda w: single_(evs, vb, w)
 
     common = dict(num_samples=args.M, prefix_chunk=args.prefix_chunk, total_steps=10)
-    strat = {"truncated": make("shapley", space, eta=0.5, **common),
+    strat = {"truncated": make("shapley", space, eta=0.5, **common),              # packed batches
+             "truncated_lockstep": make("shapley", space, eta=0.5, packed=False, **common),
              "full": make("shapley", space, eta=None, **common)}
     darts = make("darts", space, total_steps=10)
     st0 = strat["truncated"].init(jax.random.key(1))
@@ -126,11 +127,11 @@ def run_net(name, args):
         return evals
     one_at_a_time(1)                                   # compile
 
-    times = {k: [] for k in ("truncated", "full", "darts_step", "one_at_a_time")}
+    times = {k: [] for k in ("truncated", "truncated_lockstep", "full", "darts_step", "one_at_a_time")}
     metrics = {}
     one_evals = None
     for r in range(args.repeats):                      # interleaved
-        for k in ("truncated", "full"):
+        for k in ("truncated", "truncated_lockstep", "full"):
             dt, (_, m) = timed(fns[k], st0, key)
             times[k].append(dt)
             metrics[k] = {q: float(v) for q, v in m.items()}
@@ -154,6 +155,7 @@ def run_net(name, args):
         "vmap_chunk": args.vmap_chunk,
         "V_N_accuracy": metrics["truncated"]["reward"],
         "evaluations": {"truncated_done": metrics["truncated"]["evaluations"],
+                        "truncated_lockstep_done": metrics["truncated_lockstep"]["evaluations"],
                         "sequential_alg1": metrics["truncated"]["removals"] + 1,
                         "no_truncation": metrics["full"]["evaluations"],
                         "N_times_M": metrics["truncated"]["evaluations_full"],
@@ -168,6 +170,7 @@ def run_net(name, args):
                           "total_s": round(one_total, 3), "extrapolated": bool(extrapolated)},
         "vmapped_per_eval_s": round(vmapped_per_eval, 5),
         "ratios": {"truncated_over_full_time": med["truncated"] / med["full"],
+                   "lockstep_over_full_time": med["truncated_lockstep"] / med["full"],
                    "estimate_over_darts_step": med["truncated"] / med["darts_step"],
                    "vmap_speedup_same_evaluations": one_total / med["truncated"]},
         "compile": info,

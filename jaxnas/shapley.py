@@ -79,7 +79,8 @@ class MCResult(NamedTuple):
 
 
 def truncated_mc(values: Callable, perms: jax.Array, v_full: jax.Array, eta: Optional[float],
-                 chunk: int = 8, removable: Optional[jax.Array] = None, vary=lambda t: t) -> MCResult:
+                 chunk: int = 8, removable: Optional[jax.Array] = None, vary=lambda t: t,
+                 packed: bool = False) -> MCResult:
     """Alg. 1 (App. A.1) on the permutations ``perms int[m, n]`` of the players, compiled.
 
     ``values(masks bool[m, c, n]) -> float[m, c]`` values coalitions (row j is scored like
@@ -93,7 +94,15 @@ def truncated_mc(values: Callable, perms: jax.Array, v_full: jax.Array, eta: Opt
     Prefixes run ``chunk`` positions at a time for all m permutations (one batch of m * chunk
     masks); the ``lax.while_loop`` over chunks stops when every permutation has truncated. Values
     past a permutation's truncation point inside the last chunk it runs are computed and discarded.
+
+    ``packed=True`` (rows interchangeable: ``values`` must not depend on the row, i.e. one
+    validation batch for all permutations): each batch of m * chunk masks is shared among the
+    permutations still running, each taking the next ``m * chunk // running`` steps of its own, so a
+    truncated permutation's slots go to the others instead of idling; the batches then number about
+    (sequential Alg. 1's removals) / (m * chunk) instead of (the longest run) / chunk.
     """
+    if packed:
+        return _truncated_mc_packed(values, perms, v_full, eta, chunk, removable, vary)
     perms = jnp.asarray(perms, jnp.int32)
     m, n = perms.shape
     c = max(1, min(int(chunk), n))
@@ -143,6 +152,59 @@ def truncated_mc(values: Callable, perms: jax.Array, v_full: jax.Array, eta: Opt
     contributions = jnp.zeros((m, n), jnp.float32).at[jnp.arange(m)[:, None], player_at_step].add(
         jnp.where(valid, by_step[:, :n], 0.0))
     return MCResult(contributions, jnp.sum(runs_per_perm), evals, runs_per_perm < n_steps)
+
+
+def _truncated_mc_packed(values, perms, v_full, eta, chunk, removable, vary) -> MCResult:
+    """:func:`truncated_mc` with ``packed=True`` (see there): same contributions and removals."""
+    perms = jnp.asarray(perms, jnp.int32)
+    m, n = perms.shape
+    c = max(1, min(int(chunk), n))
+    B = m * c                                                        # slots per batch
+    removable = jnp.ones((n,), bool) if removable is None else jnp.asarray(removable, bool)
+    rem_in_perm = removable[perms]
+    step_of_pos = jnp.where(rem_in_perm, jnp.cumsum(rem_in_perm, 1), NEVER)   # 1-based
+    n_steps = jnp.sum(rem_in_perm, 1)
+    leave = jnp.zeros((m, n), jnp.int32).at[jnp.arange(m)[:, None], perms].set(step_of_pos)
+    player_at_step = jnp.take_along_axis(perms, jnp.argsort(step_of_pos, axis=1, stable=True), 1)
+    v_full = jnp.asarray(v_full, jnp.float32)
+    thresh = None if eta is None else eta * v_full
+    ks = jnp.arange(n + 1)
+
+    def above(v):                                                    # v [m, n + 1]
+        return jnp.ones(v.shape, bool) if thresh is None else v > thresh[:, None]
+
+    def body(carry):
+        pos, alive, last, V, evals = carry          # pos: next step to run (1-based); V[:, k] = V_k
+        n_alive = jnp.sum(alive.astype(jnp.int32))
+        share = jnp.maximum(B // jnp.maximum(n_alive, 1), 1)          # steps per running permutation
+        running = jnp.nonzero(alive, size=m, fill_value=0)[0]         # their ids, in order
+        slot = jnp.arange(B)
+        r = slot // share
+        j = running[jnp.minimum(r, m - 1)]
+        t = pos[j] + slot % share                                     # the step this slot runs
+        ok = (r < n_alive) & (t <= n_steps[j])
+        masks = leave[j] > t[:, None]                                 # still in after step t
+        vals = jnp.asarray(values(masks.reshape(m, c, n)), jnp.float32).reshape(B)
+        V = V.at[j, jnp.where(ok, t, n + 1)].set(vals, mode="drop")
+        end = jnp.where(alive, jnp.minimum(pos + share, n_steps + 1), pos)   # steps [pos, end) ran
+        fresh = (ks[None, :] >= pos[:, None]) & (ks[None, :] < end[:, None])
+        # Alg. 1: after step k, stop once V_k <= eta V(N) (step k itself was made)
+        stop = fresh & ~above(V)
+        stopped = jnp.any(stop, 1)
+        first = jnp.argmax(stop, 1)
+        last = jnp.where(stopped, first, jnp.where(alive, end - 1, last))
+        alive = alive & ~stopped & (end <= n_steps)
+        return end, alive, last, V, evals + B
+
+    alive0 = above(jnp.broadcast_to(v_full[:, None], (m, n + 1)))[:, 0] & (n_steps > 0)
+    V0 = jnp.zeros((m, n + 1), jnp.float32).at[:, 0].set(v_full)
+    init = vary((jnp.ones((m,), jnp.int32), alive0, jnp.zeros((m,), jnp.int32), V0,
+                 jnp.zeros((), jnp.int32)))
+    _, _, last, V, evals = jax.lax.while_loop(lambda cr: jnp.any(cr[1]), body, init)
+    runs = ks[None, 1:] <= last[:, None]                             # step k ran (k = 1..n)
+    by_step = jnp.where(runs, V[:, :-1] - V[:, 1:], 0.0)             # eq. 4: V_{k-1} - V_k
+    contributions = jnp.zeros((m, n), jnp.float32).at[jnp.arange(m)[:, None], player_at_step].add(by_step)
+    return MCResult(contributions, jnp.sum(last), evals, last < n_steps)
 
 
 def moments(contributions: jax.Array, axis_name=None):

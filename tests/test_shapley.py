@@ -179,6 +179,36 @@ def test_truncation_equals_a_plain_loop_of_alg1(eta):
         # longest run's chunks, no more
         longest = max(w[1] for w in want)
         assert int(res.evaluations) == 16 * chunk * -(-longest // chunk)
+        # packed: the running permutations share each batch; same contributions and removals, and
+        # never more batches than lock-step (fewer here: the runs' lengths differ)
+        pk = jax.jit(lambda p: SH.truncated_mc(value, p, jnp.ones((16,)), eta, chunk, packed=True,
+                                               removable=jnp.asarray(removable)))(perms)
+        chex.assert_trees_all_close(np.asarray(pk.contributions), want_c, atol=1e-6)
+        assert int(pk.removals) == sum(w[1] for w in want)
+        np.testing.assert_array_equal(np.asarray(pk.truncated), [w[1] < 9 for w in want])
+        assert sum(w[1] for w in want) <= int(pk.evaluations) <= int(res.evaluations)
+
+
+def test_packed_schedule_saves_batches_when_runs_differ_in_length():
+    """A 'key' player whose removal drops V to 0 truncates each permutation where it stands, so the
+    runs' lengths spread over 1..n: lock-step batches run as long as the longest run, packed ones
+    hand the stopped permutations' slots to the running ones. Same contributions as Alg. 1's loop."""
+    n, m, chunk = 24, 10, 4
+    a = np.random.default_rng(2).uniform(0.2, 1.0, n)
+    value = lambda mk: jnp.asarray(mk, jnp.float32)[..., 0] * (jnp.asarray(mk, jnp.float32) @ a / a.sum())
+    perms = SH.permutations(jax.random.key(9), n, m)
+    want = [alg1_loop(lambda mk: value(mk[None])[0], list(np.asarray(p)), np.ones(n, bool), 0.5)
+            for p in perms]
+    lengths = [w[1] for w in want]
+    assert max(lengths) - min(lengths) >= 5                      # the runs differ in length
+    run = lambda packed: jax.jit(lambda p: SH.truncated_mc(value, p, jnp.ones((m,)), 0.5, chunk,
+                                                           packed=packed))(perms)
+    lock, pk = run(False), run(True)
+    for r in (lock, pk):
+        chex.assert_trees_all_close(np.asarray(r.contributions), np.stack([w[0] for w in want]), atol=1e-6)
+        assert int(r.removals) == sum(lengths)
+    assert int(lock.evaluations) == m * chunk * -(-max(lengths) // chunk)
+    assert sum(lengths) <= int(pk.evaluations) < int(lock.evaluations)
 
 
 # ---- the strategy on a real dense supernet -------------------------------------------------------

@@ -175,6 +175,7 @@ OPTION_FIELDS: dict[str, S.Field] = {
     "every": S.Int(ge=1),                         # strategy steps between estimates
     "fresh_batch": S.Bool(),
     "prefix_chunk": S.Int(ge=1),
+    "packed": S.Bool(),
     # MANAS (jaxnas/strategies/manas.py; its lr is EXP3's eta, the learning rate of exponential weights)
     "credit": S.Choice("coordinated", "linear"),
     "sampler": S.Choice("softmax", "zipf"),

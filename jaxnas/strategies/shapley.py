@@ -12,8 +12,9 @@ One step (``needs="batch"``: ``reward_fn`` scores a batch of weight matrices, vm
 chunks by the ``shared_weights`` evaluator):
 
 1. Alg. 1: M = ``num_samples`` permutations with early truncation at ``eta`` (:mod:`jaxnas.shapley`,
-   compiled: prefix coalitions evaluated ``prefix_chunk`` positions at a time for all of the lane's
-   permutations as one vmapped batch; a ``while_loop`` stops once every permutation has truncated).
+   compiled: batches of M * ``prefix_chunk`` prefix coalitions, vmapped, shared among the lane's
+   permutations still running (``packed``); a ``while_loop`` stops once every permutation has
+   truncated).
    P lanes split the permutations (each runs ceil(M / P), drawn from its key) and the estimate is
    reduced across lanes (``psum`` of the contributions' sums), so every lane applies the same update.
 2. phi = the mean over permutations (Alg. 1), or ``subtract_std=True``: mean - std (official code).
@@ -133,7 +134,8 @@ def _lane_size(axis_name) -> int:
 @register("shapley")
 def make_shapley(space: Space, *, axis_name=None, total_steps=None, num_samples=10, eta=0.5,
                  value="accuracy", decay=0.8, normalize="l2", subtract_std=False, every=1,
-                 fresh_batch=False, prefix_chunk=8, zero_op="none", optimizer="sgd", lr=0.1,
+                 fresh_batch=False, prefix_chunk=8, packed=True, zero_op="none", optimizer="sgd",
+                 lr=0.1,
                  b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=None, lr_schedule="constant",
                  init_std=1e-3, derive_exclude=ZERO_OPS, final="argmax") -> Strategy:
     """Shapley-NAS (sec. 3.3-3.4, Alg. 1-2). Paper defaults: M = ``num_samples`` = 10, ``eta`` = 0.5,
@@ -143,7 +145,8 @@ def make_shapley(space: Space, *, axis_name=None, total_steps=None, num_samples=
     ``fresh_batch=True``. ``eta=None`` turns truncation off. alpha starts at ``init_std`` N(0, 1)
     (DARTS's 1e-3); ``prefix_chunk``: prefix positions per permutation evaluated per loop iteration
     (memory of one batch: m * prefix_chunk weight matrices, further chunked by the evaluator's
-    ``vmap_chunk``)."""
+    ``vmap_chunk``); ``packed``: the running permutations share each batch (``shapley.truncated_mc``;
+    one validation batch for all permutations only, so ``fresh_batch=True`` runs them lock-step)."""
     name = "shapley"
     K.check_final(name, final, ("argmax",))
     decay = K.check_decay(name, decay)
@@ -210,7 +213,8 @@ def make_shapley(space: Space, *, axis_name=None, total_steps=None, num_samples=
             values = lambda masks: pick(*reward_fn(
                 keep_weights(full, players, masks).reshape((-1, D, K_)))).reshape(masks.shape[:2])
             n_full = 1
-        res = SH.truncated_mc(values, perms, v_full, eta, chunk, vary=lambda t: K.vary(t, axis_name))
+        res = SH.truncated_mc(values, perms, v_full, eta, chunk, vary=lambda t: K.vary(t, axis_name),
+                              packed=bool(packed) and not fresh_batch)   # rows interchangeable
         ok_lane = K.finite(v_full) & K.finite(res.contributions)
         ok = K.lane_sum((~ok_lane).astype(jnp.float32), axis_name) == 0
         contributions = jnp.where(ok_lane, res.contributions, 0.0)
