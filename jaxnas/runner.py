@@ -167,9 +167,12 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
         manager = _checkpoint_manager(workdir)
     start = start or 0
     if restored is not None:
-        state = search.replicate(restored)
+        state = restored
         if progress:
             progress.write(f"resuming from step {start} ({ckdir})\n")
+    # fresh and restored states alike placed (committed) on the devices: the same compiled chunk, so
+    # a resume loads the first run's program from the compilation cache instead of compiling again
+    state = search.replicate(state)
     metrics_path = workdir / "metrics.jsonl"
     if not primary:
         pass              # process 0 keeps the metrics

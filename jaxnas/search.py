@@ -145,9 +145,12 @@ class Search:
         return self.replicate(state)
 
     def replicate(self, tree):
-        """``tree`` on every device of the mesh (of every process: :func:`jaxnas.distributed.replicate`)."""
+        """``tree`` on every device of the mesh (of every process: :func:`jaxnas.distributed.replicate`);
+        without a mesh, committed to the default device. Either way the placement of a fresh state and
+        of one restored from a checkpoint (orbax returns committed arrays) is the same, and so is the
+        compiled program (its compilation-cache key)."""
         if self.mesh is None:
-            return tree
+            return jax.device_put(tree, jax.local_devices()[0])
         from jaxnas.distributed import replicate
         return replicate(tree, self.mesh)
 

@@ -354,3 +354,23 @@ def test_sigkill_during_checkpoint_and_metrics_writes_then_resume(tmp_path):
     assert result["arch"] == ref["arch"] and result["val_loss"] == ref["val_loss"]
     assert _steps(work) == list(range(400))
     assert not (work / ".lock").exists()
+
+
+def test_a_resume_compiles_the_first_runs_program(tmp_path, partial_dirs):
+    """The runner places fresh and restored states alike (orbax returns committed arrays), so the
+    resumed chunk lowers to the same program as the first run's: the compilation cache's key is the
+    same and a resume loads it instead of compiling."""
+    import jax
+    from jaxnas import runner
+    from jaxnas.build import build
+    w = partial_dirs(20, tmp_path / "w")
+    cfg = resolve(tiny_config())
+    exp = build(cfg)
+    search, data = exp.search, exp.data
+    fresh = search.replicate(search.init(jax.random.key(0)))
+    restored = search.replicate(runner._restore(runner._checkpoint_manager(w), 20, fresh))
+    idx = np.arange(10 * 32).reshape(10, 32)
+    batches = search.shard_batches(((data.x_train[idx], data.y_train[idx]), (data.x_val[idx], data.y_val[idx])))
+    f = search._chunk_fn("both")[0]
+    assert f.lower(fresh, search.inputs, batches).as_text() == f.lower(restored, search.inputs, batches).as_text()
+    assert all(x.committed for x in jax.tree.leaves(fresh))
