@@ -104,10 +104,10 @@ conv2d.defvjp(_fwd, _bwd)
 # Depthwise convolution and 3x3 max pooling as k*k shifted slices on CPU.
 #
 # XLA:CPU has no fast depthwise kernel: a grouped ``conv_general_dilated`` with one channel per
-# group runs as a generic loop. Measured by bench/op_cost.py (batch 64, 32x32x16, 2 cores): the
-# k*k fused multiply-adds of shifted input slices are ~25-60x faster forward and 2-4x faster
-# forward+backward than XLA's grouped conv, and 3x3 max pooling's ``select_and_scatter`` gradient
-# is replaced by one fused shifted sum of the routed cotangent. GPU/TPU keep XLA's own ops
+# group runs as a generic loop. The k*k fused multiply-adds of shifted input slices ran ~30x faster
+# forward, and the DARTS sep/dil convs 4-19x faster forward+backward, than XLA's grouped conv
+# (bench/results/op_cost.json: batch 64, 32x32x16, 2 cores); 3x3 max pooling's select_and_scatter
+# gradient becomes one fused shifted sum of the routed cotangent (4.9x). GPU/TPU keep XLA's own ops
 # (cuDNN / the TPU convolution emitter): one code path, a platform-dependent lowering.
 # ---------------------------------------------------------------------------------------------
 
