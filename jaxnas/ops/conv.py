@@ -116,13 +116,18 @@ _CPU_KERNELS = contextvars.ContextVar("jaxnas_cpu_kernels", default=True)
 
 
 @contextlib.contextmanager
-def xla_kernels():
-    """Trace with XLA's own depthwise conv and max pool on every platform (for comparisons)."""
-    token = _CPU_KERNELS.set(False)
+def trace_flag(var: contextvars.ContextVar, value):
+    """``var`` set to ``value`` while tracing inside the ``with`` block (a trace-time switch)."""
+    token = var.set(value)
     try:
         yield
     finally:
-        _CPU_KERNELS.reset(token)
+        var.reset(token)
+
+
+def xla_kernels():
+    """Trace with XLA's own depthwise conv and max pool on every platform (for comparisons)."""
+    return trace_flag(_CPU_KERNELS, False)
 
 
 def _taps(xp, k: int, stride: int, dilation: int, ho: int, wo: int):

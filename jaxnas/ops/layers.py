@@ -1,26 +1,20 @@
 """Building blocks shared by every candidate operation."""
 from __future__ import annotations
 
-import contextlib
 import contextvars
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxnas.ops.conv import conv2d, conv2d_reference, depthwise_conv2d
+from jaxnas.ops.conv import conv2d, conv2d_reference, depthwise_conv2d, trace_flag
 
 # True while tracing the branch of a lax.switch: convs there take conv2d's switch-safe gradient
 # (see ops/conv.py); everywhere else XLA's own conv gradient is faster to compile and to run.
 _IN_SWITCH = contextvars.ContextVar("jaxnas_in_switch", default=False)
 
 
-@contextlib.contextmanager
 def inside_switch():
-    token = _IN_SWITCH.set(True)
-    try:
-        yield
-    finally:
-        _IN_SWITCH.reset(token)
+    return trace_flag(_IN_SWITCH, True)
 
 
 class Conv(nn.Module):
