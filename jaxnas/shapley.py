@@ -101,27 +101,19 @@ def truncated_mc(values: Callable, perms: jax.Array, v_full: jax.Array, eta: Opt
     truncated permutation's slots go to the others instead of idling; the batches then number about
     (sequential Alg. 1's removals) / (m * chunk) instead of (the longest run) / chunk.
     """
-    if packed:
-        return _truncated_mc_packed(values, perms, v_full, eta, chunk, removable, vary)
     perms = jnp.asarray(perms, jnp.int32)
     m, n = perms.shape
     c = max(1, min(int(chunk), n))
-    n_chunks = -(-n // c)
-    removable = jnp.ones((n,), bool) if removable is None else jnp.asarray(removable, bool)
-    rem_in_perm = removable[perms]                                   # [m, n] in permutation order
-    # the step at which each player leaves the coalition (n: never): the k-th removable player in
-    # the permutation leaves at step k (position counted over removable players only)
-    step_of_pos = jnp.where(rem_in_perm, jnp.cumsum(rem_in_perm, 1), NEVER)   # 1-based
-    n_steps = jnp.sum(rem_in_perm, 1)                                # removable players per permutation
-    leave = jnp.zeros((m, n), jnp.int32).at[jnp.arange(m)[:, None], perms].set(step_of_pos)
-    # the player removed at step k of permutation j (k = 1..n; a dummy past n_steps)
-    order = jnp.argsort(step_of_pos, axis=1, stable=True)
-    player_at_step = jnp.take_along_axis(perms, order, 1)            # [m, n]
+    n_steps, leave, player_at_step = _alg1_plan(perms, removable)
     v_full = jnp.asarray(v_full, jnp.float32)
     thresh = None if eta is None else eta * v_full
 
-    def above(v):
+    def above(v):   # Alg. 1's test V > eta V(N), per permutation (row)
         return jnp.ones(v.shape, bool) if thresh is None else v > thresh[:, None]
+
+    if packed:
+        return _truncated_mc_packed(values, m, n, c, v_full, above, n_steps, leave, player_at_step, vary)
+    n_chunks = -(-n // c)
 
     def cond(carry):
         b, _, alive, _, _, _ = carry
@@ -154,24 +146,26 @@ def truncated_mc(values: Callable, perms: jax.Array, v_full: jax.Array, eta: Opt
     return MCResult(contributions, jnp.sum(runs_per_perm), evals, runs_per_perm < n_steps)
 
 
-def _truncated_mc_packed(values, perms, v_full, eta, chunk, removable, vary) -> MCResult:
-    """:func:`truncated_mc` with ``packed=True`` (see there): same contributions and removals."""
-    perms = jnp.asarray(perms, jnp.int32)
+def _alg1_plan(perms, removable):
+    """The removal schedule of Alg. 1 for ``perms int[m, n]``: removable players per permutation
+    ``n_steps [m]``, the step at which each player leaves ``leave [m, n]`` (1-based; NEVER for a
+    non-removable player) and the player removed at each step ``player_at_step [m, n]``."""
     m, n = perms.shape
-    c = max(1, min(int(chunk), n))
-    B = m * c                                                        # slots per batch
     removable = jnp.ones((n,), bool) if removable is None else jnp.asarray(removable, bool)
-    rem_in_perm = removable[perms]
-    step_of_pos = jnp.where(rem_in_perm, jnp.cumsum(rem_in_perm, 1), NEVER)   # 1-based
+    rem_in_perm = removable[perms]                                   # [m, n] in permutation order
+    # the k-th removable player of a permutation leaves at step k (non-removable ones never)
+    step_of_pos = jnp.where(rem_in_perm, jnp.cumsum(rem_in_perm, 1), NEVER)
     n_steps = jnp.sum(rem_in_perm, 1)
     leave = jnp.zeros((m, n), jnp.int32).at[jnp.arange(m)[:, None], perms].set(step_of_pos)
+    # past n_steps: the non-removable players, in permutation order (dummies)
     player_at_step = jnp.take_along_axis(perms, jnp.argsort(step_of_pos, axis=1, stable=True), 1)
-    v_full = jnp.asarray(v_full, jnp.float32)
-    thresh = None if eta is None else eta * v_full
-    ks = jnp.arange(n + 1)
+    return n_steps, leave, player_at_step
 
-    def above(v):                                                    # v [m, n + 1]
-        return jnp.ones(v.shape, bool) if thresh is None else v > thresh[:, None]
+
+def _truncated_mc_packed(values, m, n, c, v_full, above, n_steps, leave, player_at_step, vary) -> MCResult:
+    """:func:`truncated_mc` with ``packed=True`` (see there): same contributions and removals."""
+    B = m * c                                                        # slots per batch
+    ks = jnp.arange(n + 1)
 
     def body(carry):
         pos, alive, last, V, evals = carry          # pos: next step to run (1-based); V[:, k] = V_k
