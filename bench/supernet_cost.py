@@ -96,6 +96,10 @@ def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs_xla=False):
             r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs, vs_xla)
         elif form == "dense":
             r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1, vs_xla)
+        elif form in ("sparse_scan", "dense_scan"):   # each node's edges compiled once (Cell.scan_edges)
+            mode = form.split("_")[0]
+            r = measure(net_cls(space, scan_edges=True), space, mode, x, y,
+                        archs if mode == "sparse" else archs[:1], reps if mode == "sparse" else 1, vs_xla)
         else:
             r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps, vs_xla)
         # stamped: a --forms run merges into an entry whose other forms may be older
@@ -112,6 +116,10 @@ def add_ratios(out):
     if "sparse" in out and "discrete" in out:
         out["sparse_over_discrete_temp"] = out["sparse"]["temp_bytes"] / out["discrete"]["temp_bytes"]
         out["sparse_over_discrete_time"] = out["sparse"]["step_ms"] / out["discrete"]["step_ms"]
+    for mode in ("sparse", "dense"):   # the scanned form against the per-edge one
+        if f"{mode}_scan" in out and mode in out:
+            a, b = out[mode], out[f"{mode}_scan"]
+            out[f"{mode}_scan_over_per_edge"] = {k: b[k] / a[k] for k in ("compile_s", "step_ms", "temp_bytes")}
     return out
 
 
@@ -122,7 +130,8 @@ def main():
     ap.add_argument("--archs", type=int, default=3)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="also the dense darts20_unique supernet")
-    ap.add_argument("--forms", nargs="+", choices=["discrete", "sparse", "sparse_noremat", "dense"],
+    ap.add_argument("--forms", nargs="+", choices=["discrete", "sparse", "sparse_noremat", "dense",
+                                                   "sparse_scan", "dense_scan"],
                     help="only these forms (merged into the skeleton's existing entry)")
     ap.add_argument("--vs-xla", action="store_true",
                     help="also XLA's own depthwise conv / max pool, timed interleaved (*_xla fields)")

@@ -130,9 +130,12 @@ class Cell(nn.Module):
     track: bool = False
     remat: bool = True
     partial_channels: int = 1   # PC-DARTS K (MixedEdge)
+    scan_edges: bool = False    # search supernets: one compiled edge per node (see edge_groups)
 
     @nn.compact
     def __call__(self, inputs, w=None, mode: str = "sparse", train: bool = True):
+        if self.scan_edges and self.arch is None:
+            return self._scanned(inputs, w, mode, train)
         sp = self.space
         states = list(inputs)
         ref = inputs[-1]
@@ -151,9 +154,103 @@ class Cell(nn.Module):
                           name=f"edge_{j}_{i}")(src, None if w is None else w[e], mode, train)
             states[j] = y if states[j] is None else states[j] + y
         states = [jnp.zeros(node_shape, ref.dtype) if s is None else s for s in states]
+        return self._output(states)
+
+    def _output(self, states):
         if self.concat_output:
-            return jnp.concatenate(states[sp.num_input_nodes:], -1)
+            return jnp.concatenate(states[self.space.num_input_nodes:], -1)
         return states[-1]
+
+    def _scanned(self, inputs, w, mode, train):
+        """The same cell with the edges into each node (of one stride) as one scanned edge over
+        stacked parameters: the ops are traced and compiled once per group instead of once per
+        edge (issue 15: compile time grew with the edges). A scan without a carry (a map), so the
+        saved residuals are the edges' inputs, as in the per-edge loop."""
+        if w is None:
+            raise ValueError("a supernet cell needs its architecture weights")
+        states = list(inputs)
+        for name, stride, members in edge_groups(self.space, self.reduction):
+            j = members[0][1]
+            xs = jnp.stack([states[i] for _, _, i in members])
+            ws = w[jnp.asarray([e for e, _, _ in members])]
+            _, ys = _ScannedEdges(self.space.op_set, self.space.ops, self.channels, stride, self.affine,
+                                  self.track, self.remat, self.partial_channels, mode, train,
+                                  name=name)(jnp.zeros((), xs.dtype), xs, ws)
+            y = jnp.sum(ys, 0)
+            if j == len(states):
+                states.append(y)
+            else:
+                states[j] = states[j] + y
+        return self._output(states)
+
+
+def edge_groups(space: CellSpace, reduction: bool = False):
+    """The scanned form's groups of a cell's edges: ``(name, stride, [(edge, j, i), ...])``, one per
+    node ``j`` and stride (a reduction cell's edges from its inputs have stride 2), in the order the
+    per-edge loop adds them. Group ``name``'s parameters stack its edges' on axis 0."""
+    groups = {}
+    for e, (j, i) in enumerate(space.edges):
+        stride = 2 if reduction and i < space.num_input_nodes else 1
+        name = f"edges_{j}" + ("_s2" if stride == 2 else "")
+        groups.setdefault(name, (stride, []))[1].append((e, j, i))
+    return [(name, stride, members) for name, (stride, members) in groups.items()]
+
+
+class _EdgeStep(nn.Module):
+    """One step of the scanned edges: a :class:`MixedEdge` on ``x`` with weights ``w``."""
+    op_set: str
+    ops: tuple[str, ...]
+    channels: int
+    stride: int
+    affine: bool
+    track: bool
+    remat: bool
+    partial_channels: int
+    mode: str
+    train: bool
+
+    @nn.compact
+    def __call__(self, carry, x, w):
+        edge = MixedEdge(self.op_set, self.ops, self.channels, self.stride, None, self.affine, self.track,
+                         self.remat, self.partial_channels, name="edge")
+        return carry, edge(x, w, self.mode, self.train)
+
+
+# every collection a MixedEdge may write is stacked per edge; each edge initialised with its own key
+_ScannedEdges = nn.scan(_EdgeStep, variable_axes={c: 0 for c in ("params", "batch_stats", "intermediates",
+                                                                  "perturbations")},
+                        split_rngs={"params": True}, in_axes=(0, 0))
+
+
+def scan_edge_params(params, space: CellSpace, reductions=()):
+    """Per-edge supernet parameters (``cell{c}/edge_{j}_{i}``) -> the scanned form's
+    (``cell{c}/edges_{j}[_s2]/edge``, stacked on axis 0); ``reductions``: the reduction cells' ids."""
+    out = dict(params)
+    for cell, tree in params.items():
+        if not cell.startswith("cell") or not any(k.startswith("edge_") for k in tree):
+            continue
+        c = int(cell[4:])
+        new = {k: v for k, v in tree.items() if not k.startswith("edge_")}
+        for name, _, members in edge_groups(space, c in reductions):
+            new[name] = {"edge": jax.tree.map(lambda *a: jnp.stack(a),
+                                              *[tree[f"edge_{j}_{i}"] for _, j, i in members])}
+        out[cell] = new
+    return out
+
+
+def unscan_edge_params(params, space: CellSpace, reductions=()):
+    """Inverse of :func:`scan_edge_params`."""
+    out = dict(params)
+    for cell, tree in params.items():
+        if not cell.startswith("cell") or not any(k.startswith("edges_") for k in tree):
+            continue
+        c = int(cell[4:])
+        new = {k: v for k, v in tree.items() if not k.startswith("edges_")}
+        for name, _, members in edge_groups(space, c in reductions):
+            for n, (_, j, i) in enumerate(members):
+                new[f"edge_{j}_{i}"] = jax.tree.map(lambda a, n=n: a[n], tree[name]["edge"])
+        out[cell] = new
+    return out
 
 
 def _block_weights(space: CellSpace, weights, arch):
@@ -198,6 +295,7 @@ class NasBench201Net(nn.Module):
     track: bool = False  # running BN statistics (stand-alone training of a discrete net)
     remat: bool = True   # sparse mode: recompute the chosen op in the backward pass (less memory)
     partial_channels: int = 1   # PC-DARTS partial channel connections K (search supernet only)
+    scan_edges: bool = False    # search supernet: each node's edges compiled once (Cell.scan_edges)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
@@ -216,7 +314,7 @@ class NasBench201Net(nn.Module):
                 block = c if sp.num_blocks > 1 else 0
                 x = Cell(sp, ch, arch=_cell_arch(sp, self.arch, block), affine=affine_cells,
                          track=self.track, remat=self.remat, partial_channels=self.partial_channels,
-                         name=f"cell{c}")([x], None if wb is None else wb[block], mode, train)
+                         scan_edges=self.scan_edges, name=f"cell{c}")([x], None if wb is None else wb[block], mode, train)
                 c += 1
         x = nn.relu(Norm(True, self.track)(x, train))
         return nn.Dense(sp.num_classes)(jnp.mean(x, (1, 2)))
@@ -232,6 +330,7 @@ class DartsNet(nn.Module):
     track: bool = False
     remat: bool = True
     partial_channels: int = 1   # PC-DARTS partial channel connections K (Shapley-NAS sec. 4.1: 4)
+    scan_edges: bool = False    # search supernet: each node's edges compiled once (Cell.scan_edges)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
@@ -254,7 +353,8 @@ class DartsNet(nn.Module):
             block = sp.block_of_cell(c)
             out = Cell(sp, ch, reduction, concat_output=True, arch=_cell_arch(sp, self.arch, block),
                        affine=affine, track=self.track, remat=self.remat,
-                       partial_channels=self.partial_channels, name=f"cell{c}")(
+                       partial_channels=self.partial_channels, scan_edges=self.scan_edges,
+                       name=f"cell{c}")(
                 [p0, p1], None if wb is None else wb[block], mode, train)
             s0, s1, reduction_prev = s1, out, reduction
         return nn.Dense(self.num_classes)(jnp.mean(s1, (1, 2)))
