@@ -164,23 +164,27 @@ class Cell(nn.Module):
     def _scanned(self, inputs, w, mode, train):
         """The same cell with the edges into each node (of one stride) as one scanned edge over
         stacked parameters: the ops are traced and compiled once per group instead of once per
-        edge (issue 15: compile time grew with the edges). A scan without a carry (a map), so the
-        saved residuals are the edges' inputs, as in the per-edge loop."""
+        edge (issue 15: compile time grew with the edges). The scan's carry is the node's running
+        sum, added to in the per-edge loop's order; its saved residuals are the edges' inputs (one
+        copy per edge, where the loop saves one per node)."""
         if w is None:
             raise ValueError("a supernet cell needs its architecture weights")
         states = list(inputs)
-        for name, stride, members in edge_groups(self.space, self.reduction):
+        ref = inputs[-1]
+        stride = 2 if self.reduction else 1
+        node_shape = (ref.shape[0], -(-ref.shape[1] // stride), -(-ref.shape[2] // stride), self.channels)
+        for name, edge_stride, members in edge_groups(self.space, self.reduction):
             j = members[0][1]
             xs = jnp.stack([states[i] for _, _, i in members])
             ws = w[jnp.asarray([e for e, _, _ in members])]
-            _, ys = _ScannedEdges(self.space.op_set, self.space.ops, self.channels, stride, self.affine,
-                                  self.track, self.remat, self.partial_channels, mode, train,
-                                  name=name)(jnp.zeros((), xs.dtype), xs, ws)
-            y = jnp.sum(ys, 0)
+            acc = jnp.zeros(node_shape, ref.dtype) if j == len(states) else states[j]
+            acc, _ = _ScannedEdges(self.space.op_set, self.space.ops, self.channels, edge_stride, self.affine,
+                                   self.track, self.remat, self.partial_channels, mode, train,
+                                   name=name)(acc, xs, ws)
             if j == len(states):
-                states.append(y)
+                states.append(acc)
             else:
-                states[j] = states[j] + y
+                states[j] = acc
         return self._output(states)
 
 
@@ -197,7 +201,7 @@ def edge_groups(space: CellSpace, reduction: bool = False):
 
 
 class _EdgeStep(nn.Module):
-    """One step of the scanned edges: a :class:`MixedEdge` on ``x`` with weights ``w``."""
+    """One step of the scanned edges: adds a :class:`MixedEdge` on ``x`` with weights ``w`` to ``acc``."""
     op_set: str
     ops: tuple[str, ...]
     channels: int
@@ -210,10 +214,10 @@ class _EdgeStep(nn.Module):
     train: bool
 
     @nn.compact
-    def __call__(self, carry, x, w):
+    def __call__(self, acc, x, w):
         edge = MixedEdge(self.op_set, self.ops, self.channels, self.stride, None, self.affine, self.track,
                          self.remat, self.partial_channels, name="edge")
-        return carry, edge(x, w, self.mode, self.train)
+        return acc + edge(x, w, self.mode, self.train), None
 
 
 # every collection a MixedEdge may write is stacked per edge; each edge initialised with its own key
