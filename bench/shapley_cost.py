@@ -88,6 +88,7 @@ def run_net(name, args):
     strat = {"truncated": make("shapley", space, eta=0.5, **common),              # packed batches
              "truncated_lockstep": make("shapley", space, eta=0.5, packed=False, **common),
              "full": make("shapley", space, eta=None, **common)}
+    strat = {k: v for k, v in strat.items() if k == "truncated" or k in args.variants.split(",")}
     darts = make("darts", space, total_steps=10)
     st0 = strat["truncated"].init(jax.random.key(1))
     dst0 = darts.init(jax.random.key(1))
@@ -127,11 +128,11 @@ def run_net(name, args):
         return evals
     one_at_a_time(1)                                   # compile
 
-    times = {k: [] for k in ("truncated", "truncated_lockstep", "full", "darts_step", "one_at_a_time")}
+    times = {k: [] for k in (*strat, "darts_step", "one_at_a_time")}
     metrics = {}
     one_evals = None
     for r in range(args.repeats):                      # interleaved
-        for k in ("truncated", "truncated_lockstep", "full"):
+        for k in strat:
             dt, (_, m) = timed(fns[k], st0, key)
             times[k].append(dt)
             metrics[k] = {q: float(v) for q, v in m.items()}
@@ -155,9 +156,10 @@ def run_net(name, args):
         "vmap_chunk": args.vmap_chunk,
         "V_N_accuracy": metrics["truncated"]["reward"],
         "evaluations": {"truncated_done": metrics["truncated"]["evaluations"],
-                        "truncated_lockstep_done": metrics["truncated_lockstep"]["evaluations"],
+                        **({"truncated_lockstep_done": metrics["truncated_lockstep"]["evaluations"]}
+                           if "truncated_lockstep" in metrics else {}),
                         "sequential_alg1": metrics["truncated"]["removals"] + 1,
-                        "no_truncation": metrics["full"]["evaluations"],
+                        **({"no_truncation": metrics["full"]["evaluations"]} if "full" in metrics else {}),
                         "N_times_M": metrics["truncated"]["evaluations_full"],
                         "saved_fraction_done": 1 - metrics["truncated"]["evaluations"]
                         / metrics["truncated"]["evaluations_full"],
@@ -169,8 +171,9 @@ def run_net(name, args):
         "one_at_a_time": {"evaluations_timed": one_evals + args.M, "per_eval_s": round(one_per_eval, 5),
                           "total_s": round(one_total, 3), "extrapolated": bool(extrapolated)},
         "vmapped_per_eval_s": round(vmapped_per_eval, 5),
-        "ratios": {"truncated_over_full_time": med["truncated"] / med["full"],
-                   "lockstep_over_full_time": med["truncated_lockstep"] / med["full"],
+        "ratios": {**({"truncated_over_full_time": med["truncated"] / med["full"]} if "full" in med else {}),
+                   **({"lockstep_over_full_time": med["truncated_lockstep"] / med["full"]}
+                      if {"full", "truncated_lockstep"} <= set(med) else {}),
                    "estimate_over_darts_step": med["truncated"] / med["darts_step"],
                    "vmap_speedup_same_evaluations": one_total / med["truncated"]},
         "compile": info,
@@ -187,6 +190,8 @@ def main():
     p.add_argument("--prefix-chunk", type=int, default=8)
     p.add_argument("--vmap-chunk", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variants", default="truncated_lockstep,full",
+                   help="estimates timed beside the packed truncated one (each is one more compile)")
     p.add_argument("--one-at-a-time", type=int, default=None,
                    help="time only the first K one-at-a-time evaluations (extrapolate)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "shapley_cost.json"))

@@ -14,7 +14,9 @@ def _nets(kind):
     if kind == "nb201":
         sp = NasBench201Space.create(C=4, cells_per_stage=1)
         return sp, NasBench201Net(sp), NasBench201Net(sp, scan_edges=True), (), (2, 16, 16, 3)
-    sp = DartsSpace.create(C=4, num_cells=3)
+    # pools (stride 2 in a reduction cell), skip (factorized reduce there), a sep and a dil conv
+    sp = DartsSpace.create(C=4, num_cells=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3",
+                                                  "dil_conv_3x3"))
     return (sp, DartsNet(sp), DartsNet(sp, scan_edges=True), reduction_cells(3), (2, 16, 16, 3))
 
 
