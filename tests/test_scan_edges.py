@@ -44,7 +44,9 @@ def test_scanned_cells_equal_per_edge_cells_sparse_and_dense(kind):
     def loss(p, w, n, mode):
         return jnp.mean(n.apply({"params": p}, x, w, mode=mode) ** 2)
 
-    for mode in ("sparse", "dense"):
+    # the scanned path does not depend on the mode (only MixedEdge does): DARTS (stride-2 groups)
+    # in sparse mode only, to keep the compile short; NB201 in both
+    for mode in ("sparse", "dense") if kind == "nb201" else ("sparse",):
         a, (ga, gwa) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(params, w, net, mode)
         b, (gb, gwb) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(sparams, w, scanned, mode)
         np.testing.assert_allclose(b, a, rtol=1e-5)
