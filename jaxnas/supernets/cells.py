@@ -14,7 +14,9 @@ the first C/K channels of each edge input through the ops (the rest bypass the e
 the channels after the edge; memory and FLOPs of the mixed ops fall by ~K. Built with ``arch=`` (a tuple of op indices, length D), the same
 module is the *discrete* network of that architecture: only the chosen op of each edge exists and
 'none' edges are dropped; with ``track=True`` its BatchNorms keep running statistics for
-stand-alone training (``mutable=['batch_stats']``).
+stand-alone training (``mutable=['batch_stats']``). ``scan_edges=True`` (search supernets) runs
+each node's edges as one scanned edge over stacked parameters (``Cell._scanned``; trees convert with
+``scan_edge_params`` / ``unscan_edge_params``).
 """
 from __future__ import annotations
 
@@ -318,7 +320,8 @@ class NasBench201Net(nn.Module):
                 block = c if sp.num_blocks > 1 else 0
                 x = Cell(sp, ch, arch=_cell_arch(sp, self.arch, block), affine=affine_cells,
                          track=self.track, remat=self.remat, partial_channels=self.partial_channels,
-                         scan_edges=self.scan_edges, name=f"cell{c}")([x], None if wb is None else wb[block], mode, train)
+                         scan_edges=self.scan_edges, name=f"cell{c}")(
+                    [x], None if wb is None else wb[block], mode, train)
                 c += 1
         x = nn.relu(Norm(True, self.track)(x, train))
         return nn.Dense(sp.num_classes)(jnp.mean(x, (1, 2)))
