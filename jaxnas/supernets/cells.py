@@ -142,7 +142,7 @@ class Cell(nn.Module):
         states = list(inputs)
         ref = inputs[-1]
         stride = 2 if self.reduction else 1
-        node_shape = (ref.shape[0], -(-ref.shape[1] // stride), -(-ref.shape[2] // stride), self.channels)
+        node_shape = self._node_shape(ref)
         for e, (j, i) in enumerate(sp.edges):
             if j == len(states):
                 states.append(None)
@@ -158,6 +158,10 @@ class Cell(nn.Module):
         states = [jnp.zeros(node_shape, ref.dtype) if s is None else s for s in states]
         return self._output(states)
 
+    def _node_shape(self, ref):
+        stride = 2 if self.reduction else 1
+        return (ref.shape[0], -(-ref.shape[1] // stride), -(-ref.shape[2] // stride), self.channels)
+
     def _output(self, states):
         if self.concat_output:
             return jnp.concatenate(states[self.space.num_input_nodes:], -1)
@@ -169,12 +173,9 @@ class Cell(nn.Module):
         edge (issue 15: compile time grew with the edges). The scan's carry is the node's running
         sum, added to in the per-edge loop's order; its saved residuals are the edges' inputs (one
         copy per edge, where the loop saves one per node)."""
-        if w is None:
-            raise ValueError("a supernet cell needs its architecture weights")
         states = list(inputs)
         ref = inputs[-1]
-        stride = 2 if self.reduction else 1
-        node_shape = (ref.shape[0], -(-ref.shape[1] // stride), -(-ref.shape[2] // stride), self.channels)
+        node_shape = self._node_shape(ref)
         for name, edge_stride, members in edge_groups(self.space, self.reduction):
             j = members[0][1]
             xs = jnp.stack([states[i] for _, _, i in members])
@@ -228,35 +229,35 @@ _ScannedEdges = nn.scan(_EdgeStep, variable_axes={c: 0 for c in ("params", "batc
                         split_rngs={"params": True}, in_axes=(0, 0))
 
 
+def _regroup_cells(params, space: CellSpace, reductions, prefix, regroup):
+    """Each cell of ``params`` holding keys ``prefix*``: those keys replaced by what
+    ``regroup(tree, name, members)`` returns for each of its :func:`edge_groups`."""
+    out = dict(params)
+    for cell, tree in params.items():
+        if not cell.startswith("cell") or not any(k.startswith(prefix) for k in tree):
+            continue
+        new = {k: v for k, v in tree.items() if not k.startswith(prefix)}
+        for name, _, members in edge_groups(space, int(cell[4:]) in reductions):
+            new.update(regroup(tree, name, members))
+        out[cell] = new
+    return out
+
+
 def scan_edge_params(params, space: CellSpace, reductions=()):
     """Per-edge supernet parameters (``cell{c}/edge_{j}_{i}``) -> the scanned form's
     (``cell{c}/edges_{j}[_s2]/edge``, stacked on axis 0); ``reductions``: the reduction cells' ids."""
-    out = dict(params)
-    for cell, tree in params.items():
-        if not cell.startswith("cell") or not any(k.startswith("edge_") for k in tree):
-            continue
-        c = int(cell[4:])
-        new = {k: v for k, v in tree.items() if not k.startswith("edge_")}
-        for name, _, members in edge_groups(space, c in reductions):
-            new[name] = {"edge": jax.tree.map(lambda *a: jnp.stack(a),
-                                              *[tree[f"edge_{j}_{i}"] for _, j, i in members])}
-        out[cell] = new
-    return out
+    def stack(tree, name, members):
+        return {name: {"edge": jax.tree.map(lambda *a: jnp.stack(a),
+                                            *[tree[f"edge_{j}_{i}"] for _, j, i in members])}}
+    return _regroup_cells(params, space, reductions, "edge_", stack)
 
 
 def unscan_edge_params(params, space: CellSpace, reductions=()):
     """Inverse of :func:`scan_edge_params`."""
-    out = dict(params)
-    for cell, tree in params.items():
-        if not cell.startswith("cell") or not any(k.startswith("edges_") for k in tree):
-            continue
-        c = int(cell[4:])
-        new = {k: v for k, v in tree.items() if not k.startswith("edges_")}
-        for name, _, members in edge_groups(space, c in reductions):
-            for n, (_, j, i) in enumerate(members):
-                new[f"edge_{j}_{i}"] = jax.tree.map(lambda a, n=n: a[n], tree[name]["edge"])
-        out[cell] = new
-    return out
+    def unstack(tree, name, members):
+        return {f"edge_{j}_{i}": jax.tree.map(lambda a, n=n: a[n], tree[name]["edge"])
+                for n, (_, j, i) in enumerate(members)}
+    return _regroup_cells(params, space, reductions, "edges_", unstack)
 
 
 def _block_weights(space: CellSpace, weights, arch):
