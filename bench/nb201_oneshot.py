@@ -111,7 +111,24 @@ def config(name: str, args) -> dict:
     })
 
 
-def run_strategy(name: str, args, table: NasBench201Table) -> dict:
+def summarise(name: str, cfg: dict, runs: list, seeds: int, build_seconds: float) -> dict:
+    """A strategy's row from the seeds run so far; ``complete`` once all ``seeds`` are in."""
+    summary = {k: [round(float(np.mean([r[k] for r in runs])), 2), round(float(np.std([r[k] for r in runs])), 2)]
+               for k in COLUMNS}
+    warm = [r["seconds"] for r in runs if not r.get("with_compile")] or [r["seconds"] for r in runs]
+    cold = [r["seconds"] for r in runs if r.get("with_compile")]
+    return {"strategy_config": cfg["strategy"], "runs": runs, **summary,
+            "collapsed_fraction": float(np.mean([r["collapsed"] for r in runs])),
+            "seconds_per_search": round(float(np.mean(warm)), 1),
+            "first_search_seconds_with_compile": cold[0] if cold else runs[0]["seconds"],
+            "build_seconds": round(build_seconds, 1),
+            "published": PUBLISHED.get(name),
+            "seeds_done": len(runs), "complete": len(runs) >= seeds}
+
+
+def run_strategy(name: str, args, table: NasBench201Table, done: list, save) -> dict:
+    """Runs the seeds not in ``done`` (a resumed row's runs); ``save(row)`` after every seed, so a
+    kill loses at most the seed in progress and the same command resumes."""
     cfg = config(name, args)
     t_build = time.perf_counter()
     exp = build(cfg)
@@ -119,8 +136,11 @@ def run_strategy(name: str, args, table: NasBench201Table) -> dict:
     derive = jax.jit(exp.strategy.derive)
     build_seconds = time.perf_counter() - t_build
     s = cfg["search"]
-    runs = []
+    runs = list(done)
+    first = True
     for seed in range(args.seeds):
+        if any(r["seed"] == seed for r in runs):
+            continue
         t0 = time.perf_counter()
         train = BatchSampler(len(data.y_train), s["batch_size"], seed)
         val = BatchSampler(len(data.y_val), s["val_batch_size"], seed + 1)
@@ -134,18 +154,26 @@ def run_strategy(name: str, args, table: NasBench201Table) -> dict:
         cell = space.describe(arch)["arch"]
         row = table.lookup(arch, space)
         ops = [space.choices[d][int(a)] for d, a in enumerate(arch)]
-        runs.append({"seed": seed, "cell": cell, "seconds": round(seconds, 1),
+        runs.append({"seed": seed, "cell": cell, "seconds": round(seconds, 1), "with_compile": first,
                      "collapsed": not any(o in CONV_OPS for o in ops),
                      **{k: float(row[c]) for k, c in COLUMNS.items()}})
+        first = False
         print(f"  {name} seed {seed}: {cell} c10 {runs[-1]['cifar10']:.2f} ({seconds:.0f} s)", flush=True)
-    summary = {k: [round(float(np.mean([r[k] for r in runs])), 2), round(float(np.std([r[k] for r in runs])), 2)]
-               for k in COLUMNS}
-    return {"strategy_config": cfg["strategy"], "runs": runs, **summary,
-            "collapsed_fraction": float(np.mean([r["collapsed"] for r in runs])),
-            "seconds_per_search": round(float(np.mean([r["seconds"] for r in runs[1:] or runs])), 1),
-            "first_search_seconds_with_compile": runs[0]["seconds"],
-            "build_seconds": round(build_seconds, 1),
-            "published": PUBLISHED.get(name)}
+        save(summarise(name, cfg, sorted(runs, key=lambda r: r["seed"]), args.seeds, build_seconds))
+    return summarise(name, cfg, sorted(runs, key=lambda r: r["seed"]), args.seeds, build_seconds)
+
+
+def update(out_path: Path, change) -> dict:
+    """Applies ``change(results) -> results`` to the results file under a lock: runs of other
+    strategies (other processes) write the same file."""
+    import fcntl
+    with open(out_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = change(json.loads(out_path.read_text()) if out_path.exists() else {})
+        tmp = out_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, out_path)
+    return results
 
 
 def main(argv=None):
@@ -174,28 +202,30 @@ def main(argv=None):
         sys.exit(f"unknown strategies {unknown}; available: {', '.join(available())}")
     table = NasBench201Table.load(args.table)
     out_path = RESULTS / ("nb201_oneshot_quick.json" if args.quick else "nb201_oneshot.json")
-    results = json.loads(out_path.read_text()) if out_path.exists() else {}
     protocol = {k: getattr(args, k) for k in ("seeds", "steps", "warmup", "batch", "channels", "lr")}
     protocol.update(data=str(args.data.name), space="nb201 (5 ops incl. none), C=channels, 1 cell/stage",
                     machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
                             f"{jax.default_backend()}")
-    if results.get("protocol", {}).get("steps") not in (None, args.steps) and results.get("strategies"):
-        print(f"note: {out_path.name} holds rows of another protocol; they are replaced", file=sys.stderr)
-        results = {}
-    results["protocol"] = protocol
-    results.setdefault("strategies", {})
-    results["optimum_cifar10"] = OPTIMUM
+
+    def start(results):
+        if results.get("protocol", {}).get("steps") not in (None, args.steps) and results.get("strategies"):
+            print(f"note: {out_path.name} holds rows of another protocol; they are replaced", file=sys.stderr)
+            results = {}
+        results["protocol"] = protocol
+        results.setdefault("strategies", {})
+        results["optimum_cifar10"] = OPTIMUM
+        return results
+
+    results = update(out_path, start)
     for name in names:
-        print(f"{name}:", flush=True)
-        row = run_strategy(name, args, table)
-        # re-read before writing: runs of other strategies may have written meanwhile; a kill keeps the rest
-        if out_path.exists():
-            results["strategies"] = {**json.loads(out_path.read_text()).get("strategies", {}),
-                                     **{k: v for k, v in results["strategies"].items() if k in names}}
-        results["strategies"][name] = row
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, out_path)
+        old = results["strategies"].get(name, {})
+        done = old.get("runs", []) if old.get("complete") is False else []   # resume an unfinished row
+        print(f"{name}:" + (f" resuming after seeds {[r['seed'] for r in done]}" if done else ""), flush=True)
+
+        def put(row, name=name):
+            update(out_path, lambda res: {**res, "strategies": {**res["strategies"], name: row}})
+        run_strategy(name, args, table, done, put)
+    results = json.loads(out_path.read_text())
     rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
     print(f"{'strategy':12s} {'cifar10':>14s} {'cifar100':>14s} {'imgnet16':>14s} collapsed  s/search")
     for n, r in rows:
