@@ -5,10 +5,16 @@ program (the evaluator's lanes), a few seeds; then the best pipeline found is re
 ``--retrain-steps`` steps and compared with the same cell without augmentation and with the
 evaluator's default hyper-parameters (lr 0.05, weight decay 5e-4, no label smoothing).
 
-    python bench/ma2ml_cifar_tiny.py [--seeds 2] [--rounds 6] [--lanes 8] [--retrain-steps 400]
+    python bench/ma2ml_cifar_tiny.py [--seeds 2] [--rounds 6] [--lanes 8] [--chunk-rounds 1]
+                                     [--retrain-steps 400]
 
-Writes bench/results/ma2ml_cifar_tiny.json (and prints it as the last line). CPU budget: state the
-wall time of the run (``seconds`` per method in the JSON).
+It accumulates: after every ``--chunk-rounds`` rounds each (method, seed) saves its strategy state
+(replay buffer and critic included: every leaf is a plain array) and its rewards so far to
+``bench/results/ma2ml_cifar_tiny/<method>_seed<k>.npz``; the same command with more ``--rounds`` or
+``--seeds`` goes on from there (round r's key is ``fold_in(key(1000 + seed), r)``, so a run in pieces
+equals one in one piece). Writes bench/results/ma2ml_cifar_tiny.json from every saved run (and prints
+it as the last line), then retrains the best pipeline found. CPU budget:
+``seconds`` per method in the JSON (summed over the pieces).
 """
 from __future__ import annotations
 
@@ -33,10 +39,34 @@ from jaxnas.strategies import make  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "ma2ml_cifar_tiny.json"
+RUNS = REPO / "bench" / "results" / "ma2ml_cifar_tiny"
+METHODS = (("ma2ml", {"lr": 0.1}), ("ma2ml_lite", {"lr": 0.1}), ("random", {}))
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+def load_run(path: Path, init_state, protocol):
+    """(state, rewards [T, P], archs [T, P, D], seconds) saved by an earlier piece, or a fresh start."""
+    if path.exists():
+        z = np.load(path)
+        if json.loads(str(z["protocol"])) != protocol:
+            raise SystemExit(f"{path} was run with {json.loads(str(z['protocol']))}, not {protocol}: "
+                             "delete it or pass the same --lanes/steps")
+        leaves, treedef = jax.tree.flatten(init_state)
+        state = jax.tree.unflatten(treedef, [jnp.asarray(z[f"leaf{i}"], l.dtype) for i, l in enumerate(leaves)])
+        return state, z["rewards"], z["archs"], float(z["seconds"])
+    return init_state, None, None, 0.0
+
+
+def save_run(path: Path, state, rewards, archs, seconds, protocol):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaves = {f"leaf{i}": np.asarray(l) for i, l in enumerate(jax.tree.leaves(state))}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, rewards=rewards, archs=archs, seconds=seconds,
+                        protocol=json.dumps(protocol), **leaves)
+    os.replace(tmp, path)
 
 
 def main():
@@ -44,9 +74,13 @@ def main():
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--lanes", type=int, default=8)
-    ap.add_argument("--retrain-steps", type=int, default=400)
+    ap.add_argument("--chunk-rounds", type=int, default=1, help="rounds per compiled call (and per save)")
+    ap.add_argument("--retrain-steps", type=int, default=400, help="0: no retrain")
     ap.add_argument("--data", default=None, help="npz path (default: the config's)")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--runs", default=str(RUNS), help="folder of the saved (method, seed) runs")
+    ap.add_argument("--methods", default=",".join(m for m, _ in METHODS),
+                    help="run (or extend) only these; the JSON keeps the others' rows")
     args = ap.parse_args()
     cfg = resolve(raw_config(REPO / "configs" / "ma2ml_cifar10_tiny.py"))
     if args.data:
@@ -59,37 +93,64 @@ def main():
     out = {"config": "configs/ma2ml_cifar10_tiny.py", "data": str(cfg["data"]["path"]), "seeds": args.seeds,
            "rounds": args.rounds, "lanes": args.lanes, "steps_per_pipeline": ev.cfg.steps,
            "machine": f"{platform.machine()} {os.cpu_count()} cpus, jax {jax.__version__}", "methods": {}}
+    protocol = {"lanes": args.lanes, "steps_per_pipeline": ev.cfg.steps, "data": Path(cfg["data"]["path"]).name}
     best_overall = (-np.inf, None)
-    for name, opts in (("ma2ml", {"lr": 0.1}), ("ma2ml_lite", {"lr": 0.1}), ("random", {})):
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    out["methods"] = {k: v for k, v in old.get("methods", {}).items() if k not in args.methods.split(",")}
+    for name, opts in METHODS:
+        if name not in args.methods.split(","):
+            continue
+        # constant learning rates (the defaults): total_steps does not change a round, so runs extend
         s = make(name, space, axis_name="data", total_steps=args.rounds, **opts)
 
-        def round_(st, k):
+        def round_(st, kr):
             def lane(kk):
                 k_eval, k_step = jax.random.split(kk)
                 arch = space.sample(k_step, st.logits if hasattr(st, "logits") else space.uniform_logits())
                 new, m = s.step(st, k_step, ev.reward_fn({}, inputs, None, k_eval))
                 return new, m["reward"], arch
-            new, r, a = jax.vmap(lane, axis_name="data", out_axes=(None, 0, 0))(jax.random.split(k, args.lanes))
+            new, r, a = jax.vmap(lane, axis_name="data", out_axes=(None, 0, 0))(jax.random.split(kr, args.lanes))
             return new, (r, a)
-        run = jax.jit(lambda st, key: jax.lax.scan(round_, st, jax.random.split(key, args.rounds)))
-        t0 = time.perf_counter()
-        rs, archs = [], []
+        run = jax.jit(lambda st, keys: jax.lax.scan(round_, st, keys))
+        rs, archs, secs = [], [], 0.0
         for seed in range(args.seeds):
-            _, (r, a) = run(s.init(jax.random.key(seed)), jax.random.key(1000 + seed))
-            rs.append(np.asarray(r))
-            archs.append(np.asarray(a))
-            log(f"{name} seed {seed}: best {np.max(rs[-1]):.4f} ({time.perf_counter() - t0:.0f}s)")
+            path = Path(args.runs) / f"{name}_seed{seed}.npz"
+            state, r_done, a_done, sec = load_run(path, s.init(jax.random.key(seed)), protocol)
+            r_list = [] if r_done is None else [r_done]
+            a_list = [] if a_done is None else [a_done]
+            done = 0 if r_done is None else len(r_done)
+            while done < args.rounds:
+                n = min(args.chunk_rounds, args.rounds - done)
+                keys = jax.vmap(lambda t: jax.random.fold_in(jax.random.key(1000 + seed), t))(done + jnp.arange(n))
+                t0 = time.perf_counter()
+                state, (r, a) = run(state, keys)
+                r_list.append(np.asarray(r))
+                a_list.append(np.asarray(a))
+                sec += time.perf_counter() - t0
+                done += n
+                save_run(path, state, np.concatenate(r_list), np.concatenate(a_list), sec, protocol)
+                log(f"{name} seed {seed}: round {done}/{args.rounds} best {np.max(np.concatenate(r_list)):.4f} "
+                    f"({sec:.0f}s)")
+            r_all, a_all = np.concatenate(r_list), np.concatenate(a_list)
+            rs.append(r_all[:args.rounds])                      # a longer saved run: its first rounds
+            archs.append(a_all[:args.rounds])
+            secs += sec
         r, a = np.stack(rs), np.stack(archs)                    # [S, T, P], [S, T, P, D]
         best = np.maximum.accumulate(r.max(2), 1)
         i = np.unravel_index(np.argmax(r), r.shape)
         if r[i] > best_overall[0]:
             best_overall = (float(r[i]), a[i])
-        out["methods"][name] = {"seconds": round(time.perf_counter() - t0, 1),
+        out["methods"][name] = {"seeds": args.seeds, "rounds": args.rounds, "seconds": round(secs, 1),
                                 "best_so_far_mean": best.mean(0).round(4).tolist(),
+                                "best_so_far_std": best.std(0).round(4).tolist(),
                                 "round_mean_reward": r.mean((0, 2)).round(4).tolist(),
                                 "final_best": float(best[:, -1].mean()),
                                 "best_pipeline": space.encode(a[i]), "best_reward": float(r[i])}
         log(json.dumps(out["methods"][name]))
+    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    if args.retrain_steps <= 0:
+        print(json.dumps({k: v["final_best"] for k, v in out["methods"].items()}))
+        return
     # retrain the best pipeline and the same cell without augmentation, default hyper-parameters
     arch = best_overall[1]
     bare = ProductSpace.create({"nas": space.sub("nas")}, nas="nas", image_hw=space.image_hw,

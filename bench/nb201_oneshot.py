@@ -71,6 +71,8 @@ PUBLISHED = {
              "Shapley-NAS T3": (93.23, 0.23)},
     "random": {"Shapley-NAS T3": (93.70, 0.36)},
     "darts": {"Shapley-NAS T3": (54.30, 0.00)},
+    # T3's second DARTS row (C-100 38.97, IN16 18.41: NAS-Bench-201's DARTS-V2, second order)
+    "darts2": {"Shapley-NAS T3": (54.30, 0.00)},
     "snas": {"Shapley-NAS T3": (92.77, 0.83)},
     "shapley": {"Shapley-NAS T3": (94.37, 0.00)},
 }
@@ -176,6 +178,58 @@ def update(out_path: Path, change) -> dict:
     return results
 
 
+def markdown(results: dict) -> str:
+    """The leaderboard as the README shows it: rows by CIFAR-10 mean, published numbers beside."""
+    lines = ["| strategy | CIFAR-10 | CIFAR-100 | ImageNet16-120 | collapsed | s / search | published CIFAR-10 |",
+             "|---|---|---|---|---|---|---|"]
+    rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
+    for name, r in rows:
+        pub = "; ".join(f"{src} {m:.2f} ± {sd:.2f}" for src, (m, sd) in (r.get("published") or {}).items())
+        seeds = "" if r.get("complete", True) else f" ({r['seeds_done']} seeds so far)"
+        lines.append(f"| {name}{seeds} | " + " | ".join(f"{r[k][0]:.2f} ± {r[k][1]:.2f}" for k in COLUMNS)
+                     + f" | {r['collapsed_fraction']:.1f} | {r['seconds_per_search']:.0f} | {pub or '–'} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Every seed's CIFAR-10 / CIFAR-100 / ImageNet16 test accuracy per strategy (dots), mean +- std
+    (bar), the papers' CIFAR-10 numbers (crosses) and the table's optimum (line)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plot", file=sys.stderr)
+        return
+    rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=False)
+    xs = np.arange(len(rows))
+    for ax, (col, title) in zip(axes, (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"),
+                                       ("imagenet16", "ImageNet16-120"))):
+        for x, (name, r) in zip(xs, rows):
+            acc = [run[col] for run in r["runs"]]
+            ax.scatter(np.full(len(acc), x) + np.linspace(-0.15, 0.15, len(acc)), acc, s=12, color="C0",
+                       alpha=0.6, label="one seed" if x == 0 else None)
+            ax.errorbar(x, r[col][0], yerr=r[col][1], fmt="o", color="k", capsize=3,
+                        label="mean +- std" if x == 0 else None)
+            if col == "cifar10":
+                for j, (_, (m, _sd)) in enumerate((r.get("published") or {}).items()):
+                    ax.scatter(x + 0.25, m, marker="x", color="C3", label="published" if x == 0 and j == 0 else None)
+        if col == "cifar10":
+            ax.axhline(results.get("optimum_cifar10", OPTIMUM), color="C2", ls="--", lw=1, label="table optimum")
+        ax.set_xticks(xs, [n for n, _ in rows], rotation=60, ha="right")
+        ax.set_title(f"{title} test accuracy")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    pr = results["protocol"]
+    fig.suptitle(f"one-shot search on the tiny NB201 supernet: {pr['steps']} steps ({pr['warmup']} warm-up), "
+                 f"batch {pr['batch']}, C = {pr['channels']}, {pr['seeds']} seeds per strategy; derived cells rated by "
+                 "the NAS-Bench-201 table (200 epochs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
@@ -189,7 +243,15 @@ def main(argv=None):
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--table", type=Path, default=TABLE)
     p.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 40 steps (20 warm-up)")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: print the stored rows as a markdown table and redraw the plot")
     args = p.parse_args(argv)
+    if args.report:
+        out_path = RESULTS / ("nb201_oneshot_quick.json" if args.quick else "nb201_oneshot.json")
+        results = json.loads(out_path.read_text())
+        print(markdown(results))
+        plot(results, out_path.with_suffix(".png"))
+        return
     if args.quick:
         args.seeds, args.steps, args.warmup, args.chunk = 2, 40, 20, 20
     for path, what in ((args.data, "--data (an .npz with X uint8 [N,32,32,3] and y)"),
@@ -231,6 +293,7 @@ def main(argv=None):
     for n, r in rows:
         print(f"{n:12s} " + " ".join(f"{r[k][0]:7.2f}±{r[k][1]:5.2f}" for k in COLUMNS)
               + f" {r['collapsed_fraction']:9.2f} {r['seconds_per_search']:8.1f}")
+    plot(results, out_path.with_suffix(".png"))
     print(f"wrote {out_path}")
 
 

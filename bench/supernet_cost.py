@@ -28,6 +28,7 @@ from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 from jaxnas.supernets import DartsNet, NasBench201Net, init_params
 
 RESULTS = Path(__file__).resolve().parent / "results" / "supernet_cost.json"
+SCANNED = ("sparse_scan", "dense_scan", "sparse_cells", "dense_cells", "sparse_scan_cells")
 
 SKELETONS = {
     "darts8": lambda: (DartsSpace.create(C=16, num_cells=8), DartsNet),
@@ -96,9 +97,10 @@ def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs_xla=False):
             r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs, vs_xla)
         elif form == "dense":
             r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1, vs_xla)
-        elif form in ("sparse_scan", "dense_scan"):   # each node's edges compiled once (Cell.scan_edges)
-            mode = form.split("_")[0]
-            r = measure(net_cls(space, scan_edges=True), space, mode, x, y,
+        elif form in SCANNED:   # _scan: each node's edges compiled once (Cell.scan_edges); _cells: each
+            mode, *flags = form.split("_")   # run of same-shape cells compiled once (cell_runs)
+            net = net_cls(space, scan_edges="scan" in flags, scan_cells="cells" in flags)
+            r = measure(net, space, mode, x, y,
                         archs if mode == "sparse" else archs[:1], reps if mode == "sparse" else 1, vs_xla)
         else:
             r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps, vs_xla)
@@ -116,10 +118,11 @@ def add_ratios(out):
     if "sparse" in out and "discrete" in out:
         out["sparse_over_discrete_temp"] = out["sparse"]["temp_bytes"] / out["discrete"]["temp_bytes"]
         out["sparse_over_discrete_time"] = out["sparse"]["step_ms"] / out["discrete"]["step_ms"]
-    for mode in ("sparse", "dense"):   # the scanned form against the per-edge one
-        if f"{mode}_scan" in out and mode in out:
-            a, b = out[mode], out[f"{mode}_scan"]
-            out[f"{mode}_scan_over_per_edge"] = {k: b[k] / a[k] for k in ("compile_s", "step_ms", "temp_bytes")}
+    for form in SCANNED:   # a scanned form against the per-edge, per-cell one
+        mode = form.split("_")[0]
+        if form in out and mode in out:
+            a, b = out[mode], out[form]
+            out[f"{form}_over_{mode}"] = {k: b[k] / a[k] for k in ("compile_s", "step_ms", "temp_bytes")}
     return out
 
 
@@ -130,8 +133,7 @@ def main():
     ap.add_argument("--archs", type=int, default=3)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="also the dense darts20_unique supernet")
-    ap.add_argument("--forms", nargs="+", choices=["discrete", "sparse", "sparse_noremat", "dense",
-                                                   "sparse_scan", "dense_scan"],
+    ap.add_argument("--forms", nargs="+", choices=["discrete", "sparse", "sparse_noremat", "dense", *SCANNED],
                     help="only these forms (merged into the skeleton's existing entry)")
     ap.add_argument("--vs-xla", action="store_true",
                     help="also XLA's own depthwise conv / max pool, timed interleaved (*_xla fields)")
@@ -141,9 +143,12 @@ def main():
                        "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
                        "jax": jax.__version__, "machine": platform.machine()}
     for name in args.skeletons:
+        entry = run_skeleton(name, args.batch, args.archs, args.reps, args.full, args.forms and tuple(args.forms),
+                             args.vs_xla)
+        # re-read before writing: another run (other skeletons or forms) may have written meanwhile
+        results = {**(json.loads(RESULTS.read_text()) if RESULTS.exists() else {}), "meta": results["meta"]}
         prev = results.get(name, {}) if args.forms else {}
-        results[name] = add_ratios({**prev, **run_skeleton(name, args.batch, args.archs, args.reps, args.full,
-                                                            args.forms and tuple(args.forms), args.vs_xla)})
+        results[name] = add_ratios({**prev, **entry})
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1))
     if all(k in results for k in ("darts8", "darts20_unique", "nb201")):

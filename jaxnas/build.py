@@ -150,7 +150,8 @@ def _ops(s):
 @SPACES.register("nb201", {"C": S.Int(16, ge=1), "cells_per_stage": S.Int(5, ge=1),
                            "unique_cells": S.Bool(False), "ops": _ops_field("nb201"),
                            "partial_channels": S.Int(1, ge=1),   # PC-DARTS K of the search supernet
-                           "scan_edges": S.Bool(False)})   # each node's edges compiled once (Cell.scan_edges)
+                           "scan_edges": S.Bool(False),   # each node's edges compiled once (Cell.scan_edges)
+                           "scan_cells": S.Bool(False)})   # same-shape cells compiled once (cell_runs)
 def _nb201_space(s: dict, data):
     return NasBench201Space.create(C=s["C"], cells_per_stage=s["cells_per_stage"],
                                    num_classes=_num_classes(data), unique_cells=s["unique_cells"], **_ops(s))
@@ -159,7 +160,8 @@ def _nb201_space(s: dict, data):
 @SPACES.register("darts", {"C": S.Int(16, ge=1), "num_cells": S.Int(8, ge=3),   # >= 3: two reduction cells
                            "unique_cells": S.Bool(False), "ops": _ops_field("darts"),
                            "partial_channels": S.Int(1, ge=1),   # PC-DARTS K (Shapley-NAS sec. 4.1: 4)
-                           "scan_edges": S.Bool(False)})   # each node's edges compiled once (Cell.scan_edges)
+                           "scan_edges": S.Bool(False),   # each node's edges compiled once (Cell.scan_edges)
+                           "scan_cells": S.Bool(False)})   # same-shape cells compiled once (cell_runs)
 def _darts_space(s: dict, data):
     return DartsSpace.create(C=s["C"], num_cells=s["num_cells"], unique_cells=s["unique_cells"], **_ops(s))
 
@@ -207,13 +209,14 @@ def _image_task(net, cfg, space, data):
 @TASKS.register("nb201")
 def _nb201_task(cfg, space, data):
     return _image_task(NasBench201Net(space, partial_channels=cfg["space"]["partial_channels"],
-                                      scan_edges=cfg["space"]["scan_edges"]), cfg, space, data)
+                                      scan_edges=cfg["space"]["scan_edges"], scan_cells=cfg["space"]["scan_cells"]),
+                       cfg, space, data)
 
 
 @TASKS.register("darts")
 def _darts_task(cfg, space, data):
     return _image_task(DartsNet(space, _num_classes(data), partial_channels=cfg["space"]["partial_channels"],
-                                scan_edges=cfg["space"]["scan_edges"]),
+                                scan_edges=cfg["space"]["scan_edges"], scan_cells=cfg["space"]["scan_cells"]),
                        cfg, space, data)
 
 

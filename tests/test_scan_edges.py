@@ -1,5 +1,6 @@
-"""The scanned cell form (``scan_edges=True``: each node's edges as one scanned edge over stacked
-parameters) computes what the per-edge form computes, and the two parameter trees convert."""
+"""The scanned forms compute what the per-edge, per-cell supernet computes, and the parameter trees
+convert: ``scan_edges=True`` (each node's edges as one scanned edge over stacked parameters) and
+``scan_cells=True`` (each run of same-shape cells as one scanned cell)."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space, reduction_cells
-from jaxnas.supernets.cells import DartsNet, NasBench201Net, edge_groups, scan_edge_params, unscan_edge_params
+from jaxnas.supernets.cells import (DartsNet, NasBench201Net, cell_runs, edge_groups, scan_cell_params,
+                                    scan_edge_params, unscan_cell_params, unscan_edge_params)
 
 
 def _nets(kind):
@@ -52,3 +54,50 @@ def test_scanned_cells_equal_per_edge_cells_sparse_and_dense(kind):
         np.testing.assert_allclose(b, a, rtol=1e-5)
         chex.assert_trees_all_close(gwb, gwa, rtol=1e-4, atol=1e-7)     # eq. 7 / DARTS gradients
         chex.assert_trees_all_close(unscan_edge_params(gb, sp, reds), ga, rtol=1e-4, atol=1e-7)
+
+
+def test_cell_runs_are_the_same_shape_cells():
+    def runs(sp, cls):
+        return cell_runs(cls(sp))
+    # DARTS: cell c >= 2 with neither c nor c - 1 a reduction (reductions at n // 3, 2n // 3)
+    assert runs(DartsSpace.create(C=4, num_cells=8), DartsNet) == []          # 4 and 7 alone in their stage
+    assert runs(DartsSpace.create(C=4, num_cells=20, unique_cells=True), DartsNet) == [(2, 5), (8, 12), (15, 19)]
+    assert runs(DartsSpace.create(C=4, num_cells=10), DartsNet) == [(8, 9)]
+    assert runs(NasBench201Space.create(C=4, cells_per_stage=5), NasBench201Net) == [(0, 4), (5, 9), (10, 14)]
+    assert runs(NasBench201Space.create(C=4, cells_per_stage=1), NasBench201Net) == []
+    with pytest.raises(ValueError, match="search supernets"):
+        sp = NasBench201Space.create(C=4, cells_per_stage=2)
+        NasBench201Net(sp, arch=(1,) * sp.num_decisions, scan_cells=True).init(
+            jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+
+
+@pytest.mark.parametrize("kind", ["nb201", "nb201_unique_both", "darts"])
+def test_scanned_cell_runs_equal_per_cell_nets(kind):
+    if kind.startswith("nb201"):
+        sp = NasBench201Space.create(C=4, cells_per_stage=2, unique_cells=kind != "nb201")
+        cls, reds = NasBench201Net, ()
+    else:   # 10 cells: one run (8, 9); skip (factorized reduce in a reduction) and a sep conv keep it short
+        sp = DartsSpace.create(C=4, num_cells=10, ops=("none", "skip_connect", "sep_conv_3x3"))
+        cls, reds = DartsNet, reduction_cells(10)
+    edges = kind.endswith("both")   # scan_edges as well: the edge conversion first, then the cells'
+    net, scanned = cls(sp), cls(sp, scan_cells=True, scan_edges=edges)
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(1), sp.shape))
+    params = net.init(jax.random.key(2), x, w)["params"]
+    to = lambda p: scan_cell_params(scan_edge_params(p, sp, reds) if edges else p, net)
+    back = lambda p: (lambda q: unscan_edge_params(q, sp, reds) if edges else q)(unscan_cell_params(p, net))
+    sparams = to(params)
+    own = jax.eval_shape(lambda: scanned.init(jax.random.key(2), x, w)["params"])
+    chex.assert_trees_all_equal_shapes_and_dtypes(own, sparams)
+    chex.assert_trees_all_equal(back(sparams), params)
+
+    def loss(p, w, n, mode):
+        return jnp.mean(n.apply({"params": p}, x, w, mode=mode) ** 2)
+
+    for mode in ("sparse", "dense") if kind == "nb201" else ("sparse",):
+        a, (ga, gwa) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(params, w, net, mode)
+        b, (gb, gwb) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(sparams, w, scanned, mode)
+        np.testing.assert_allclose(b, a, rtol=1e-5)
+        chex.assert_trees_all_close(gwb, gwa, rtol=1e-4, atol=1e-7)     # eq. 7 / DARTS gradients
+        # summation order differs (stacked edges and cells): the stem's kernel gradient by 4e-7
+        chex.assert_trees_all_close(back(gb), ga, rtol=1e-4, atol=1e-6)

@@ -16,7 +16,9 @@ module is the *discrete* network of that architecture: only the chosen op of eac
 'none' edges are dropped; with ``track=True`` its BatchNorms keep running statistics for
 stand-alone training (``mutable=['batch_stats']``). ``scan_edges=True`` (search supernets) runs
 each node's edges as one scanned edge over stacked parameters (``Cell._scanned``; trees convert with
-``scan_edge_params`` / ``unscan_edge_params``).
+``scan_edge_params`` / ``unscan_edge_params``); ``scan_cells=True`` runs each run of same-shape cells
+(``cell_runs``) as one scanned cell (trees convert with ``scan_cell_params`` / ``unscan_cell_params``,
+after / before the edge conversion when both are on).
 """
 from __future__ import annotations
 
@@ -234,7 +236,8 @@ def _regroup_cells(params, space: CellSpace, reductions, prefix, regroup):
     ``regroup(tree, name, members)`` returns for each of its :func:`edge_groups`."""
     out = dict(params)
     for cell, tree in params.items():
-        if not cell.startswith("cell") or not any(k.startswith(prefix) for k in tree):
+        # cell{c} only: a scan_cells group (cells{a}_{b}) is stacked after this conversion, undone before
+        if not cell.startswith("cell") or not cell[4:].isdigit() or not any(k.startswith(prefix) for k in tree):
             continue
         new = {k: v for k, v in tree.items() if not k.startswith(prefix)}
         for name, _, members in edge_groups(space, int(cell[4:]) in reductions):
@@ -258,6 +261,87 @@ def unscan_edge_params(params, space: CellSpace, reductions=()):
         return {f"edge_{j}_{i}": jax.tree.map(lambda a, n=n: a[n], tree[name]["edge"])
                 for n, (_, j, i) in enumerate(members)}
     return _regroup_cells(params, space, reductions, "edges_", unstack)
+
+
+def cell_runs(net) -> list[tuple[int, int]]:
+    """The runs ``(first, last)`` of cells that ``scan_cells=True`` compiles once (issue 15: compile
+    time grew with the number of cells): consecutive cells whose inputs have their output's shape, two
+    or more. NAS-Bench-201: every stage's cells. DARTS: cell ``c >= 2`` when neither it nor cell
+    ``c - 1`` is a reduction (so ``s0`` comes from a cell of the stage's shape and is preprocessed by
+    a 1x1 ReLUConvBN, not a FactorizedReduce): 2 of 8 cells alone in their stage (nothing to scan),
+    14 of 20 in three runs."""
+    sp = net.space
+    if isinstance(net, NasBench201Net):
+        n = sp.cells_per_stage
+        return [(s * n, s * n + n - 1) for s in range(3)] if n >= 2 else []
+    red = reduction_cells(sp.num_cells)
+    steady = [c for c in range(2, sp.num_cells) if c not in red and c - 1 not in red]
+    runs = []
+    for c in steady:
+        if runs and runs[-1][1] == c - 1:
+            runs[-1] = (runs[-1][0], c)
+        else:
+            runs.append((c, c))
+    return [r for r in runs if r[1] > r[0]]
+
+
+class _CellStep(nn.Module):
+    """One step of the scanned cells: a search cell on the carry (NAS-Bench-201: ``x``; DARTS:
+    ``(s0, s1)`` with the cell's two 1x1 preprocessing convolutions, giving ``(s1, out)``)."""
+    space: CellSpace
+    channels: int
+    darts: bool
+    track: bool
+    remat: bool
+    partial_channels: int
+    scan_edges: bool
+    mode: str
+    train: bool
+
+    @nn.compact
+    def __call__(self, carry, w):
+        cell = Cell(self.space, self.channels, concat_output=self.darts, track=self.track, remat=self.remat,
+                    partial_channels=self.partial_channels, scan_edges=self.scan_edges, name="cell")
+        if not self.darts:
+            return cell([carry], w, self.mode, self.train), None
+        s0, s1 = carry
+        p0 = ReLUConvBN(self.channels, 1, affine=False, track=self.track, name="pre0")(s0, self.train)
+        p1 = ReLUConvBN(self.channels, 1, affine=False, track=self.track, name="pre1")(s1, self.train)
+        return (s1, cell([p0, p1], w, self.mode, self.train)), None
+
+
+_ScannedCells = nn.scan(_CellStep, variable_axes={c: 0 for c in ("params", "batch_stats", "intermediates",
+                                                                  "perturbations")},
+                        split_rngs={"params": True}, in_axes=0)
+
+
+def _cell_keys(net, c):
+    """A per-cell net's top-level keys of cell ``c``, by their name inside a scanned cell step."""
+    return {"cell": f"cell{c}", **({"pre0": f"pre0_{c}", "pre1": f"pre1_{c}"} if isinstance(net, DartsNet) else {})}
+
+
+def scan_cell_params(params, net):
+    """Per-cell supernet parameters (``cell{c}``, DARTS also ``pre0_{c}``, ``pre1_{c}``) -> the
+    ``scan_cells=True`` form (``cells{first}_{last}/{cell,pre0,pre1}``, stacked on axis 0)."""
+    out = dict(params)
+    for first, last in cell_runs(net):
+        group = {}
+        for inner in _cell_keys(net, first):
+            trees = [out.pop(_cell_keys(net, c)[inner]) for c in range(first, last + 1)]
+            group[inner] = jax.tree.map(lambda *a: jnp.stack(a), *trees)
+        out[f"cells{first}_{last}"] = group
+    return out
+
+
+def unscan_cell_params(params, net):
+    """Inverse of :func:`scan_cell_params`."""
+    out = dict(params)
+    for first, last in cell_runs(net):
+        group = out.pop(f"cells{first}_{last}")
+        for inner, tree in group.items():
+            for n, c in enumerate(range(first, last + 1)):
+                out[_cell_keys(net, c)[inner]] = jax.tree.map(lambda a, n=n: a[n], tree)
+    return out
 
 
 def _block_weights(space: CellSpace, weights, arch):
@@ -303,20 +387,32 @@ class NasBench201Net(nn.Module):
     remat: bool = True   # sparse mode: recompute the chosen op in the backward pass (less memory)
     partial_channels: int = 1   # PC-DARTS partial channel connections K (search supernet only)
     scan_edges: bool = False    # search supernet: each node's edges compiled once (Cell.scan_edges)
+    scan_cells: bool = False    # search supernet: same-shape cells compiled once (cell_runs)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
         _check_mode(mode)
         sp = self.space
         wb = _block_weights(sp, weights, self.arch)
+        if self.scan_cells and self.arch is not None:
+            raise ValueError("scan_cells is for search supernets; a discrete net (arch=...) has "
+                             "different ops in every cell")
         affine_cells = self.arch is not None  # discrete nets: affine BN, as the benchmark trains them
         x = Conv(sp.C, 3)(x)
         x = Norm(True, self.track)(x, train)
         c = 0
+        runs = dict(cell_runs(self)) if self.scan_cells else {}
         for stage in range(3):
             ch = sp.C * 2 ** stage
             if stage:
                 x = ResidualReduction(ch, self.track)(x, train)
+            if c in runs:   # the stage's cells as one scanned cell (cell_runs)
+                first, last = c, runs[c]
+                ws = jnp.stack([wb[b if sp.num_blocks > 1 else 0] for b in range(first, last + 1)])
+                x, _ = _ScannedCells(sp, ch, False, self.track, self.remat, self.partial_channels, self.scan_edges,
+                                     mode, train, name=f"cells{first}_{last}")(x, ws)
+                c = last + 1
+                continue
             for _ in range(sp.cells_per_stage):
                 block = c if sp.num_blocks > 1 else 0
                 x = Cell(sp, ch, arch=_cell_arch(sp, self.arch, block), affine=affine_cells,
@@ -339,17 +435,30 @@ class DartsNet(nn.Module):
     remat: bool = True
     partial_channels: int = 1   # PC-DARTS partial channel connections K (Shapley-NAS sec. 4.1: 4)
     scan_edges: bool = False    # search supernet: each node's edges compiled once (Cell.scan_edges)
+    scan_cells: bool = False    # search supernet: same-shape cells compiled once (cell_runs)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
         _check_mode(mode)
         sp = self.space
         wb = _block_weights(sp, weights, self.arch)
+        if self.scan_cells and self.arch is not None:
+            raise ValueError("scan_cells is for search supernets; a discrete net (arch=...) has "
+                             "different ops in every cell")
         affine = self.arch is not None
         s0 = s1 = Norm(affine, self.track)(Conv(self.stem_multiplier * sp.C, 3)(x), train)
         red = reduction_cells(sp.num_cells)
+        runs = dict(cell_runs(self)) if self.scan_cells else {}
         ch, reduction_prev = sp.C, False
-        for c in range(sp.num_cells):
+        c = 0
+        while c < sp.num_cells:
+            if c in runs:   # steady-state cells as one scanned cell (cell_runs)
+                first, last = c, runs[c]
+                ws = jnp.stack([wb[sp.block_of_cell(b)] for b in range(first, last + 1)])
+                (s0, s1), _ = _ScannedCells(sp, ch, True, self.track, self.remat, self.partial_channels, self.scan_edges,
+                                            mode, train, name=f"cells{first}_{last}")((s0, s1), ws)
+                c, reduction_prev = last + 1, False
+                continue
             reduction = c in red
             if reduction:
                 ch *= 2
@@ -365,4 +474,5 @@ class DartsNet(nn.Module):
                        name=f"cell{c}")(
                 [p0, p1], None if wb is None else wb[block], mode, train)
             s0, s1, reduction_prev = s1, out, reduction
+            c += 1
         return nn.Dense(self.num_classes)(jnp.mean(s1, (1, 2)))
