@@ -101,6 +101,8 @@ def main():
         if name not in args.methods.split(","):
             continue
         # constant learning rates (the defaults): total_steps does not change a round, so runs extend
+        if name == "ma2ml":   # the policies move after the first round (min_buffer 8 held 4 lanes back a round)
+            opts = {**opts, "min_buffer": min(8, args.lanes)}
         s = make(name, space, axis_name="data", total_steps=args.rounds, **opts)
 
         def round_(st, kr):

@@ -184,7 +184,7 @@ def markdown(results: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
     for name, r in rows:
-        pub = "; ".join(f"{src} {m:.2f} ± {sd:.2f}" for src, (m, sd) in (r.get("published") or {}).items())
+        pub = "; ".join(f"{src} {m:.2f} ± {sd:.2f}" for src, (m, sd) in (PUBLISHED.get(name) or {}).items())
         seeds = "" if r.get("complete", True) else f" ({r['seeds_done']} seeds so far)"
         lines.append(f"| {name}{seeds} | " + " | ".join(f"{r[k][0]:.2f} ± {r[k][1]:.2f}" for k in COLUMNS)
                      + f" | {r['collapsed_fraction']:.1f} | {r['seconds_per_search']:.0f} | {pub or '–'} |")
@@ -213,7 +213,7 @@ def plot(results: dict, path: Path) -> None:
             ax.errorbar(x, r[col][0], yerr=r[col][1], fmt="o", color="k", capsize=3,
                         label="mean +- std" if x == 0 else None)
             if col == "cifar10":
-                for j, (_, (m, _sd)) in enumerate((r.get("published") or {}).items()):
+                for j, (_, (m, _sd)) in enumerate((PUBLISHED.get(name) or {}).items()):
                     ax.scatter(x + 0.25, m, marker="x", color="C3", label="published" if x == 0 and j == 0 else None)
         if col == "cifar10":
             ax.axhline(results.get("optimum_cifar10", OPTIMUM), color="C2", ls="--", lw=1, label="table optimum")
