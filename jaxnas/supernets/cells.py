@@ -317,7 +317,8 @@ _ScannedCells = nn.scan(_CellStep, variable_axes={c: 0 for c in ("params", "batc
 
 def _cell_keys(net, c):
     """A per-cell net's top-level keys of cell ``c``, by their name inside a scanned cell step."""
-    return {"cell": f"cell{c}", **({"pre0": f"pre0_{c}", "pre1": f"pre1_{c}"} if isinstance(net, DartsNet) else {})}
+    pre = {"pre0": f"pre0_{c}", "pre1": f"pre1_{c}"} if isinstance(net, DartsNet) else {}
+    return {"cell": f"cell{c}", **pre}
 
 
 def scan_cell_params(params, net):
@@ -409,8 +410,8 @@ class NasBench201Net(nn.Module):
             if c in runs:   # the stage's cells as one scanned cell (cell_runs)
                 first, last = c, runs[c]
                 ws = jnp.stack([wb[b if sp.num_blocks > 1 else 0] for b in range(first, last + 1)])
-                x, _ = _ScannedCells(sp, ch, False, self.track, self.remat, self.partial_channels, self.scan_edges,
-                                     mode, train, name=f"cells{first}_{last}")(x, ws)
+                x, _ = _ScannedCells(sp, ch, False, self.track, self.remat, self.partial_channels,
+                                     self.scan_edges, mode, train, name=f"cells{first}_{last}")(x, ws)
                 c = last + 1
                 continue
             for _ in range(sp.cells_per_stage):
@@ -455,8 +456,8 @@ class DartsNet(nn.Module):
             if c in runs:   # steady-state cells as one scanned cell (cell_runs)
                 first, last = c, runs[c]
                 ws = jnp.stack([wb[sp.block_of_cell(b)] for b in range(first, last + 1)])
-                (s0, s1), _ = _ScannedCells(sp, ch, True, self.track, self.remat, self.partial_channels, self.scan_edges,
-                                            mode, train, name=f"cells{first}_{last}")((s0, s1), ws)
+                (s0, s1), _ = _ScannedCells(sp, ch, True, self.track, self.remat, self.partial_channels,
+                                            self.scan_edges, mode, train, name=f"cells{first}_{last}")((s0, s1), ws)
                 c, reduction_prev = last + 1, False
                 continue
             reduction = c in red
