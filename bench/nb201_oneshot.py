@@ -70,9 +70,8 @@ PUBLISHED = {
     "gdas": {"AdvantageNAS T4 argmax": (88.62, 0.00), "AdvantageNAS T4 process best": (92.82, 0.71),
              "Shapley-NAS T3": (93.23, 0.23)},
     "random": {"Shapley-NAS T3": (93.70, 0.36)},
+    # T3's two DARTS rows (searched on CIFAR-10; searched on each data set) do not name the order
     "darts": {"Shapley-NAS T3": (54.30, 0.00)},
-    # T3's second DARTS row (C-100 38.97, IN16 18.41: NAS-Bench-201's DARTS-V2, second order)
-    "darts2": {"Shapley-NAS T3": (54.30, 0.00)},
     "snas": {"Shapley-NAS T3": (92.77, 0.83)},
     "shapley": {"Shapley-NAS T3": (94.37, 0.00)},
 }
