@@ -95,10 +95,11 @@ def main():
            "machine": f"{platform.machine()} {os.cpu_count()} cpus, jax {jax.__version__}", "methods": {}}
     protocol = {"lanes": args.lanes, "steps_per_pipeline": ev.cfg.steps, "data": Path(cfg["data"]["path"]).name}
     best_overall = (-np.inf, None)
+    chosen = args.methods.split(",")
     old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    out["methods"] = {k: v for k, v in old.get("methods", {}).items() if k not in args.methods.split(",")}
+    out["methods"] = {k: v for k, v in old.get("methods", {}).items() if k not in chosen}
     for name, opts in METHODS:
-        if name not in args.methods.split(","):
+        if name not in chosen:
             continue
         # constant learning rates (the defaults): total_steps does not change a round, so runs extend
         if name == "ma2ml":   # the policies move after the first round (min_buffer 8 held 4 lanes back a round)
@@ -117,23 +118,20 @@ def main():
         rs, archs, secs = [], [], 0.0
         for seed in range(args.seeds):
             path = Path(args.runs) / f"{name}_seed{seed}.npz"
-            state, r_done, a_done, sec = load_run(path, s.init(jax.random.key(seed)), protocol)
-            r_list = [] if r_done is None else [r_done]
-            a_list = [] if a_done is None else [a_done]
-            done = 0 if r_done is None else len(r_done)
+            state, r_all, a_all, sec = load_run(path, s.init(jax.random.key(seed)), protocol)
+            done = 0 if r_all is None else len(r_all)
             while done < args.rounds:
                 n = min(args.chunk_rounds, args.rounds - done)
                 keys = jax.vmap(lambda t: jax.random.fold_in(jax.random.key(1000 + seed), t))(done + jnp.arange(n))
                 t0 = time.perf_counter()
                 state, (r, a) = run(state, keys)
-                r_list.append(np.asarray(r))
-                a_list.append(np.asarray(a))
+                r, a = np.asarray(r), np.asarray(a)
                 sec += time.perf_counter() - t0
+                r_all = r if r_all is None else np.concatenate([r_all, r])
+                a_all = a if a_all is None else np.concatenate([a_all, a])
                 done += n
-                save_run(path, state, np.concatenate(r_list), np.concatenate(a_list), sec, protocol)
-                log(f"{name} seed {seed}: round {done}/{args.rounds} best {np.max(np.concatenate(r_list)):.4f} "
-                    f"({sec:.0f}s)")
-            r_all, a_all = np.concatenate(r_list), np.concatenate(a_list)
+                save_run(path, state, r_all, a_all, sec, protocol)
+                log(f"{name} seed {seed}: round {done}/{args.rounds} best {np.max(r_all):.4f} ({sec:.0f}s)")
             rs.append(r_all[:args.rounds])                      # a longer saved run: its first rounds
             archs.append(a_all[:args.rounds])
             secs += sec

@@ -127,7 +127,7 @@ def summarise(name: str, cfg: dict, runs: list, seeds: int, build_seconds: float
             "seeds_done": len(runs), "complete": len(runs) >= seeds}
 
 
-def run_strategy(name: str, args, table: NasBench201Table, done: list, save) -> dict:
+def run_strategy(name: str, args, table: NasBench201Table, done: list, save) -> None:
     """Runs the seeds not in ``done`` (a resumed row's runs); ``save(row)`` after every seed, so a
     kill loses at most the seed in progress and the same command resumes."""
     cfg = config(name, args)
@@ -161,7 +161,6 @@ def run_strategy(name: str, args, table: NasBench201Table, done: list, save) -> 
         first = False
         print(f"  {name} seed {seed}: {cell} c10 {runs[-1]['cifar10']:.2f} ({seconds:.0f} s)", flush=True)
         save(summarise(name, cfg, sorted(runs, key=lambda r: r["seed"]), args.seeds, build_seconds))
-    return summarise(name, cfg, sorted(runs, key=lambda r: r["seed"]), args.seeds, build_seconds)
 
 
 def update(out_path: Path, change) -> dict:
@@ -177,11 +176,16 @@ def update(out_path: Path, change) -> dict:
     return results
 
 
+def ranked(results: dict) -> list:
+    """(name, row) of every strategy, best CIFAR-10 mean first."""
+    return sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
+
+
 def markdown(results: dict) -> str:
     """The leaderboard as the README shows it: rows by CIFAR-10 mean, published numbers beside."""
     lines = ["| strategy | CIFAR-10 | CIFAR-100 | ImageNet16-120 | collapsed | s / search | published CIFAR-10 |",
              "|---|---|---|---|---|---|---|"]
-    rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
+    rows = ranked(results)
     for name, r in rows:
         pub = "; ".join(f"{src} {m:.2f} ± {sd:.2f}" for src, (m, sd) in (PUBLISHED.get(name) or {}).items())
         seeds = "" if r.get("complete", True) else f" ({r['seeds_done']} seeds so far)"
@@ -200,7 +204,7 @@ def plot(results: dict, path: Path) -> None:
     except ImportError:
         print("matplotlib missing: no plot", file=sys.stderr)
         return
-    rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
+    rows = ranked(results)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=False)
     xs = np.arange(len(rows))
     for ax, (col, title) in zip(axes, (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"),
@@ -245,8 +249,8 @@ def main(argv=None):
     p.add_argument("--report", action="store_true",
                    help="run nothing: print the stored rows as a markdown table and redraw the plot")
     args = p.parse_args(argv)
+    out_path = RESULTS / ("nb201_oneshot_quick.json" if args.quick else "nb201_oneshot.json")
     if args.report:
-        out_path = RESULTS / ("nb201_oneshot_quick.json" if args.quick else "nb201_oneshot.json")
         results = json.loads(out_path.read_text())
         print(markdown(results))
         plot(results, out_path.with_suffix(".png"))
@@ -262,7 +266,6 @@ def main(argv=None):
     if unknown:
         sys.exit(f"unknown strategies {unknown}; available: {', '.join(available())}")
     table = NasBench201Table.load(args.table)
-    out_path = RESULTS / ("nb201_oneshot_quick.json" if args.quick else "nb201_oneshot.json")
     protocol = {k: getattr(args, k) for k in ("seeds", "steps", "warmup", "batch", "channels", "lr")}
     protocol.update(data=str(args.data.name), space="nb201 (5 ops incl. none), C=channels, 1 cell/stage",
                     machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
@@ -287,7 +290,7 @@ def main(argv=None):
             update(out_path, lambda res: {**res, "strategies": {**res["strategies"], name: row}})
         run_strategy(name, args, table, done, put)
     results = json.loads(out_path.read_text())
-    rows = sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
+    rows = ranked(results)
     print(f"{'strategy':12s} {'cifar10':>14s} {'cifar100':>14s} {'imgnet16':>14s} collapsed  s/search")
     for n, r in rows:
         print(f"{n:12s} " + " ".join(f"{r[k][0]:7.2f}±{r[k][1]:5.2f}" for k in COLUMNS)

@@ -22,6 +22,20 @@ def _nets(kind):
     return (sp, DartsNet(sp), DartsNet(sp, scan_edges=True), reduction_cells(3), (2, 16, 16, 3))
 
 
+def _assert_same_loss_and_gradients(net, params, scanned, sparams, back, x, w, modes, param_atol):
+    """Loss, d/d weights (eq. 7 / DARTS) and parameter gradients (``back`` converts the scanned
+    tree's) of the scanned net equal the per-edge, per-cell net's in every mode."""
+    def loss(p, w, n, mode):
+        return jnp.mean(n.apply({"params": p}, x, w, mode=mode) ** 2)
+
+    for mode in modes:
+        a, (ga, gwa) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(params, w, net, mode)
+        b, (gb, gwb) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(sparams, w, scanned, mode)
+        np.testing.assert_allclose(b, a, rtol=1e-5)
+        chex.assert_trees_all_close(gwb, gwa, rtol=1e-4, atol=1e-7)
+        chex.assert_trees_all_close(back(gb), ga, rtol=1e-4, atol=param_atol)
+
+
 def test_edge_groups_cover_every_edge_once_in_loop_order():
     sp = DartsSpace.create(C=4, num_cells=3)
     for reduction in (False, True):
@@ -43,17 +57,10 @@ def test_scanned_cells_equal_per_edge_cells_sparse_and_dense(kind):
     chex.assert_trees_all_equal_shapes_and_dtypes(own, sparams)
     chex.assert_trees_all_equal(unscan_edge_params(sparams, sp, reds), params)
 
-    def loss(p, w, n, mode):
-        return jnp.mean(n.apply({"params": p}, x, w, mode=mode) ** 2)
-
     # the scanned path does not depend on the mode (only MixedEdge does): DARTS (stride-2 groups)
     # in sparse mode only, to keep the compile short; NB201 in both
-    for mode in ("sparse", "dense") if kind == "nb201" else ("sparse",):
-        a, (ga, gwa) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(params, w, net, mode)
-        b, (gb, gwb) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(sparams, w, scanned, mode)
-        np.testing.assert_allclose(b, a, rtol=1e-5)
-        chex.assert_trees_all_close(gwb, gwa, rtol=1e-4, atol=1e-7)     # eq. 7 / DARTS gradients
-        chex.assert_trees_all_close(unscan_edge_params(gb, sp, reds), ga, rtol=1e-4, atol=1e-7)
+    _assert_same_loss_and_gradients(net, params, scanned, sparams, lambda g: unscan_edge_params(g, sp, reds), x, w,
+                                    ("sparse", "dense") if kind == "nb201" else ("sparse",), param_atol=1e-7)
 
 
 def test_cell_runs_are_the_same_shape_cells():
@@ -91,13 +98,6 @@ def test_scanned_cell_runs_equal_per_cell_nets(kind):
     chex.assert_trees_all_equal_shapes_and_dtypes(own, sparams)
     chex.assert_trees_all_equal(back(sparams), params)
 
-    def loss(p, w, n, mode):
-        return jnp.mean(n.apply({"params": p}, x, w, mode=mode) ** 2)
-
-    for mode in ("sparse", "dense") if kind == "nb201" else ("sparse",):
-        a, (ga, gwa) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(params, w, net, mode)
-        b, (gb, gwb) = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=(2, 3))(sparams, w, scanned, mode)
-        np.testing.assert_allclose(b, a, rtol=1e-5)
-        chex.assert_trees_all_close(gwb, gwa, rtol=1e-4, atol=1e-7)     # eq. 7 / DARTS gradients
-        # summation order differs (stacked edges and cells): the stem's kernel gradient by 4e-7
-        chex.assert_trees_all_close(back(gb), ga, rtol=1e-4, atol=1e-6)
+    # summation order differs (stacked edges and cells): the stem's kernel gradient by 4e-7
+    _assert_same_loss_and_gradients(net, params, scanned, sparams, back, x, w,
+                                    ("sparse", "dense") if kind == "nb201" else ("sparse",), param_atol=1e-6)

@@ -225,10 +225,9 @@ class _EdgeStep(nn.Module):
         return acc + edge(x, w, self.mode, self.train), None
 
 
-# every collection a MixedEdge may write is stacked per edge; each edge initialised with its own key
-_ScannedEdges = nn.scan(_EdgeStep, variable_axes={c: 0 for c in ("params", "batch_stats", "intermediates",
-                                                                  "perturbations")},
-                        split_rngs={"params": True}, in_axes=(0, 0))
+# every collection a MixedEdge may write is stacked per scan step; each step initialised with its own key
+_STACKED = {c: 0 for c in ("params", "batch_stats", "intermediates", "perturbations")}
+_ScannedEdges = nn.scan(_EdgeStep, variable_axes=_STACKED, split_rngs={"params": True}, in_axes=(0, 0))
 
 
 def _regroup_cells(params, space: CellSpace, reductions, prefix, regroup):
@@ -310,9 +309,17 @@ class _CellStep(nn.Module):
         return (s1, cell([p0, p1], w, self.mode, self.train)), None
 
 
-_ScannedCells = nn.scan(_CellStep, variable_axes={c: 0 for c in ("params", "batch_stats", "intermediates",
-                                                                  "perturbations")},
-                        split_rngs={"params": True}, in_axes=0)
+_ScannedCells = nn.scan(_CellStep, variable_axes=_STACKED, split_rngs={"params": True}, in_axes=0)
+
+
+def _scanned_runs(net) -> dict:
+    """``{first: last}`` of the runs ``net`` scans (none unless ``scan_cells``); discrete nets refuse."""
+    if not net.scan_cells:
+        return {}
+    if net.arch is not None:
+        raise ValueError("scan_cells is for search supernets; a discrete net (arch=...) has "
+                         "different ops in every cell")
+    return dict(cell_runs(net))
 
 
 def _cell_keys(net, c):
@@ -395,14 +402,11 @@ class NasBench201Net(nn.Module):
         _check_mode(mode)
         sp = self.space
         wb = _block_weights(sp, weights, self.arch)
-        if self.scan_cells and self.arch is not None:
-            raise ValueError("scan_cells is for search supernets; a discrete net (arch=...) has "
-                             "different ops in every cell")
         affine_cells = self.arch is not None  # discrete nets: affine BN, as the benchmark trains them
         x = Conv(sp.C, 3)(x)
         x = Norm(True, self.track)(x, train)
         c = 0
-        runs = dict(cell_runs(self)) if self.scan_cells else {}
+        runs = _scanned_runs(self)
         for stage in range(3):
             ch = sp.C * 2 ** stage
             if stage:
@@ -443,13 +447,10 @@ class DartsNet(nn.Module):
         _check_mode(mode)
         sp = self.space
         wb = _block_weights(sp, weights, self.arch)
-        if self.scan_cells and self.arch is not None:
-            raise ValueError("scan_cells is for search supernets; a discrete net (arch=...) has "
-                             "different ops in every cell")
         affine = self.arch is not None
         s0 = s1 = Norm(affine, self.track)(Conv(self.stem_multiplier * sp.C, 3)(x), train)
         red = reduction_cells(sp.num_cells)
-        runs = dict(cell_runs(self)) if self.scan_cells else {}
+        runs = _scanned_runs(self)
         ch, reduction_prev = sp.C, False
         c = 0
         while c < sp.num_cells:
