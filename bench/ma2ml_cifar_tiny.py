@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jaxnas import compile_cache  # noqa: E402
 from jaxnas.build import build_space, load_data  # noqa: E402
 from jaxnas.config import raw_config, resolve  # noqa: E402
 from jaxnas.evaluators.standalone import make as make_standalone  # noqa: E402
@@ -82,6 +83,7 @@ def main():
     ap.add_argument("--methods", default=",".join(m for m, _ in METHODS),
                     help="run (or extend) only these; the JSON keeps the others' rows")
     args = ap.parse_args()
+    compile_cache.ensure()  # each extension of a run loads its three programs instead of compiling them
     cfg = resolve(raw_config(REPO / "configs" / "ma2ml_cifar10_tiny.py"))
     if args.data:
         cfg["data"]["path"] = args.data
