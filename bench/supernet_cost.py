@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from jaxnas.ops.conv import xla_kernels
+from jaxnas.ops.conv import no_cotangent_barrier, xla_kernels
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 from jaxnas.supernets import DartsNet, NasBench201Net, init_params
 
@@ -37,7 +37,12 @@ SKELETONS = {
 }
 
 
-def measure(net, space, mode, x, y, archs, reps, vs_xla=False):
+# --vs: other lowerings timed interleaved with the default one, as *_<name> fields
+ALTERNATIVES = {"xla": xla_kernels,                      # XLA's own depthwise conv / max pool (ops/conv.py)
+                "no_barrier": no_cotangent_barrier}      # no cotangent barrier at the edges' inputs
+
+
+def measure(net, space, mode, x, y, archs, reps, vs=()):
     key = jax.random.key(0)
     w0 = space.one_hot(archs[0])
     params = init_params(net, key, x[:2], w0)
@@ -46,15 +51,13 @@ def measure(net, space, mode, x, y, archs, reps, vs_xla=False):
         logits = net.apply({"params": p}, x, w, mode=mode)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
 
-    def compile_(xla):
-        with (xla_kernels() if xla else contextlib.nullcontext()):
+    def compile_(alternative=None):
+        with ALTERNATIVES[alternative]() if alternative else contextlib.nullcontext():
             t0 = time.perf_counter()
             c = jax.jit(jax.value_and_grad(loss)).lower(params, w0).compile()
             return c, time.perf_counter() - t0
 
-    lowerings = {"": compile_(False)}
-    if vs_xla:  # XLA's own depthwise conv / max pool (ops/conv.py), timed interleaved with ours
-        lowerings["_xla"] = compile_(True)
+    lowerings = {"": compile_()} | {f"_{v}": compile_(v) for v in vs}
     times = {k: [] for k in lowerings}
     for a in archs:
         w = space.one_hot(a)
@@ -80,7 +83,7 @@ def _git_head():
         return None
 
 
-def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs_xla=False):
+def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs=()):
     space, net_cls = SKELETONS[name]()
     key = jax.random.key(1)
     x = jax.random.normal(key, (batch, 32, 32, 3))
@@ -94,16 +97,16 @@ def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs_xla=False):
     for form in forms:
         if form == "discrete":
             net = net_cls(space, arch=tuple(int(a) for a in archs[0]))
-            r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs, vs_xla)
+            r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs, vs)
         elif form == "dense":
-            r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1, vs_xla)
+            r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1, vs)
         elif form in SCANNED:   # _scan: each node's edges compiled once (Cell.scan_edges); _cells: each
             mode, *flags = form.split("_")   # run of same-shape cells compiled once (cell_runs)
             net = net_cls(space, scan_edges="scan" in flags, scan_cells="cells" in flags)
             r = measure(net, space, mode, x, y,
-                        archs if mode == "sparse" else archs[:1], reps if mode == "sparse" else 1, vs_xla)
+                        archs if mode == "sparse" else archs[:1], reps if mode == "sparse" else 1, vs)
         else:
-            r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps, vs_xla)
+            r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps, vs)
         # stamped: a --forms run merges into an entry whose other forms may be older
         r["measured"] = {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": _git_head(),
                          "load_average_1m": round(os.getloadavg()[0], 1)}
@@ -135,8 +138,9 @@ def main():
     ap.add_argument("--full", action="store_true", help="also the dense darts20_unique supernet")
     ap.add_argument("--forms", nargs="+", choices=["discrete", "sparse", "sparse_noremat", "dense", *SCANNED],
                     help="only these forms (merged into the skeleton's existing entry)")
-    ap.add_argument("--vs-xla", action="store_true",
-                    help="also XLA's own depthwise conv / max pool, timed interleaved (*_xla fields)")
+    ap.add_argument("--vs", nargs="+", default=(), choices=list(ALTERNATIVES),
+                    help="also these lowerings, timed interleaved (*_<name> fields): xla = XLA's own "
+                         "depthwise conv / max pool, no_barrier = no cotangent barrier at edge inputs")
     args = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["meta"] = {"batch": args.batch, "input": [32, 32, 3], "backend": jax.default_backend(),
@@ -144,7 +148,7 @@ def main():
                        "jax": jax.__version__, "machine": platform.machine()}
     for name in args.skeletons:
         entry = run_skeleton(name, args.batch, args.archs, args.reps, args.full, args.forms and tuple(args.forms),
-                             args.vs_xla)
+                             tuple(args.vs))
         # re-read before writing: another run (other skeletons or forms) may have written meanwhile
         results = {**(json.loads(RESULTS.read_text()) if RESULTS.exists() else {}), "meta": results["meta"]}
         prev = results.get(name, {}) if args.forms else {}

@@ -250,3 +250,44 @@ def max_pool3(x, stride: int = 1):
         return _max_pool_xla(x, stride)
     return lax.platform_dependent(x, cpu=lambda x: _max_pool_shift(x, stride),
                                   default=lambda x: _max_pool_xla(x, stride))
+
+
+
+def _materialise(g):
+    # a conditional's operand is one buffer; optimization_barrier would not do: XLA:CPU expands it
+    # before fusion. The predicate is read from g so that it is not folded (False only at a NaN,
+    # where both branches give g anyway).
+    same = lax.convert_element_type(g.reshape(-1)[0] == g.reshape(-1)[0], jnp.int32)
+    return lax.switch(same, [lambda g: g + 0.0, lambda g: g], g)
+
+
+_BARRIER = contextvars.ContextVar("jaxnas_cotangent_barrier", default=True)
+
+
+def no_cotangent_barrier():
+    """Trace without :func:`cotangent_barrier` (bench/op_cost.py's "before" column for chains)."""
+    return trace_flag(_BARRIER, False)
+
+
+def cotangent_barrier(x):
+    """Identity whose cotangent is computed once, into one buffer, on CPU (an edge's input).
+
+    An edge's input cotangent is the sum of its ops' input gradients. On CPU those are elementwise
+    shifted sums (above), and skip_connect passes the cotangent straight through, so XLA fused each
+    edge's cotangent into every consumer of the next one and recomputed the chain per consumer: a
+    dense chain of 4 DARTS edges (64x32x32x16) had 16x one edge's FLOPs and ran in 3.5 s; with the
+    barrier 3.1x the FLOPs and 0.54 s (bench/op_cost.py --chains). GPU/TPU: identity.
+    """
+    return _barrier(x) if _BARRIER.get() else x
+
+
+@jax.custom_vjp
+def _barrier(x):
+    return x
+
+
+def _barrier_bwd(_, g):
+    return (lax.platform_dependent(g, cpu=_materialise, default=lambda g: g),)
+
+
+_barrier.defvjp(lambda x: (x, None), _barrier_bwd)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.ops.candidates import FactorizedReduce, ReLUConvBN, build_op
+from jaxnas.ops.conv import cotangent_barrier
 from jaxnas.ops.layers import Conv, Norm, inside_switch
 from jaxnas.spaces.cells import CellSpace, DartsSpace, NasBench201Space, reduction_cells
 
@@ -76,6 +77,7 @@ class MixedEdge(nn.Module):
                            for n in names]
 
     def __call__(self, x, w=None, mode: str = "sparse", train: bool = True):
+        x = cotangent_barrier(x)  # on CPU: the input's cotangent in one buffer (ops/conv.py)
         if self.fixed is not None:
             return self.candidates[0](x, train)
         K = self.partial_channels
