@@ -77,7 +77,8 @@ class MixedEdge(nn.Module):
                            for n in names]
 
     def __call__(self, x, w=None, mode: str = "sparse", train: bool = True):
-        x = cotangent_barrier(x)  # on CPU: the input's cotangent in one buffer (ops/conv.py)
+        if self.fixed is not None or mode == "dense":  # (sparse: a switch's operand already is one)
+            x = cotangent_barrier(x)  # on CPU: the input's cotangent in one buffer (ops/conv.py)
         if self.fixed is not None:
             return self.candidates[0](x, train)
         K = self.partial_channels
