@@ -270,7 +270,7 @@ def no_cotangent_barrier():
 
 
 def cotangent_barrier(x):
-    """Identity whose cotangent is computed once, into one buffer, on CPU (an edge's input).
+    """Identity whose cotangent is computed once, into one buffer, on CPU (a dense edge's input).
 
     An edge's input cotangent is the sum of its ops' input gradients. On CPU those are elementwise
     shifted sums (above), and skip_connect passes the cotangent straight through, so XLA fused each

@@ -77,8 +77,9 @@ class MixedEdge(nn.Module):
                            for n in names]
 
     def __call__(self, x, w=None, mode: str = "sparse", train: bool = True):
-        if self.fixed is not None or mode == "dense":  # (sparse: a switch's operand already is one)
-            x = cotangent_barrier(x)  # on CPU: the input's cotangent in one buffer (ops/conv.py)
+        if self.fixed is None and mode == "dense":  # on CPU: the input's cotangent in one buffer
+            x = cotangent_barrier(x)  # (ops/conv.py; a switch's operand already is one; a discrete
+                                      # DARTS-8 step was unchanged by it, supernet_cost --vs no_barrier)
         if self.fixed is not None:
             return self.candidates[0](x, train)
         K = self.partial_channels
