@@ -13,12 +13,14 @@ validation split (13,512 rows). Compile time is measured apart; the two timings 
 
     python bench/standalone_batch.py [--candidates 32] [--steps 200] [--batch 256] [--repeats 3]
     python bench/standalone_batch.py --pipelines 1,8,32 [--pipeline-steps 100]   # MA2ML image pipelines
+        [--lane-modes vmap,sequential] [--vs-no-barrier]
 
 Writes bench/results/standalone_batch.json and prints it as the last line.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -116,12 +118,14 @@ def bench_space(data, widths, opts, n, repeats, seed=0) -> dict:
     return out
 
 
-def bench_pipelines(ms, steps, batch, repeats) -> dict:
+def bench_pipelines(ms, steps, batch, repeats, modes=("vmap", "sequential"), vs_no_barrier=False) -> dict:
     """MA2ML image pipelines (configs/ma2ml_digits.py's space: AUG 2 sub-policies x NB201 C=8 x HPO) on
-    the embedded digits: M random pipelines in ONE vmapped program (the search's lanes) for each M,
-    lane_mode 'vmap' and 'sequential'; pipelines per hour = M / (median seconds of a program run)."""
+    the embedded digits: M random pipelines in ONE vmapped program (the search's lanes) for each M and
+    lane_mode; pipelines per hour = M / (median seconds of a program run). ``vs_no_barrier``: the same
+    program traced without the cotangent barrier (ops/conv.py) too, the two timed interleaved."""
     from jaxnas import build as B
     from jaxnas.config import raw_config, resolve
+    from jaxnas.ops.conv import no_cotangent_barrier
     cfg = resolve(raw_config(Path(__file__).resolve().parents[1] / "configs" / "ma2ml_digits.py"))
     data = B.load_data(cfg)
     space = B.build_space(cfg, data)
@@ -129,20 +133,29 @@ def bench_pipelines(ms, steps, batch, repeats) -> dict:
     opts.update(max_steps=steps, batch_size=batch)
     out = {"space": space.agents, "decisions": space.num_decisions, "steps_per_pipeline": steps, "batch": batch,
            "train_images": int(data.num_train), "val_images": int(data.num_val), "per_M": {}}
-    for mode in ("vmap", "sequential"):
+    variants = {"": contextlib.nullcontext} | ({"_no_barrier": no_cotangent_barrier} if vs_no_barrier else {})
+    for mode in modes:
         ev = make({**opts, "lane_mode": mode}, cfg=cfg, space=space, data=data)
         inputs = ev.inputs()
         for m in ms:
             archs = space.sample(jax.random.key(m), shape=(m,))
             keys = jax.random.split(jax.random.key(0), m)
             lane = lambda ins, a, k: ev.reward_fn({}, ins, None, k)(space.one_hot(a))[0]
-            c, prog = _timed(lambda: jax.jit(jax.vmap(lane, in_axes=(None, 0, 0), axis_name="data"))
-                             .lower(inputs, archs, keys).compile())
-            ts = [_timed(lambda: prog(inputs, archs, keys))[0] for _ in range(repeats)]
-            med = float(np.median(ts))
-            out["per_M"][f"{mode}_M{m}"] = {"compile_seconds": round(c, 1), "seconds": round(med, 2),
-                                            "pipelines_per_hour": round(3600 * m / med, 1)}
-            log(f"  pipelines {mode} M={m}: {out['per_M'][f'{mode}_M{m}']}")
+            progs = {}
+            for tag, ctx in variants.items():
+                jax.clear_caches()   # the evaluator's inner jits would reuse the other variant's trace
+                with ctx():
+                    progs[tag] = _timed(lambda: jax.jit(jax.vmap(lane, in_axes=(None, 0, 0), axis_name="data"))
+                                        .lower(inputs, archs, keys).compile())
+            ts = {tag: [] for tag in variants}
+            for _ in range(repeats):                                   # interleaved
+                for tag, (_, prog) in progs.items():
+                    ts[tag].append(_timed(lambda: prog(inputs, archs, keys))[0])
+            for tag, (c, _) in progs.items():
+                med = float(np.median(ts[tag]))
+                out["per_M"][f"{mode}_M{m}{tag}"] = {"compile_seconds": round(c, 1), "seconds": round(med, 2),
+                                                     "pipelines_per_hour": round(3600 * m / med, 1)}
+                log(f"  pipelines {mode} M={m}{tag}: {out['per_M'][f'{mode}_M{m}{tag}']}")
     return out
 
 
@@ -151,6 +164,9 @@ def main():
     ap.add_argument("--pipelines", default=None,
                     help="e.g. 1,8,32: only the MA2ML image-pipeline benchmark for these M (merged into --out)")
     ap.add_argument("--pipeline-steps", type=int, default=100)
+    ap.add_argument("--lane-modes", default="vmap,sequential", help="--pipelines: these lane modes")
+    ap.add_argument("--vs-no-barrier", action="store_true",
+                    help="--pipelines: also without the cotangent barrier, timed interleaved (*_no_barrier)")
     ap.add_argument("--candidates", type=int, default=32)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=256)
@@ -163,7 +179,8 @@ def main():
         res = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
         load0 = [round(v, 2) for v in os.getloadavg()]
         res["image_pipelines"] = bench_pipelines([int(m) for m in args.pipelines.split(",")], args.pipeline_steps,
-                                                 64, args.repeats)
+                                                 64, args.repeats, tuple(args.lane_modes.split(",")),
+                                                 args.vs_no_barrier)
         res["image_pipelines"].update(command="python " + " ".join(["bench/standalone_batch.py", *sys.argv[1:]]),
                                       load_average_start=load0,
                                       load_average_end=[round(v, 2) for v in os.getloadavg()])
