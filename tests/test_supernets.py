@@ -80,7 +80,7 @@ def test_cpu_max_pool_gradient_equals_xla(stride):
 def test_cotangent_barrier_keeps_values_and_stops_recomputation():
     """The barrier at each edge's input is the identity, gradients included (a NaN cotangent
     passes as NaN), and it keeps XLA:CPU from recomputing a chain of dense DARTS edges per
-    consumer: 4 edges cost about 4x one edge's FLOPs with it (16x without, op_cost.json)."""
+    consumer: 4 edges cost about 4x one edge's FLOPs with it (18x without, op_cost.json)."""
     from jaxnas.supernets.cells import MixedEdge
     x = jax.random.normal(KEY, (4, 8, 8, 4))
     w = jax.nn.softmax(jax.random.normal(jax.random.fold_in(KEY, 1), (len(DARTS_OPS),)))

@@ -252,7 +252,6 @@ def max_pool3(x, stride: int = 1):
                                   default=lambda x: _max_pool_xla(x, stride))
 
 
-
 def _materialise(g):
     # a conditional's operand is one buffer; optimization_barrier would not do: XLA:CPU expands it
     # before fusion. The predicate is read from g so that it is not folded (False only at a NaN,
@@ -275,8 +274,8 @@ def cotangent_barrier(x):
     An edge's input cotangent is the sum of its ops' input gradients. On CPU those are elementwise
     shifted sums (above), and skip_connect passes the cotangent straight through, so XLA fused each
     edge's cotangent into every consumer of the next one and recomputed the chain per consumer: a
-    dense chain of 4 DARTS edges (64x32x32x16) had 16x one edge's FLOPs and ran in 3.5 s; with the
-    barrier 3.1x the FLOPs and 0.54 s (bench/op_cost.py --chains). GPU/TPU: identity.
+    dense chain of 4 DARTS edges (64x32x32x16) had 18x one edge's FLOPs and ran in 5.1 s; with the
+    barrier 3.9x the FLOPs and 0.46 s (bench/op_cost.py --chains). GPU/TPU: identity.
     """
     return _barrier(x) if _BARRIER.get() else x
 
