@@ -27,13 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import jax  # noqa: E402
 import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxnas.ops.candidates import DARTS_OPS, NB201_OPS, build_op  # noqa: E402
-from jaxnas.supernets.cells import MixedEdge  # noqa: E402
 from jaxnas.ops.conv import no_cotangent_barrier, xla_kernels  # noqa: E402
+from jaxnas.supernets.cells import MixedEdge  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "op_cost.json"
 
