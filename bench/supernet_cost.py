@@ -49,14 +49,14 @@ def measure(net, space, mode, x, y, archs, reps, vs=()):
     w0 = space.one_hot(archs[0])
     params = init_params(net, key, x[:2], w0)
 
-    def loss(p, w):
+    def loss(p, w, x, y):   # the batch an argument, as in training (a closed-over one is a constant)
         logits = net.apply({"params": p}, x, w, mode=mode)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
 
     def compile_(alternative=None):
         with ALTERNATIVES[alternative]() if alternative else contextlib.nullcontext():
             t0 = time.perf_counter()
-            lowered = jax.jit(jax.value_and_grad(loss)).lower(params, w0)   # tracing + autodiff + StableHLO
+            lowered = jax.jit(jax.value_and_grad(loss)).lower(params, w0, x, y)   # tracing + autodiff + StableHLO
             t1 = time.perf_counter()
             return lowered.compile(), (t1 - t0, time.perf_counter() - t0)
 
@@ -65,11 +65,11 @@ def measure(net, space, mode, x, y, archs, reps, vs=()):
     for a in archs:
         w = space.one_hot(a)
         for c, _ in lowerings.values():
-            jax.block_until_ready(c(params, w))  # warm
+            jax.block_until_ready(c(params, w, x, y))  # warm
         for _ in range(reps):
             for k, (c, _) in lowerings.items():
                 t0 = time.perf_counter()
-                jax.block_until_ready(c(params, w))
+                jax.block_until_ready(c(params, w, x, y))
                 times[k].append(time.perf_counter() - t0)
     out = {"num_params": int(sum(v.size for v in jax.tree.leaves(params)))}
     for k, (c, (lower_s, compile_s)) in lowerings.items():   # compile_s: lower + XLA compile
@@ -104,7 +104,7 @@ def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs=()):
             r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs, vs)
         elif form == "dense":
             r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1, vs)
-        elif form in SCANNED:   # _scan: each node's edges compiled once (Cell.scan_edges); _cells: each
+        elif form in SCANNED:   # _scan: a cell's edges compiled twice (Cell.scan_edges); _cells: each
             mode, *flags = form.split("_")   # run of same-shape cells compiled once (cell_runs)
             net = net_cls(space, scan_edges="scan" in flags, scan_cells="cells" in flags)
             r = measure(net, space, mode, x, y,

@@ -1,5 +1,5 @@
 """The scanned forms compute what the per-edge, per-cell supernet computes, and the parameter trees
-convert: ``scan_edges=True`` (each node's edges as one scanned edge over stacked parameters) and
+convert: ``scan_edges=True`` (a cell's edges as two scanned edges over stacked parameters) and
 ``scan_cells=True`` (each run of same-shape cells as one scanned cell)."""
 import chex
 import jax
@@ -36,13 +36,19 @@ def _assert_same_loss_and_gradients(net, params, scanned, sparams, back, x, w, m
         chex.assert_trees_all_close(back(gb), ga, rtol=1e-4, atol=param_atol)
 
 
-def test_edge_groups_cover_every_edge_once_in_loop_order():
-    sp = DartsSpace.create(C=4, num_cells=3)
+@pytest.mark.parametrize("space", [DartsSpace.create(C=4, num_cells=3), NasBench201Space.create(C=4)])
+def test_edge_groups_cover_every_edge_once_in_a_valid_order(space):
     for reduction in (False, True):
-        members = [m for _, _, ms in edge_groups(sp, reduction) for m in ms]
-        chex.assert_trees_all_equal([e for e, _, _ in members], list(range(sp.edges_per_cell)))
-        strides = {name: st for name, st, _ in edge_groups(sp, reduction)}
-        assert (2 in strides.values()) == reduction
+        groups = edge_groups(space, reduction)
+        members = [m for _, _, ms in groups for m in ms]
+        assert sorted(e for e, _, _ in members) == list(range(space.edges_per_cell))
+        for n, (e, j, i) in enumerate(members):
+            # every node sums its edges in the per-edge loop's order, and an edge from an
+            # intermediate node runs after every edge into that node
+            assert all(e2 < e for e2, j2, _ in members[:n] if j2 == j)
+            assert not any(j2 == i for _, j2, _ in members[n:])
+        strides = {name: st for name, st, _ in groups}
+        assert strides == {"edges_in": 2 if reduction else 1, "edges_mid": 1}
 
 
 @pytest.mark.parametrize("kind", ["nb201", "darts"])

@@ -15,7 +15,7 @@ the channels after the edge; memory and FLOPs of the mixed ops fall by ~K. Built
 module is the *discrete* network of that architecture: only the chosen op of each edge exists and
 'none' edges are dropped; with ``track=True`` its BatchNorms keep running statistics for
 stand-alone training (``mutable=['batch_stats']``). ``scan_edges=True`` (search supernets) runs
-each node's edges as one scanned edge over stacked parameters (``Cell._scanned``; trees convert with
+a cell's edges as two scanned edges over stacked parameters (``edge_groups``) (``Cell._scanned``; trees convert with
 ``scan_edge_params`` / ``unscan_edge_params``); ``scan_cells=True`` runs each run of same-shape cells
 (``cell_runs``) as one scanned cell (trees convert with ``scan_cell_params`` / ``unscan_cell_params``,
 after / before the edge conversion when both are on).
@@ -138,7 +138,7 @@ class Cell(nn.Module):
     track: bool = False
     remat: bool = True
     partial_channels: int = 1   # PC-DARTS K (MixedEdge)
-    scan_edges: bool = False    # search supernets: one compiled edge per node (see edge_groups)
+    scan_edges: bool = False    # search supernets: two compiled edges per cell (edge_groups)
 
     @nn.compact
     def __call__(self, inputs, w=None, mode: str = "sparse", train: bool = True):
@@ -174,43 +174,46 @@ class Cell(nn.Module):
         return states[-1]
 
     def _scanned(self, inputs, w, mode, train):
-        """The same cell with the edges into each node (of one stride) as one scanned edge over
-        stacked parameters: the ops are traced and compiled once per group instead of once per
-        edge (issue 15: compile time grew with the edges). The scan's carry is the node's running
-        sum, added to in the per-edge loop's order; its saved residuals are the edges' inputs (one
-        copy per edge, where the loop saves one per node)."""
-        states = list(inputs)
+        """The same cell with its edges as two scanned edges over stacked parameters (issue 15:
+        compile time grew with the edges): the edges from the inputs (stride 2 in a reduction
+        cell), then the edges between intermediate nodes, each step reading its source node and
+        adding to its target by index. The ops are traced and compiled once per group instead of
+        once per edge, and every node still sums its edges in the per-edge loop's order. The
+        scan's carry is the stack of intermediate nodes; its saved residuals are the edges' inputs."""
+        sp = self.space
+        n_in = sp.num_input_nodes
         ref = inputs[-1]
-        node_shape = self._node_shape(ref)
-        for name, edge_stride, members in edge_groups(self.space, self.reduction):
-            j = members[0][1]
-            xs = jnp.stack([states[i] for _, _, i in members])
+        nodes = jnp.zeros((sp.num_nodes,) + self._node_shape(ref), ref.dtype)
+        bank = jnp.stack(inputs)
+        for name, edge_stride, members in edge_groups(sp, self.reduction):
+            from_inputs = name == "edges_in"
+            src = jnp.asarray([i if from_inputs else i - n_in for _, _, i in members])
+            dst = jnp.asarray([j - n_in for _, j, _ in members])
             ws = w[jnp.asarray([e for e, _, _ in members])]
-            acc = jnp.zeros(node_shape, ref.dtype) if j == len(states) else states[j]
-            acc, _ = _ScannedEdges(self.space.op_set, self.space.ops, self.channels, edge_stride, self.affine,
-                                   self.track, self.remat, self.partial_channels, mode, train,
-                                   name=name)(acc, xs, ws)
-            if j == len(states):
-                states.append(acc)
-            else:
-                states[j] = acc
-        return self._output(states)
+            nodes, _ = _ScannedEdges(sp.op_set, sp.ops, self.channels, edge_stride, self.affine, self.track,
+                                     self.remat, self.partial_channels, mode, train, from_inputs,
+                                     name=name)(nodes, (src, dst, ws), bank)
+        return self._output(list(inputs) + [nodes[k] for k in range(sp.num_nodes)])
 
 
 def edge_groups(space: CellSpace, reduction: bool = False):
-    """The scanned form's groups of a cell's edges: ``(name, stride, [(edge, j, i), ...])``, one per
-    node ``j`` and stride (a reduction cell's edges from its inputs have stride 2), in the order the
-    per-edge loop adds them. Group ``name``'s parameters stack its edges' on axis 0."""
-    groups = {}
-    for e, (j, i) in enumerate(space.edges):
-        stride = 2 if reduction and i < space.num_input_nodes else 1
-        name = f"edges_{j}" + ("_s2" if stride == 2 else "")
-        groups.setdefault(name, (stride, []))[1].append((e, j, i))
-    return [(name, stride, members) for name, (stride, members) in groups.items()]
+    """The scanned form's two groups of a cell's edges, ``(name, stride, [(edge, j, i), ...])``:
+    ``edges_in``, the edges from the input nodes (stride 2 in a reduction cell), then
+    ``edges_mid``, those between intermediate nodes, each in the per-edge loop's order. So every
+    node sums its edges in that loop's order, and an edge of ``edges_mid`` runs after every edge
+    into its source. Group ``name``'s parameters stack its edges' on axis 0."""
+    n_in = space.num_input_nodes
+    members = list(enumerate(space.edges))
+    inputs = [(e, j, i) for e, (j, i) in members if i < n_in]
+    mid = [(e, j, i) for e, (j, i) in members if i >= n_in]
+    return [(name, stride, group) for name, stride, group in
+            (("edges_in", 2 if reduction else 1, inputs), ("edges_mid", 1, mid)) if group]
 
 
 class _EdgeStep(nn.Module):
-    """One step of the scanned edges: adds a :class:`MixedEdge` on ``x`` with weights ``w`` to ``acc``."""
+    """One step of the scanned edges: a :class:`MixedEdge` with weights ``w`` on node ``src`` (of
+    the cell's inputs ``bank`` when ``from_inputs``, else of the intermediate ``nodes``), added to
+    intermediate node ``dst``."""
     op_set: str
     ops: tuple[str, ...]
     channels: int
@@ -221,17 +224,22 @@ class _EdgeStep(nn.Module):
     partial_channels: int
     mode: str
     train: bool
+    from_inputs: bool
 
     @nn.compact
-    def __call__(self, acc, x, w):
+    def __call__(self, nodes, step, bank):
+        src, dst, w = step
+        x = (bank if self.from_inputs else nodes)[src]
         edge = MixedEdge(self.op_set, self.ops, self.channels, self.stride, None, self.affine, self.track,
                          self.remat, self.partial_channels, name="edge")
-        return acc + edge(x, w, self.mode, self.train), None
+        y = edge(x, w, self.mode, self.train)
+        return nodes.at[dst].add(y), None
 
 
 # every collection a MixedEdge may write is stacked per scan step; each step initialised with its own key
 _STACKED = {c: 0 for c in ("params", "batch_stats", "intermediates", "perturbations")}
-_ScannedEdges = nn.scan(_EdgeStep, variable_axes=_STACKED, split_rngs={"params": True}, in_axes=(0, 0))
+_ScannedEdges = nn.scan(_EdgeStep, variable_axes=_STACKED, split_rngs={"params": True},
+                        in_axes=(0, nn.broadcast))
 
 
 def _regroup_cells(params, space: CellSpace, reductions, prefix, regroup):
@@ -398,7 +406,7 @@ class NasBench201Net(nn.Module):
     track: bool = False  # running BN statistics (stand-alone training of a discrete net)
     remat: bool = True   # sparse mode: recompute the chosen op in the backward pass (less memory)
     partial_channels: int = 1   # PC-DARTS partial channel connections K (search supernet only)
-    scan_edges: bool = False    # search supernet: each node's edges compiled once (Cell.scan_edges)
+    scan_edges: bool = False    # search supernet: a cell's edges compiled twice (Cell.scan_edges)
     scan_cells: bool = False    # search supernet: same-shape cells compiled once (cell_runs)
 
     @nn.compact
@@ -443,7 +451,7 @@ class DartsNet(nn.Module):
     track: bool = False
     remat: bool = True
     partial_channels: int = 1   # PC-DARTS partial channel connections K (Shapley-NAS sec. 4.1: 4)
-    scan_edges: bool = False    # search supernet: each node's edges compiled once (Cell.scan_edges)
+    scan_edges: bool = False    # search supernet: a cell's edges compiled twice (Cell.scan_edges)
     scan_cells: bool = False    # search supernet: same-shape cells compiled once (cell_runs)
 
     @nn.compact
