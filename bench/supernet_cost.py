@@ -104,7 +104,7 @@ def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs=()):
             r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs, vs)
         elif form == "dense":
             r = measure(net_cls(space), space, "dense", x, y, archs[:1], 1, vs)
-        elif form in SCANNED:   # _scan: a cell's edges compiled twice (Cell.scan_edges); _cells: each
+        elif form in SCANNED:   # _scan: a cell's edges compiled once (Cell.scan_edges); _cells: each
             mode, *flags = form.split("_")   # run of same-shape cells compiled once (cell_runs)
             net = net_cls(space, scan_edges="scan" in flags, scan_cells="cells" in flags)
             r = measure(net, space, mode, x, y,

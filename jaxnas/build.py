@@ -150,7 +150,7 @@ def _ops(s):
 @SPACES.register("nb201", {"C": S.Int(16, ge=1), "cells_per_stage": S.Int(5, ge=1),
                            "unique_cells": S.Bool(False), "ops": _ops_field("nb201"),
                            "partial_channels": S.Int(1, ge=1),   # PC-DARTS K of the search supernet
-                           "scan_edges": S.Bool(False),   # a cell's edges compiled twice (Cell.scan_edges)
+                           "scan_edges": S.Bool(False),   # a cell's edges compiled once (Cell.scan_edges)
                            "scan_cells": S.Bool(False)})   # same-shape cells compiled once (cell_runs)
 def _nb201_space(s: dict, data):
     return NasBench201Space.create(C=s["C"], cells_per_stage=s["cells_per_stage"],
@@ -160,7 +160,7 @@ def _nb201_space(s: dict, data):
 @SPACES.register("darts", {"C": S.Int(16, ge=1), "num_cells": S.Int(8, ge=3),   # >= 3: two reduction cells
                            "unique_cells": S.Bool(False), "ops": _ops_field("darts"),
                            "partial_channels": S.Int(1, ge=1),   # PC-DARTS K (Shapley-NAS sec. 4.1: 4)
-                           "scan_edges": S.Bool(False),   # a cell's edges compiled twice (Cell.scan_edges)
+                           "scan_edges": S.Bool(False),   # a cell's edges compiled once (Cell.scan_edges)
                            "scan_cells": S.Bool(False)})   # same-shape cells compiled once (cell_runs)
 def _darts_space(s: dict, data):
     return DartsSpace.create(C=s["C"], num_cells=s["num_cells"], unique_cells=s["unique_cells"], **_ops(s))

@@ -1,6 +1,6 @@
 """The scanned forms compute what the per-edge, per-cell supernet computes, and the parameter trees
-convert: ``scan_edges=True`` (a cell's edges as two scanned edges over stacked parameters) and
-``scan_cells=True`` (each run of same-shape cells as one scanned cell)."""
+convert: ``scan_edges=True`` (a cell's edges as one scanned edge, two in a reduction cell, over
+stacked parameters) and ``scan_cells=True`` (each run of same-shape cells as one scanned cell)."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,7 @@ def test_edge_groups_cover_every_edge_once_in_a_valid_order(space):
             assert all(e2 < e for e2, j2, _ in members[:n] if j2 == j)
             assert not any(j2 == i for _, j2, _ in members[n:])
         strides = {name: st for name, st, _ in groups}
-        assert strides == {"edges_in": 2 if reduction else 1, "edges_mid": 1}
+        assert strides == ({"edges_in": 2, "edges_mid": 1} if reduction else {"edges": 1})
 
 
 @pytest.mark.parametrize("kind", ["nb201", "darts"])

@@ -15,7 +15,8 @@ the channels after the edge; memory and FLOPs of the mixed ops fall by ~K. Built
 module is the *discrete* network of that architecture: only the chosen op of each edge exists and
 'none' edges are dropped; with ``track=True`` its BatchNorms keep running statistics for
 stand-alone training (``mutable=['batch_stats']``). ``scan_edges=True`` (search supernets) runs
-a cell's edges as two scanned edges over stacked parameters (``edge_groups``) (``Cell._scanned``; trees convert with
+a cell's edges as one scanned edge (two in a reduction cell) over stacked parameters
+(``Cell._scanned``, ``edge_groups``; trees convert with
 ``scan_edge_params`` / ``unscan_edge_params``); ``scan_cells=True`` runs each run of same-shape cells
 (``cell_runs``) as one scanned cell (trees convert with ``scan_cell_params`` / ``unscan_cell_params``,
 after / before the edge conversion when both are on).
@@ -138,7 +139,7 @@ class Cell(nn.Module):
     track: bool = False
     remat: bool = True
     partial_channels: int = 1   # PC-DARTS K (MixedEdge)
-    scan_edges: bool = False    # search supernets: two compiled edges per cell (edge_groups)
+    scan_edges: bool = False    # search supernets: one compiled edge per cell (edge_groups)
 
     @nn.compact
     def __call__(self, inputs, w=None, mode: str = "sparse", train: bool = True):
@@ -174,46 +175,48 @@ class Cell(nn.Module):
         return states[-1]
 
     def _scanned(self, inputs, w, mode, train):
-        """The same cell with its edges as two scanned edges over stacked parameters (issue 15:
-        compile time grew with the edges): the edges from the inputs (stride 2 in a reduction
-        cell), then the edges between intermediate nodes, each step reading its source node and
-        adding to its target by index. The ops are traced and compiled once per group instead of
-        once per edge, and every node still sums its edges in the per-edge loop's order. The
-        scan's carry is the stack of intermediate nodes; its saved residuals are the edges' inputs."""
+        """The same cell with its edges as scanned edges over stacked parameters (issue 15: compile
+        time grew with the edges), each step reading its source node and adding to its target by
+        index (:func:`edge_groups`): the ops are traced and compiled once per group instead of once
+        per edge, and every node still sums its edges in the per-edge loop's order. The scan's
+        carry is the stack of intermediate nodes; its saved residuals are the edges' inputs."""
         sp = self.space
-        n_in = sp.num_input_nodes
         ref = inputs[-1]
-        nodes = jnp.zeros((sp.num_nodes,) + self._node_shape(ref), ref.dtype)
+        nodes = jnp.zeros((sp.num_nodes,) + self._node_shape(ref), ref.dtype)   # intermediate nodes
         bank = jnp.stack(inputs)
         for name, edge_stride, members in edge_groups(sp, self.reduction):
-            from_inputs = name == "edges_in"
-            src = jnp.asarray([i if from_inputs else i - n_in for _, _, i in members])
-            dst = jnp.asarray([j - n_in for _, j, _ in members])
+            src = jnp.asarray([i for _, _, i in members])
+            dst = jnp.asarray([j - sp.num_input_nodes for _, j, _ in members])
             ws = w[jnp.asarray([e for e, _, _ in members])]
             nodes, _ = _ScannedEdges(sp.op_set, sp.ops, self.channels, edge_stride, self.affine, self.track,
-                                     self.remat, self.partial_channels, mode, train, from_inputs,
+                                     self.remat, self.partial_channels, mode, train, _READS[name],
                                      name=name)(nodes, (src, dst, ws), bank)
         return self._output(list(inputs) + [nodes[k] for k in range(sp.num_nodes)])
 
 
 def edge_groups(space: CellSpace, reduction: bool = False):
-    """The scanned form's two groups of a cell's edges, ``(name, stride, [(edge, j, i), ...])``:
-    ``edges_in``, the edges from the input nodes (stride 2 in a reduction cell), then
-    ``edges_mid``, those between intermediate nodes, each in the per-edge loop's order. So every
-    node sums its edges in that loop's order, and an edge of ``edges_mid`` runs after every edge
-    into its source. Group ``name``'s parameters stack its edges' on axis 0."""
+    """The scanned form's groups of a cell's edges, ``(name, stride, [(edge, j, i), ...])``, each in
+    the per-edge loop's order. A normal cell: one group, ``edges``, all of them. A reduction cell:
+    ``edges_in``, the edges from the input nodes (stride 2), then ``edges_mid``, those between
+    intermediate nodes. So every node sums its edges in that loop's order, and an edge runs after
+    every edge into its source. Group ``name``'s parameters stack its edges' on axis 0."""
+    members = [(e, j, i) for e, (j, i) in enumerate(space.edges)]
+    if not reduction:
+        return [("edges", 1, members)]
     n_in = space.num_input_nodes
-    members = list(enumerate(space.edges))
-    inputs = [(e, j, i) for e, (j, i) in members if i < n_in]
-    mid = [(e, j, i) for e, (j, i) in members if i >= n_in]
     return [(name, stride, group) for name, stride, group in
-            (("edges_in", 2 if reduction else 1, inputs), ("edges_mid", 1, mid)) if group]
+            (("edges_in", 2, [m for m in members if m[2] < n_in]),
+             ("edges_mid", 1, [m for m in members if m[2] >= n_in])) if group]
+
+
+# where a group's edges read their source node: the cell's inputs, the intermediate nodes, or either
+_READS = {"edges": "both", "edges_in": "inputs", "edges_mid": "nodes"}
 
 
 class _EdgeStep(nn.Module):
-    """One step of the scanned edges: a :class:`MixedEdge` with weights ``w`` on node ``src`` (of
-    the cell's inputs ``bank`` when ``from_inputs``, else of the intermediate ``nodes``), added to
-    intermediate node ``dst``."""
+    """One step of the scanned edges: a :class:`MixedEdge` with weights ``w`` on the cell's node
+    ``src`` (an input, in ``bank``, or an intermediate node, in ``nodes``), added to intermediate
+    node ``dst``."""
     op_set: str
     ops: tuple[str, ...]
     channels: int
@@ -224,12 +227,19 @@ class _EdgeStep(nn.Module):
     partial_channels: int
     mode: str
     train: bool
-    from_inputs: bool
+    reads: str   # _READS
 
     @nn.compact
     def __call__(self, nodes, step, bank):
         src, dst, w = step
-        x = (bank if self.from_inputs else nodes)[src]
+        n_in = bank.shape[0]
+        if self.reads == "inputs":
+            x = bank[src]
+        elif self.reads == "nodes":
+            x = nodes[src - n_in]
+        else:   # both have the nodes' shape; one buffer of inputs and nodes in the carry made the
+                # DARTS cell's step 1.9x slower (360 vs 193 ms, 64x32x32x16) than this select
+            x = jnp.where(src < n_in, bank[jnp.minimum(src, n_in - 1)], nodes[jnp.maximum(src - n_in, 0)])
         edge = MixedEdge(self.op_set, self.ops, self.channels, self.stride, None, self.affine, self.track,
                          self.remat, self.partial_channels, name="edge")
         y = edge(x, w, self.mode, self.train)
@@ -259,7 +269,8 @@ def _regroup_cells(params, space: CellSpace, reductions, prefix, regroup):
 
 def scan_edge_params(params, space: CellSpace, reductions=()):
     """Per-edge supernet parameters (``cell{c}/edge_{j}_{i}``) -> the scanned form's
-    (``cell{c}/edges_{j}[_s2]/edge``, stacked on axis 0); ``reductions``: the reduction cells' ids."""
+    (``cell{c}/<group>/edge``, each group of :func:`edge_groups` stacked on axis 0); ``reductions``:
+    the reduction cells' ids."""
     def stack(tree, name, members):
         return {name: {"edge": jax.tree.map(lambda *a: jnp.stack(a),
                                             *[tree[f"edge_{j}_{i}"] for _, j, i in members])}}
@@ -271,7 +282,7 @@ def unscan_edge_params(params, space: CellSpace, reductions=()):
     def unstack(tree, name, members):
         return {f"edge_{j}_{i}": jax.tree.map(lambda a, n=n: a[n], tree[name]["edge"])
                 for n, (_, j, i) in enumerate(members)}
-    return _regroup_cells(params, space, reductions, "edges_", unstack)
+    return _regroup_cells(params, space, reductions, "edges", unstack)
 
 
 def cell_runs(net) -> list[tuple[int, int]]:
@@ -406,7 +417,7 @@ class NasBench201Net(nn.Module):
     track: bool = False  # running BN statistics (stand-alone training of a discrete net)
     remat: bool = True   # sparse mode: recompute the chosen op in the backward pass (less memory)
     partial_channels: int = 1   # PC-DARTS partial channel connections K (search supernet only)
-    scan_edges: bool = False    # search supernet: a cell's edges compiled twice (Cell.scan_edges)
+    scan_edges: bool = False    # search supernet: a cell's edges compiled once (Cell.scan_edges)
     scan_cells: bool = False    # search supernet: same-shape cells compiled once (cell_runs)
 
     @nn.compact
@@ -451,7 +462,7 @@ class DartsNet(nn.Module):
     track: bool = False
     remat: bool = True
     partial_channels: int = 1   # PC-DARTS partial channel connections K (Shapley-NAS sec. 4.1: 4)
-    scan_edges: bool = False    # search supernet: a cell's edges compiled twice (Cell.scan_edges)
+    scan_edges: bool = False    # search supernet: a cell's edges compiled once (Cell.scan_edges)
     scan_cells: bool = False    # search supernet: same-shape cells compiled once (cell_runs)
 
     @nn.compact
