@@ -1,8 +1,9 @@
-"""2-D convolution whose gradient stays fast inside ``lax.switch`` on CPU.
+"""2-D convolution whose gradient stays fast inside ``lax.switch`` and ``scan`` on CPU.
 
 XLA:CPU leaves the transposed convolutions of a conv's gradient in a layout its fast (Eigen) path
 does not take when they sit inside a conditional (jax-ml/jax#12868): a switch over conv branches
-is ~50x slower to differentiate than the same convs outside it. The forward conv is fast
+is ~50x slower to differentiate than the same convs outside it (and a scanned dense DARTS cell
+2.8x slower, ops/layers.py). The forward conv is fast
 everywhere, so only the backward pass is replaced, and only on CPU (``lax.platform_dependent``):
 
 - input gradient: a stride-1 conv in the standard NHWC/HWIO layout of the (zero-upsampled, for

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from jaxnas.ops.candidates import FactorizedReduce, ReLUConvBN, build_op
 from jaxnas.ops.conv import cotangent_barrier
-from jaxnas.ops.layers import Conv, Norm, inside_switch
+from jaxnas.ops.layers import Conv, Norm, inside_control_flow
 from jaxnas.spaces.cells import CellSpace, DartsSpace, NasBench201Space, reduction_cells
 
 MODES = ("sparse", "dense")
@@ -51,7 +51,7 @@ def channel_shuffle(x, groups: int):
 
 
 def _in_switch_call(op, x, train):
-    with inside_switch():
+    with inside_control_flow():
         return op(x, train)
 
 
@@ -242,7 +242,8 @@ class _EdgeStep(nn.Module):
             x = jnp.where(src < n_in, bank[jnp.minimum(src, n_in - 1)], nodes[jnp.maximum(src - n_in, 0)])
         edge = MixedEdge(self.op_set, self.ops, self.channels, self.stride, None, self.affine, self.track,
                          self.remat, self.partial_channels, name="edge")
-        y = edge(x, w, self.mode, self.train)
+        with inside_control_flow():
+            y = edge(x, w, self.mode, self.train)
         return nodes.at[dst].add(y), None
 
 
@@ -322,6 +323,10 @@ class _CellStep(nn.Module):
 
     @nn.compact
     def __call__(self, carry, w):
+        with inside_control_flow():   # the preprocessing convs' gradient (ops/layers.py)
+            return self._step(carry, w)
+
+    def _step(self, carry, w):
         cell = Cell(self.space, self.channels, concat_output=self.darts, track=self.track, remat=self.remat,
                     partial_channels=self.partial_channels, scan_edges=self.scan_edges, name="cell")
         if not self.darts:
