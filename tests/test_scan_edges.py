@@ -107,3 +107,22 @@ def test_scanned_cell_runs_equal_per_cell_nets(kind):
     # summation order differs (stacked edges and cells): the stem's kernel gradient by 4e-7
     _assert_same_loss_and_gradients(net, params, scanned, sparams, back, x, w,
                                     ("sparse", "dense") if kind == "nb201" else ("sparse",), param_atol=1e-6)
+
+
+def test_scanned_edges_trace_the_ops_once_per_group():
+    """The point of ``scan_edges``: the differentiated program holds one copy of the candidate ops
+    per edge group (one per normal cell, two per reduction cell), not one per edge. Counted as
+    the switches (``stablehlo.case``, with the ops' own conditionals) of the lowered gradient."""
+    sp = DartsSpace.create(C=4, num_cells=3)   # all 8 ops
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(1), sp.shape))
+
+    def switches(net):
+        params = jax.eval_shape(lambda: net.init(jax.random.key(2), x, w)["params"])
+        grad = jax.grad(lambda p: jnp.mean(net.apply({"params": p}, x, w, mode="sparse") ** 2))
+        return jax.jit(grad).lower(params).as_text().count("stablehlo.case")
+
+    per_edge, scanned = switches(DartsNet(sp)), switches(DartsNet(sp, scan_edges=True))
+    groups = sum(len(edge_groups(sp, c in reduction_cells(3))) for c in range(3))
+    # 3 x 14 edges against the groups: as many times fewer copies of the same ops (within 20 %)
+    assert per_edge * groups >= 0.8 * 3 * sp.edges_per_cell * scanned, (per_edge, scanned, groups)
