@@ -184,13 +184,15 @@ class Cell(nn.Module):
         ref = inputs[-1]
         nodes = jnp.zeros((sp.num_nodes,) + self._node_shape(ref), ref.dtype)   # intermediate nodes
         bank = jnp.stack(inputs)
+        n_in = sp.num_input_nodes
         for name, edge_stride, members in edge_groups(sp, self.reduction):
-            src = jnp.asarray([i for _, _, i in members])
-            dst = jnp.asarray([j - sp.num_input_nodes for _, j, _ in members])
+            srcs = [i for _, _, i in members]   # the group reads its sources from inputs, nodes or either
+            reads = "inputs" if max(srcs) < n_in else "nodes" if min(srcs) >= n_in else "both"
+            dst = jnp.asarray([j - n_in for _, j, _ in members])
             ws = w[jnp.asarray([e for e, _, _ in members])]
             nodes, _ = _ScannedEdges(sp.op_set, sp.ops, self.channels, edge_stride, self.affine, self.track,
-                                     self.remat, self.partial_channels, mode, train, _READS[name],
-                                     name=name)(nodes, (src, dst, ws), bank)
+                                     self.remat, self.partial_channels, mode, train, reads,
+                                     name=name)(nodes, (jnp.asarray(srcs), dst, ws), bank)
         return self._output(list(inputs) + [nodes[k] for k in range(sp.num_nodes)])
 
 
@@ -209,10 +211,6 @@ def edge_groups(space: CellSpace, reduction: bool = False):
              ("edges_mid", 1, [m for m in members if m[2] >= n_in])) if group]
 
 
-# where a group's edges read their source node: the cell's inputs, the intermediate nodes, or either
-_READS = {"edges": "both", "edges_in": "inputs", "edges_mid": "nodes"}
-
-
 class _EdgeStep(nn.Module):
     """One step of the scanned edges: a :class:`MixedEdge` with weights ``w`` on the cell's node
     ``src`` (an input, in ``bank``, or an intermediate node, in ``nodes``), added to intermediate
@@ -227,7 +225,7 @@ class _EdgeStep(nn.Module):
     partial_channels: int
     mode: str
     train: bool
-    reads: str   # _READS
+    reads: str   # the source nodes: "inputs", "nodes" (intermediate) or "both"
 
     @nn.compact
     def __call__(self, nodes, step, bank):
