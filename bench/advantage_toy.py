@@ -38,8 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jaxnas.models.supernets import toy  # noqa: E402
 from jaxnas.strategies import available, make  # noqa: E402
-from jaxnas.supernets import toy  # noqa: E402
 
 ZERO_TOL = 1e-10
 OURS = ["advantage", "advantage_baseline", "reinforce", "parsec"]

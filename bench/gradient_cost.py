@@ -19,8 +19,8 @@ import jax
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jaxnas.models.supernets import toy  # noqa: E402
 from jaxnas.strategies import available, make  # noqa: E402
-from jaxnas.supernets import toy  # noqa: E402
 
 METHODS = ["darts", "snas", "nasp", "gdas", "proxyless", "advantage", "reinforce"]
 

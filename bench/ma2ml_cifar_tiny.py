@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxnas import compile_cache  # noqa: E402
-from jaxnas.build import build_space, load_data  # noqa: E402
-from jaxnas.config import raw_config, resolve  # noqa: E402
+from jaxnas.config.experiment import build_space, load_data  # noqa: E402
+from jaxnas.config.settings import raw_config, resolve  # noqa: E402
+from jaxnas.engine import compile_cache  # noqa: E402
 from jaxnas.evaluators.standalone import make as make_standalone  # noqa: E402
 from jaxnas.spaces.product import ProductSpace  # noqa: E402
 from jaxnas.strategies import make  # noqa: E402

@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 
-from jaxnas.build import build  # noqa: E402
-from jaxnas.config import load_config  # noqa: E402
-from jaxnas.ops.conv import xla_kernels  # noqa: E402
+from jaxnas.config.experiment import build  # noqa: E402
+from jaxnas.config.settings import load_config  # noqa: E402
+from jaxnas.models.ops.conv import xla_kernels  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "manas_memory.json"
 
@@ -85,7 +85,7 @@ def main():
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--with-ls", action="store_true", help="also MANAS-LS (its 2,240-column solve)")
     ap.add_argument("--xla-kernels", action="store_true",
-                    help="XLA's own depthwise conv / max pool (jaxnas.ops.conv.xla_kernels), as before "
+                    help="XLA's own depthwise conv / max pool (jaxnas.models.ops.conv.xla_kernels), as before "
                          "the CPU kernels: to compare with rows measured then")
     ap.add_argument("--only", nargs="+", choices=list(setups(16)),
                     help="measure only these (merged with the results file's others of the same batch/C)")

@@ -44,10 +44,10 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 
 from jaxnas.benchmarks.nb201 import NasBench201Table  # noqa: E402
-from jaxnas.build import build  # noqa: E402
-from jaxnas.config import resolve  # noqa: E402
+from jaxnas.config.experiment import build  # noqa: E402
+from jaxnas.config.settings import resolve  # noqa: E402
 from jaxnas.data.batching import BatchSampler, gather  # noqa: E402
-from jaxnas.runner import _chunks  # noqa: E402
+from jaxnas.engine.search import schedule_chunks  # noqa: E402
 from jaxnas.strategies import available  # noqa: E402
 from jaxnas.strategies.base import options  # noqa: E402
 
@@ -146,7 +146,7 @@ def run_strategy(name: str, args, table: NasBench201Table, done: list, save) -> 
         train = BatchSampler(len(data.y_train), s["batch_size"], seed)
         val = BatchSampler(len(data.y_val), s["val_batch_size"], seed + 1)
         state = search.init(jax.random.key(seed))
-        for kind, step, n in _chunks(exp.phases, 0, args.steps, s["chunk"]):
+        for kind, step, n in schedule_chunks(exp.phases, 0, args.steps, s["chunk"]):
             tb = gather((data.x_train, data.y_train), train.chunk(step, n))
             vb = gather((data.x_val, data.y_val), val.chunk(step, n))
             state, _ = search.run_chunk(state, tb, vb, kind=kind)

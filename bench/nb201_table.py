@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 
-from jaxnas.build import build  # noqa: E402
-from jaxnas.config import resolve  # noqa: E402
+from jaxnas.config.experiment import build  # noqa: E402
+from jaxnas.config.settings import resolve  # noqa: E402
 from jaxnas.strategies import available, make  # noqa: E402
 
 TABLE = REPO.parent / "shared" / "data" / "nasbench201" / "nb201_accuracies.csv.gz"

@@ -31,9 +31,10 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxnas.ops.candidates import DARTS_OPS, NB201_OPS, build_op  # noqa: E402
-from jaxnas.ops.conv import no_cotangent_barrier, xla_kernels  # noqa: E402
-from jaxnas.supernets.cells import MixedEdge  # noqa: E402
+from jaxnas.models.ops.candidates import build_op  # noqa: E402
+from jaxnas.models.ops.conv import no_cotangent_barrier, xla_kernels  # noqa: E402
+from jaxnas.models.supernets.cells import MixedEdge  # noqa: E402
+from jaxnas.spaces.op_costs import DARTS_OPS, NB201_OPS  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "op_cost.json"
 

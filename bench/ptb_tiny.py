@@ -43,13 +43,13 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxnas import optim  # noqa: E402
-from jaxnas.build import build  # noqa: E402
-from jaxnas.config import load_config  # noqa: E402
+from jaxnas.config.experiment import build  # noqa: E402
+from jaxnas.config.settings import load_config  # noqa: E402
+from jaxnas.core import optim  # noqa: E402
 from jaxnas.data.text import batchify, window_count  # noqa: E402
-from jaxnas.language_model import stream_loss  # noqa: E402
-from jaxnas.lm_retrain import lm_train_step  # noqa: E402
-from jaxnas.supernets.rnn import RNNLanguageModel, init_rnn_params  # noqa: E402
+from jaxnas.models.supernets.rnn import RNNLanguageModel, init_rnn_params  # noqa: E402
+from jaxnas.tasks.language_model import stream_loss  # noqa: E402
+from jaxnas.training.language_model import lm_train_step  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CONFIG = REPO / "configs" / "advantagenas_ptb.py"

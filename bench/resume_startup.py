@@ -6,7 +6,7 @@ run-neutral key, so the first chunk is the first step).
     python bench/resume_startup.py [--configs quickstart advantagenas_nb201_tiny]
 
 Per config: ``cold`` is the first run's time to its first step (empty compilation cache);
-``resume_cached`` the resumed run with the persistent compilation cache (jaxnas/compile_cache.py,
+``resume_cached`` the resumed run with the persistent compilation cache (jaxnas/engine/compile_cache.py,
 the CLI's default); ``resume_uncached`` the same resume with ``--no-compile-cache``. Each run has its
 own fresh cache directory, so nothing from earlier runs helps. ``restored_s``: when the resumed
 process printed "resuming from step N" (imports, data and restore done, before compiling).

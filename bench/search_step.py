@@ -15,8 +15,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxnas.build import build
-from jaxnas.config import resolve
+from jaxnas.config.experiment import build
+from jaxnas.config.settings import resolve
 from jaxnas.data import BatchSampler, gather
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_step.json"

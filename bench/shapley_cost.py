@@ -40,11 +40,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxnas.build import build  # noqa: E402
-from jaxnas.config import raw_config, resolve  # noqa: E402
+from jaxnas.config.experiment import build  # noqa: E402
+from jaxnas.config.settings import raw_config, resolve  # noqa: E402
 from jaxnas.strategies import make  # noqa: E402
+from jaxnas.strategies import shapley_values as SH  # noqa: E402
 from jaxnas.strategies.shapley import players_of  # noqa: E402
-from jaxnas import shapley as SH  # noqa: E402
 
 NETS = {
     "nb201": ("configs/shapley_nb201_tiny.py", []),                              # C = 4, 3 cells

@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
 from jaxnas.benchmarks.nb201 import NasBench201Table  # noqa: E402
-from jaxnas.build import build  # noqa: E402
-from jaxnas.config import raw_config, resolve  # noqa: E402
+from jaxnas.config.experiment import build  # noqa: E402
+from jaxnas.config.settings import raw_config, resolve  # noqa: E402
 from jaxnas.strategies import make  # noqa: E402
 
 CONFIG = REPO / "configs" / "shapley_nb201_tiny.py"

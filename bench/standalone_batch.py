@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxnas.data import load_tabular
 from jaxnas.evaluators.standalone import make
-from jaxnas.spaces import MLPSpace, TABNAS_WIDTHS
+from jaxnas.spaces import TABNAS_WIDTHS, MLPSpace
 
 RESULTS = Path(__file__).resolve().parent / "results" / "standalone_batch.json"
 SPACES = {"tabnas_connect4": TABNAS_WIDTHS, "small_8_96": (8, 16, 24, 32, 48, 64, 80, 96),
@@ -123,9 +123,9 @@ def bench_pipelines(ms, steps, batch, repeats, modes=("vmap", "sequential"), vs_
     the embedded digits: M random pipelines in ONE vmapped program (the search's lanes) for each M and
     lane_mode; pipelines per hour = M / (median seconds of a program run). ``vs_no_barrier``: the same
     program traced without the cotangent barrier (ops/conv.py) too, the two timed interleaved."""
-    from jaxnas import build as B
-    from jaxnas.config import raw_config, resolve
-    from jaxnas.ops.conv import no_cotangent_barrier
+    from jaxnas.config import build as B
+    from jaxnas.config.settings import raw_config, resolve
+    from jaxnas.models.ops.conv import no_cotangent_barrier
     cfg = resolve(raw_config(Path(__file__).resolve().parents[1] / "configs" / "ma2ml_digits.py"))
     data = B.load_data(cfg)
     space = B.build_space(cfg, data)

@@ -25,9 +25,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from jaxnas.ops.conv import no_cotangent_barrier, xla_kernels
+from jaxnas.models.ops.conv import no_cotangent_barrier, xla_kernels
+from jaxnas.models.supernets import DartsNet, NasBench201Net, init_params
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
-from jaxnas.supernets import DartsNet, NasBench201Net, init_params
 
 RESULTS = Path(__file__).resolve().parent / "results" / "supernet_cost.json"
 SCANNED = ("sparse_scan", "dense_scan", "sparse_cells", "dense_cells", "sparse_scan_cells")

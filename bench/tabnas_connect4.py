@@ -1,6 +1,6 @@
 """TabNAS on Connect-4 checked against stand-alone training of every architecture of a 2-layer space.
 
-1. Stand-alone training (jaxnas.standalone: masked max-width MLPs, vmap over architectures x seeds)
+1. Stand-alone training (jaxnas.training.standalone: masked max-width MLPs, vmap over architectures x seeds)
    of all 64 architectures of a 2-layer space with 8 widths per layer (from TabNAS's list), 3 seeds
    each: the loss-vs-parameters front (mean and std of the validation loss over the seeds).
 2. Budgets ON front architectures' costs (2,483: 48-8; 4,931: 64-32) and BETWEEN them (2,700 between
@@ -43,11 +43,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxnas.build import load_data  # noqa: E402
-from jaxnas.config import load_config  # noqa: E402
+from jaxnas.config.experiment import load_data  # noqa: E402
+from jaxnas.config.settings import load_config  # noqa: E402
 from jaxnas.runner import run_search  # noqa: E402
 from jaxnas.spaces import MLPSpace  # noqa: E402
-from jaxnas.standalone import TrainConfig, make_trainer, pareto_front, train_archs  # noqa: E402
+from jaxnas.training.standalone import TrainConfig, make_trainer, pareto_front, train_archs  # noqa: E402
 
 WIDTHS = (8, 16, 24, 32, 48, 64, 80, 96)
 # (budget, where): on a front architecture's cost, or between two front architectures' costs

@@ -1,7 +1,7 @@
 """P(V) on the Volkert 9-layer space (TabNAS App. C): exact DP vs Monte-Carlo P̂(V), time and agreement.
 
 Space: 9 hidden layers, widths TABNAS_WIDTHS_12 (8..160, 12 choices: 5.2e9 architectures), 180 inputs,
-10 classes; budget 100,000 parameters. For the exact dynamic programme (jaxnas.constraints
+10 classes; budget 100,000 parameters. For the exact dynamic programme (jaxnas.strategies.budget
 .AdjacentCostDP) and for P̂(V) (Alg. 2) with N = 1e4, 1e5, 1e6 (and 5e6, the paper's N for this
 space), value+gradient w.r.t. the logits is jitted, compiled, then timed: median of ``--reps``
 calls (each on different logits, after block_until_ready). Also records XLA temp memory and
@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxnas.constraints import make_budget  # noqa: E402
-from jaxnas.spaces.mlp import MLPSpace, TABNAS_WIDTHS_12  # noqa: E402
+from jaxnas.spaces.mlp import TABNAS_WIDTHS_12, MLPSpace  # noqa: E402
+from jaxnas.strategies.budget import make_budget  # noqa: E402
 
 
 def timed(fn, args_list):

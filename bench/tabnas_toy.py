@@ -24,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxnas.constraints import make_budget  # noqa: E402
 from jaxnas.spaces.mlp import MLPSpace  # noqa: E402
 from jaxnas.strategies import make  # noqa: E402
+from jaxnas.strategies.budget import make_budget  # noqa: E402
 
 
 def load_config() -> dict:

@@ -3,7 +3,7 @@
 Supernet: 8 cells (6 normal, 2 reduction at 1/3 and 2/3), C = 16, the 8 DARTS ops: 2 x 14 x 8
 players, 196 evaluated (Alg. 1 skips the zero op). PC-DARTS partial channel connections with
 K = 4 (sec. 4.1.1: ``space.partial_channels=4``; ``DartsNet(partial_channels=...)`` in
-``jaxnas/supernets/cells.py``): each edge's ops see a quarter of the channels.
+``jaxnas/models/supernets/cells.py``): each edge's ops see a quarter of the channels.
 
 Schedule and optimisers (sec. 4.1.1, official ``train_search.py``): 50 epochs at batch 256 on half
 of the CIFAR-10 training set (the other half scores the Shapley values), weights SGD lr 0.1

@@ -9,13 +9,13 @@ from pathlib import Path
 
 
 def _search(args):
-    from jaxnas.config import load_config
+    from jaxnas.config.settings import load_config
     from jaxnas.runner import run_search
     cfg = load_config(args.config, args.overrides)
     workdir = Path(args.workdir or Path("workdirs") / Path(args.config).stem)
     result = run_search(cfg, workdir, progress=None if args.quiet else sys.stderr,
                         force_restart=args.force_restart, compile_cache=not args.no_compile_cache)
-    from jaxnas.distributed import is_primary
+    from jaxnas.engine.distributed import is_primary
     if not is_primary():   # several processes (search.distributed): process 0 reports
         return
     print(f"derived architecture: {result['arch']}")
@@ -55,11 +55,11 @@ def _metrics_line(m: dict, only=None) -> str:
 
 
 def _retrain(args):
-    from jaxnas.retrain import parse_overrides, retrain
+    from jaxnas.retrain import parse_settings, retrain
     seeds = None
     if args.seeds is not None:
         seeds = [int(x) for x in args.seeds.split(",")] if "," in args.seeds else int(args.seeds)
-    out = retrain(args.workdir, parse_overrides(args.overrides), top=args.top, seeds=seeds, config=args.config,
+    out = retrain(args.workdir, parse_settings(args.overrides), top=args.top, seeds=seeds, config=args.config,
                   force=args.force_restart, progress=None if args.quiet else sys.stderr)
     for i, c in enumerate(out["candidates"]):
         print(f"candidate {i}: {c['arch']} ({c['param_count']:,} parameters) over {len(c['runs'])} seed(s): "
@@ -81,7 +81,7 @@ def main(argv=None):
     cache = argparse.ArgumentParser(add_help=False)
     cache.add_argument("--no-compile-cache", action="store_true",
                        help="do not use the persistent compilation cache (default: on, in "
-                            "$JAXNAS_COMPILE_CACHE or ~/.cache/jaxnas/xla; see jaxnas/compile_cache.py)")
+                            "$JAXNAS_COMPILE_CACHE or ~/.cache/jaxnas/xla; see jaxnas/engine/compile_cache.py)")
     s = sub.add_parser("search", parents=[cache], help="run (or resume) a search from a config file")
     s.add_argument("config", help="Python file with get_config(), e.g. configs/quickstart.py")
     s.add_argument("overrides", nargs="*", help="dotted.key=value overrides (Python literals)")
@@ -125,7 +125,7 @@ def main(argv=None):
     if extra:
         args.overrides = list(args.overrides) + extra
     if not getattr(args, "no_compile_cache", True):
-        from jaxnas.compile_cache import ensure
+        from jaxnas.engine.compile_cache import ensure
         ensure()   # a resume or a second run loads its compiled programs instead of compiling again
     try:
         args.fn(args)

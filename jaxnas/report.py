@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxnas.core.workdir import read_metrics
+
 
 def load_metrics(workdir, notes: list | None = None) -> list[dict]:
     """The rows of ``metrics.jsonl``; a torn last line (a kill during a write) is skipped and said:
     appended to ``notes`` when given, else printed on stderr."""
-    from jaxnas.workdir import read_metrics
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a jaxnas search work dir?")

@@ -6,12 +6,12 @@ every resume), ``metrics.jsonl`` (one JSON line per step), ``checkpoints/`` (orb
 SearchState: params, optimizer and strategy states, step, key — the data position is the step, since
 batches are drawn by step), ``result.json`` (derived architecture, its validation loss/accuracy with
 the supernet's weights, a digest of the final state), ``.lock`` while a process uses it. The safety
-rules (lock, fingerprint, torn metrics line, checkpoint fallback) are in :mod:`jaxnas.workdir`.
+rules (lock, fingerprint, torn metrics line, checkpoint fallback) are in :mod:`jaxnas.core.workdir`.
 
-Several processes (``search.distributed``, :mod:`jaxnas.distributed`): every process runs this same
+Several processes (``search.distributed``, :mod:`jaxnas.engine.distributed`): every process runs this same
 loop on one mesh over all their devices and feeds only its own rows of each batch; the lock, the
 fingerprint, ``config.json``, ``metrics.jsonl``, ``result.json`` and the progress bar are process 0's
-(its decisions reach the others through :func:`jaxnas.distributed.agree`); orbax saves and restores
+(its decisions reach the others through :func:`jaxnas.engine.distributed.agree`); orbax saves and restores
 checkpoints collectively. The work dir must be one directory that every process sees (a shared file
 system) at the same path.
 """
@@ -26,21 +26,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxnas import distributed as Dist
-from jaxnas import workdir as W
-from jaxnas.build import Experiment, build
+from jaxnas.benchmarks.nb201 import annotate
+from jaxnas.config.experiment import Experiment, build
+from jaxnas.config.settings import DEFAULTS
+from jaxnas.core import workdir as W
 from jaxnas.data import BatchSampler
-from jaxnas.search import SearchState, check_metrics
-
-
-def state_digest(state: SearchState) -> str:
-    """sha256 over every array of the state (keys via their raw data): equal digests, equal states."""
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(state):
-        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
-        h.update(np.asarray(leaf).tobytes())
-    return h.hexdigest()
+from jaxnas.engine import distributed as Dist
+from jaxnas.engine.search import SearchState, check_metrics, schedule_chunks, state_digest
 
 
 def _checkpoint_manager(workdir: Path):
@@ -69,36 +61,22 @@ def _progress(done, total, t0, metrics, stream):
     stream.flush()
 
 
-def _chunks(phases, start: int, end: int, chunk: int):
-    """``(kind, first_step, n)`` chunks covering steps [start, end): a chunk ends on a multiple of
-    ``chunk`` (so checkpoints keep their schedule) and at the end of its phase."""
-    t0 = 0
-    for p in phases:
-        t1 = t0 + p.steps
-        step = max(start, t0)
-        while step < min(t1, end):
-            n = min(chunk - step % chunk, min(t1, end) - step)
-            yield p.kind, step, n
-            step += n
-        t0 = t1
-
-
 def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None = None,
                force_restart: bool = False, compile_cache: bool = True) -> dict:
     """Runs (or resumes) the search of ``cfg`` in ``workdir``; returns the result dict.
 
     A work dir holds one run: resuming it with a config (or data) that changes the run raises
-    :class:`jaxnas.workdir.RunMismatchError`; ``force_restart`` deletes the old run first. A second
-    process on the same dir raises :class:`jaxnas.workdir.WorkdirLockedError`. Recoveries (stale lock,
+    :class:`jaxnas.core.workdir.RunMismatchError`; ``force_restart`` deletes the old run first. A second
+    process on the same dir raises :class:`jaxnas.core.workdir.WorkdirLockedError`. Recoveries (stale lock,
     torn metrics line, broken newest checkpoint) are said on ``progress`` (stderr when None).
     ``stop_after``: stop after this many steps (for tests of resume); the result is then partial.
     ``compile_cache``: keep compiled programs on disk so a resume starts without compiling
-    (:func:`jaxnas.compile_cache.ensure`; ``JAXNAS_COMPILE_CACHE=off`` also turns it off).
+    (:func:`jaxnas.engine.compile_cache.ensure`; ``JAXNAS_COMPILE_CACHE=off`` also turns it off).
     With ``search.distributed`` every process calls this with the same config and work dir (see the
     module docstring); each returns the same result.
     """
     if compile_cache:
-        from jaxnas.compile_cache import ensure
+        from jaxnas.engine.compile_cache import ensure
         ensure()
     Dist.initialize(cfg["search"]["distributed"], progress)      # before anything touches a device
     primary = Dist.is_primary()
@@ -117,7 +95,7 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
                           f"--workdir") from None
         if force_restart:
             W.clear_run(workdir, progress)
-        return W.check_config(workdir, cfg)          # fails before any data is loaded or compiled
+        return W.check_config(workdir, cfg, DEFAULTS)          # fails before any data is loaded or compiled
     try:
         stored = Dist.agree(take, primary_only=True, what=f"work dir {workdir}")
         exp: Experiment = Dist.agree(lambda: build(cfg), what="building the search")
@@ -127,7 +105,7 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
             fp = W.fingerprint(cfg, exp.data, lanes)
             Dist.check_same("config or data", f"{fp['config_sha256']} {fp['data_sha256']}",
                             "start every process with the same config file, overrides and data files")
-        Dist.agree(lambda: W.check_run(workdir, cfg, exp.data, stored, progress, lanes), primary_only=True,
+        Dist.agree(lambda: W.check_run(workdir, cfg, exp.data, stored, progress, lanes, DEFAULTS), primary_only=True,
                    what=f"work dir {workdir}")
         result = _run(exp, workdir, progress, stop_after, primary)
         Dist.barrier("jaxnas_run_done")    # the lock outlives every process's use of the dir
@@ -192,7 +170,7 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
     end = total if stop_after is None else min(total, stop_after)
     try:
         with (W.MetricsWriter(metrics_path) if primary else _NoMetrics()) as mf:
-            for kind, step, n in _chunks(exp.phases, start, end, s["chunk"]):
+            for kind, step, n in schedule_chunks(exp.phases, start, end, s["chunk"]):
                 if search.evaluator.needs_batches:    # this process's rows of the global batches
                     tb = Dist.feed((data.x_train, data.y_train), train_sampler.chunk(step, n), search.mesh)
                     vb = Dist.feed((data.x_val, data.y_val), val_sampler.chunk(step, n), search.mesh)
@@ -249,7 +227,6 @@ def finish(exp: Experiment, state, workdir, seconds: float, write: bool = True) 
     if exp.strategy.summary is not None:   # e.g. TabNAS: P(arch | V), Alg. 3 top-n, the mode
         result["policy"] = exp.strategy.summary(jax.device_get(state.strategy), arch)
     if cfg["benchmark"]["nb201_table"]:
-        from jaxnas.benchmarks.nb201 import annotate
         result = annotate(result, cfg["benchmark"]["nb201_table"])
     if write:
         W.atomic_write_text(Path(workdir) / "result.json", json.dumps(result, indent=1))

@@ -17,4 +17,4 @@ elif "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _dir, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _dir
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-    os.environ["JAXNAS_COMPILE_CACHE"] = _dir   # the CLI's own cache (jaxnas.compile_cache) too
+    os.environ["JAXNAS_COMPILE_CACHE"] = _dir   # the CLI's own cache (jaxnas.engine.compile_cache) too

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from jaxnas.spaces.base import Space
-from jaxnas.strategies import make
 from jaxnas.strategies import categorical as cat
-from jaxnas.strategies.advantage import (exact_advantages, per_decision_estimate,
-                                         taylor_advantages, zero_op_rule)
+from jaxnas.strategies import make
+from jaxnas.strategies.advantage import exact_advantages, per_decision_estimate, taylor_advantages, zero_op_rule
 from jaxnas.strategies.reinforce import reinforce_estimate
 
 

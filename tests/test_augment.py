@@ -1,4 +1,4 @@
-"""AutoAugment ops (jaxnas/augment.py) against PIL, AutoAugment's reference, on real images: the
+"""AutoAugment ops (jaxnas/data/augment.py) against PIL, AutoAugment's reference, on real images: the
 embedded digits (8x8 grey) and, where it is beside the repository, the CIFAR-10 subset (32x32 RGB)."""
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from jaxnas import augment as A
+from jaxnas.data import augment as A
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR = REPO.parent / "shared" / "data" / "cifar10_jpeg_test5k" / "cifar10_jpeg_test5k.npz"
@@ -35,7 +35,7 @@ def back(p, like):
 
 
 def pil_reference(op, img, m, sign):
-    """AutoAugment's op at magnitude m (0..9) with PIL (module docstring of jaxnas/augment.py)."""
+    """AutoAugment's op at magnitude m (0..9) with PIL (module docstring of jaxnas/data/augment.py)."""
     p, W = pil(img), img.shape[1]
     fill = 128 if img.shape[-1] == 1 else FILL
     f = 1.8 * m / 10 + 0.1

@@ -1,15 +1,15 @@
-"""The persistent compilation cache (jaxnas/compile_cache.py): where it goes, how it is turned off, and
+"""The persistent compilation cache (jaxnas/engine/compile_cache.py): where it goes, how it is turned off, and
 that a second process reads the entry the first wrote (jax's cache-hit log line)."""
 import os
 import subprocess
 import sys
 
-from jaxnas import compile_cache
+from jaxnas.engine import compile_cache
 
 PROGRAM = """
 import logging, sys
 import jax, jax.numpy as jnp
-from jaxnas.compile_cache import enable
+from jaxnas.engine.compile_cache import enable
 logging.basicConfig(level=logging.DEBUG, stream=sys.stdout)
 jax.config.update("jax_debug_log_modules", "jax._src.compilation_cache,jax._src.compiler")
 print("dir", enable(sys.argv[1], min_compile_seconds=0.0))

@@ -1,4 +1,4 @@
-"""Typed, validated configs (jaxnas.schema, jaxnas.config.resolve), strategy option checks, config
+"""Typed, validated configs (jaxnas.core.schema, jaxnas.config.settings.resolve), strategy option checks, config
 files that do not run, single-class labels, and own splits (data.val_path / test_path / test_split /
 split_seed). Fast: nothing here compiles a search."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from jaxnas import data as D
-from jaxnas import schema as S
-from jaxnas.build import SPACES, load_data
-from jaxnas.config import DEFAULTS, SCHEMA, load_config, raw_config, resolve
+from jaxnas.config.experiment import SPACES, load_data
+from jaxnas.config.settings import DEFAULTS, SCHEMA, load_config, raw_config, resolve
+from jaxnas.core import schema as S
 from tests.helpers.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +164,8 @@ def test_values_are_converted_to_their_types():
 def test_every_field_is_typed_and_every_default_passes():
     """No key without a (type, range): config sections, each registered space and evaluator, and
     every option of every strategy (by name in OPTION_FIELDS); the defaults pass their own checks."""
-    from jaxnas.evaluators.base import EVALUATORS, available as evaluators
+    from jaxnas.evaluators.base import EVALUATORS
+    from jaxnas.evaluators.base import available as evaluators
     from jaxnas.strategies import base as SB
 
     def walk(schema, prefix=""):
@@ -192,7 +193,10 @@ def test_every_field_is_typed_and_every_default_passes():
 
 
 def test_literal_names_in_config_agree_with_the_engine():
-    from jaxnas import config, optim, search, tasks
+    from jaxnas.config import settings as config
+    from jaxnas.core import optim
+    from jaxnas.engine import search
+    from jaxnas.tasks import classification as tasks
     assert config.PHASE_KINDS == search.PHASE_KINDS
     assert config.OPTIMIZERS == optim.NAMES and config.SCHEDULES == optim.SCHEDULES
     assert config.TASK_REWARDS == tasks.REWARDS

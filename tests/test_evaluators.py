@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.build import build
-from jaxnas.config import load_config, resolve
+from jaxnas.config.experiment import build
+from jaxnas.config.settings import load_config, resolve
 from jaxnas.report import report
 from jaxnas.runner import run_search
 from jaxnas.spaces.cells import NasBench201Space
@@ -151,7 +151,8 @@ def test_strategy_default_schedule_is_used(monkeypatch):
     """A strategy that declares ``phases`` gets that schedule (and its step count) unless the config
     names one."""
     import dataclasses
-    import jaxnas.build as B
+
+    import jaxnas.config.experiment as B
     real = B.make_strategy
     seen = []
 

@@ -11,16 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.build import load_data
 from jaxnas.cli import main
-from jaxnas.config import resolve
-from jaxnas.export import _restore_tree, build_model, export, input_transform, load, nb201_spec
+from jaxnas.config.experiment import load_data
+from jaxnas.config.settings import resolve
+from jaxnas.export import export, input_transform, load, restore_tree
+from jaxnas.models.specs import build_model, nb201_spec
+from jaxnas.models.supernets.mlp import MLP
 from jaxnas.retrain import retrain
 from jaxnas.runner import run_search
 from jaxnas.spaces.cells import NasBench201Space
-from jaxnas.standalone import balanced_error, masked_apply
-from jaxnas.supernets.mlp import MLP
-from jaxnas.tasks import classification_loss
+from jaxnas.tasks.classification import classification_loss
+from jaxnas.training.standalone import balanced_error, masked_apply
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR = REPO.parent / "shared" / "data" / "cifar10_jpeg_test5k" / "cifar10_jpeg_test5k.npz"
@@ -73,7 +74,7 @@ def test_mlp_export_round_trip(tmp_path):
     assert jax.tree.structure(variables) == jax.tree.structure(
         model.init(jax.random.key(0), jnp.asarray(data.x_val[:2])))
     # the loaded module's outputs == the retrained (masked max-width) member's, on the validation split
-    members = _restore_tree(wd / res["params_path"])
+    members = restore_tree(wd / res["params_path"])
     member = jax.tree.map(lambda a: a[best["candidate"], best["run"]], members)
     x = jnp.asarray(data.x_val)
     logits = model.apply(variables, x, train=False)

@@ -11,8 +11,7 @@ import pytest
 from jaxnas.spaces.base import Space
 from jaxnas.strategies import make
 from jaxnas.strategies.base import SupernetContext
-from jaxnas.strategies.gradient import (gdas_temperature, gumbel_softmax, sample_two_paths,
-                                        snas_temperature)
+from jaxnas.strategies.gradient import gdas_temperature, gumbel_softmax, sample_two_paths, snas_temperature
 
 # Ragged space: decision "b" has 3 choices, "c" 2 (masked entries must stay at probability 0).
 SPACE = Space(("a", "b", "c"), (("none", "x", "y", "z"), ("x", "y", "z"), ("x", "y")))
@@ -345,8 +344,8 @@ def test_bad_configs_raise_actionable_errors():
 def test_every_method_steps_on_the_mlp_supernet_and_darts2_unrolls_flax_params():
     """End to end on a real Flax supernet (TabNAS MLP, dense or sparse as the method asks); darts2's
     hypergradient through a flax params pytree against central differences (float32, loose)."""
+    from jaxnas.models.supernets.mlp import MLPSupernet
     from jaxnas.spaces.mlp import MLPSpace
-    from jaxnas.supernets.mlp import MLPSupernet
     space = MLPSpace.create(2, 3, 1, widths=(2, 4, 6))
     net = MLPSupernet(space)
     kx, kp = jax.random.split(jax.random.key(0))

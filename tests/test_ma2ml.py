@@ -11,9 +11,9 @@ import pytest
 
 from jaxnas.spaces.base import Space
 from jaxnas.spaces.product import AugSpace, HPOSpace, ProductSpace
-from jaxnas.strategies import make
 from jaxnas.strategies import categorical as K
 from jaxnas.strategies import ma2ml as M
+from jaxnas.strategies import make
 
 
 def small_space():

@@ -1,5 +1,5 @@
-"""MA2ML image pipelines trained from scratch (jaxnas/standalone.py ``train_pipeline``, the standalone
-evaluator's PipelineEvaluator, the 'pipeline' space and 'digits' data of jaxnas/build.py), and the
+"""MA2ML image pipelines trained from scratch (jaxnas/training/standalone.py ``train_pipeline``, the standalone
+evaluator's PipelineEvaluator, the 'pipeline' space and 'digits' data of jaxnas/config/experiment.py), and the
 analytic FLOPs of the NAS agent against XLA's cost analysis."""
 import functools
 
@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import build as B
+from jaxnas.config import build as B
 from jaxnas.evaluators.standalone import make as make_standalone
 from jaxnas.spaces.cells import NasBench201Space
 from jaxnas.spaces.product import ProductSpace
-from jaxnas.standalone import PipelineConfig, train_pipeline
+from jaxnas.training.standalone import PipelineConfig, train_pipeline
 from tests.helpers.xla import flops as xla_flops
 
 
@@ -72,7 +72,7 @@ def test_evaluator_rewards_accuracy_times_flops_term(digits):
                                                    (5, 1, 1, 4, 8), (8, 1, 1, 8, 16)])
 def test_conv_flops_are_xla_cost_analysis_exactly(h, k, stride, cin, cout):
     """A 'same' convolution: 2 FLOPs per multiply-add that reads a real input == XLA's count."""
-    from jaxnas.ops.conv import conv2d_reference
+    from jaxnas.models.ops.conv import conv2d_reference
     from jaxnas.spaces.product import _conv_flops
     x, w = jnp.zeros((1, h, h, cin)), jnp.zeros((k, k, cin, cout))
     compiled = jax.jit(lambda x, w: conv2d_reference(x, w, stride)).lower(x, w).compile()
@@ -85,7 +85,7 @@ def test_nb201_flops_match_xla_cost_analysis(archs):
     """Analytic FLOPs of the discrete network vs XLA's cost_analysis of its forward pass: XLA also
     counts BN, ReLU and additions, so the analytic count is below it, by less than 15% in total, and
     the difference between two cells (the searched ops) agrees within 6%."""
-    from jaxnas.supernets.cells import NasBench201Net
+    from jaxnas.models.supernets.cells import NasBench201Net
     nas = NasBench201Space.create(C=8, cells_per_stage=2, num_classes=10)
     sp = ProductSpace.create({"nas": nas}, image_hw=(16, 16), in_channels=3)
     flops = {}

@@ -22,8 +22,7 @@ import pytest
 from jaxnas.spaces.base import Space
 from jaxnas.spaces.cells import DartsSpace
 from jaxnas.strategies import make
-from jaxnas.strategies.manas import (coordinated_credit, exp3_probs, exp3_rates, solve_normal_equations,
-                                     zipf_probs)
+from jaxnas.strategies.manas import coordinated_credit, exp3_probs, exp3_rates, solve_normal_equations, zipf_probs
 
 REPO = Path(__file__).resolve().parents[1]
 RAGGED = Space(decision_names=("a", "b", "c", "d"),
@@ -268,7 +267,7 @@ def test_tiny_darts20_unique_search_end_to_end(tmp_path):
     """configs/manas_darts20_tiny.py with 4 steps, C = 2, batch 4 and two ops: 280 agents,
     the shared-weight search (weight step + MANAS step per batch) runs, checkpoints and rates its
     result, a 20-cell genotype with 2 inputs per node."""
-    from jaxnas.config import load_config, raw_config
+    from jaxnas.config.settings import load_config, raw_config
     from jaxnas.runner import run_search
     path = "configs/manas_darts20_tiny.py"
     if not Path(raw_config(REPO / path)["data"]["path"]).exists():

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnas.models.supernets import toy
 from jaxnas.spaces.base import Space
-from jaxnas.strategies import make
 from jaxnas.strategies import categorical as cat
+from jaxnas.strategies import make
 from jaxnas.strategies.parsec import importance_estimate
-from jaxnas.supernets import toy
 
 ROOT = Path(__file__).resolve().parents[1]
 

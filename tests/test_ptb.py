@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.build import build
-from jaxnas.config import load_config
+from jaxnas.config.experiment import build
+from jaxnas.config.settings import load_config
 from jaxnas.data.tabular import DataNotFoundError
 from jaxnas.data.text import batchify, load_lm_data, windows_per_epoch
 

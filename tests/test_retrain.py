@@ -14,15 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.build import build
 from jaxnas.cli import main
-from jaxnas.config import load_config, resolve
-from jaxnas.networks import DartsEvalNet, cells_from_arch, cells_from_genotype
-from jaxnas.networks.darts_eval import drop_path, param_count
-from jaxnas.retrain import cutout, narrowed_space, restore_search_state, retrain
+from jaxnas.config.experiment import build
+from jaxnas.config.settings import load_config, resolve
+from jaxnas.models.networks import DartsEvalNet, cells_from_arch, cells_from_genotype
+from jaxnas.models.networks.darts_eval import drop_path, param_count
+from jaxnas.protocols.mlp import narrowed_space, restore_search_state
+from jaxnas.retrain import retrain
 from jaxnas.runner import run_search
 from jaxnas.spaces.cells import DartsSpace
-from jaxnas.standalone import TrainConfig, train_one
+from jaxnas.training.image_runs import cutout
+from jaxnas.training.standalone import TrainConfig, train_one
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR = REPO.parent / "shared" / "data" / "cifar10_jpeg_test5k" / "cifar10_jpeg_test5k.npz"
@@ -116,7 +118,7 @@ def test_quickstart_retrain_cli(quickstart_dir, capsys):
 
 
 def test_restore_search_state_is_the_final_state(quickstart_dir):
-    from jaxnas.runner import state_digest
+    from jaxnas.engine.search import state_digest
     cfg = json.loads((quickstart_dir / "config.json").read_text())
     result = json.loads((quickstart_dir / "result.json").read_text())
     state = restore_search_state(build(cfg), quickstart_dir, result)
@@ -215,15 +217,15 @@ def test_tiny_darts_retrain_on_cifar_subset_with_resume(tmp_path):
     assert cand["model"]["network"] == "darts_eval" and cand["model"]["kwargs"]["auxiliary"]
     assert cand["genotype"].startswith("normal=")
     # parameter count: the network without its auxiliary head, from the saved variables
-    from jaxnas.export import _restore_tree
-    final = _restore_tree(wd / run["final"])
+    from jaxnas.export import restore_tree
+    final = restore_tree(wd / run["final"])
     assert "aux_head" in final["params"]
     assert run["param_count"] == param_count(final["params"]) == out["best"]["param_count"]
     assert json.loads((wd / "retrain.json").read_text())["best"]["val_loss"] == run["val_loss"]
     # export -> load: the DARTS evaluation network with its variables reproduces the validation metrics
-    from jaxnas.build import load_data
+    from jaxnas.config.experiment import load_data
     from jaxnas.export import export, input_transform, load
-    from jaxnas.tasks import classification_loss
+    from jaxnas.tasks.classification import classification_loss
     exp_dir = export(wd)
     model, variables = load(exp_dir)
     assert isinstance(model, DartsEvalNet) and model.C == 4 and model.num_cells == 3

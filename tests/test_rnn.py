@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnas.models.supernets.rnn import RNNLanguageModel, cell_step, count_params, init_rnn_params
 from jaxnas.spaces.rnn import RNN_OPS, RNNCellSpace
-from jaxnas.supernets.rnn import RNNLanguageModel, cell_step, count_params, init_rnn_params
 
 KEY = jax.random.key(0)
 SMALL = RNNCellSpace.create(num_nodes=3, vocab_size=23, emb_size=5, hidden_size=4)

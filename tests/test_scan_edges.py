@@ -7,9 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnas.models.supernets.cells import (
+    DartsNet,
+    NasBench201Net,
+    cell_runs,
+    edge_groups,
+    scan_cell_params,
+    scan_edge_params,
+    unscan_cell_params,
+    unscan_edge_params,
+)
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space, reduction_cells
-from jaxnas.supernets.cells import (DartsNet, NasBench201Net, cell_runs, edge_groups, scan_cell_params,
-                                    scan_edge_params, unscan_cell_params, unscan_edge_params)
 
 
 def _nets(kind):

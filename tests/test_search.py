@@ -12,11 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnas.build import build
-from jaxnas.config import load_config, resolve
+from jaxnas.config.experiment import build
+from jaxnas.config.settings import load_config, resolve
 from jaxnas.data import DataNotFoundError
+from jaxnas.engine.search import NonFiniteError
 from jaxnas.runner import run_search
-from jaxnas.search import NonFiniteError
 from tests.helpers.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]

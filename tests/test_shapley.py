@@ -1,4 +1,4 @@
-"""Shapley-NAS (jaxnas/shapley.py, jaxnas/strategies/shapley.py) against independent computations:
+"""Shapley-NAS (jaxnas/strategies/shapley_values.py, jaxnas/strategies/shapley.py) against independent computations:
 closed-form Shapley values, exact enumeration (eq. 3), a plain Python loop of Alg. 1, one-at-a-time
 evaluation of the masked dense supernet, and a numpy recomputation of Alg. 2's update."""
 import dataclasses
@@ -10,16 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import shapley as SH
+from jaxnas.engine.search import Search
 from jaxnas.evaluators.shared_weights import SharedWeightsEvaluator
-from jaxnas.search import Search
+from jaxnas.models.supernets.cells import NasBench201Net
+from jaxnas.models.supernets.toy import ToyNet, toy_space
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 from jaxnas.strategies import make
+from jaxnas.strategies import shapley_values as SH
 from jaxnas.strategies.base import BatchContext
 from jaxnas.strategies.shapley import keep_weights, players_of
-from jaxnas.supernets.cells import NasBench201Net
-from jaxnas.supernets.toy import ToyNet, toy_space
-from jaxnas.tasks import ClassificationTask
+from jaxnas.tasks.classification import ClassificationTask
 
 
 # ---- games ---------------------------------------------------------------------------------------
@@ -418,7 +418,7 @@ def test_errors_at_trace_time_and_in_the_engine():
 
 # ---- PC-DARTS partial channel connections (the DARTS supernet of sec. 4.1) ------------------------
 def test_channel_shuffle_is_pytorch_view_transpose():
-    from jaxnas.supernets.cells import channel_shuffle
+    from jaxnas.models.supernets.cells import channel_shuffle
     x = jnp.arange(2 * 12, dtype=jnp.float32).reshape(2, 1, 1, 12)
     got = np.asarray(channel_shuffle(x, 4))[0, 0, 0]
     # torch: x.view(b, 4, 3, h, w).transpose(1, 2): out channel j * 4 + g = in channel g * 3 + j
@@ -431,8 +431,8 @@ def test_partial_channel_edge_equals_manual_pc_darts(stride):
     """A K = 4 mixed edge (dense, 8 channels) = its ops on the first 2 channels (the same parameters
     in a 2-channel edge), the other 6 passed through (2x2 max-pooled on a stride-2 edge),
     concatenated and channel-shuffled."""
-    from jaxnas.ops.candidates import DARTS_OPS
-    from jaxnas.supernets.cells import MixedEdge
+    from jaxnas.models.supernets.cells import MixedEdge
+    from jaxnas.spaces.op_costs import DARTS_OPS
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 8))
     w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (len(DARTS_OPS),)))
     pc = MixedEdge("darts", DARTS_OPS, 8, stride, partial_channels=4)
@@ -452,7 +452,7 @@ def test_partial_channel_edge_equals_manual_pc_darts(stride):
 
 
 def test_partial_channel_darts_net_sparse_equals_dense_at_one_hot():
-    from jaxnas.supernets.cells import DartsNet
+    from jaxnas.models.supernets.cells import DartsNet
     space = DartsSpace.create(C=8, num_cells=3)
     net = DartsNet(space, partial_channels=4)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnas.models.supernets import MLP, NasBench201Net, init_variables
 from jaxnas.spaces import MLPSpace, Space
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
-from jaxnas.supernets import MLP, NasBench201Net, init_variables
 
 NB201_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nasbench201" / "nb201_accuracies.csv.gz"
 
@@ -147,6 +147,7 @@ def test_darts_derive_is_the_genotype():
     """Space-aware derive (traceable): on DARTS the two strongest non-zero inputs per node with their
     strongest non-zero op, every other edge 'none' == DARTS's host-side genotype; ties included."""
     import jax
+
     from jaxnas.spaces.cells import DartsSpace
     sp = DartsSpace.create()
     rng = np.random.default_rng(0)

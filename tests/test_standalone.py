@@ -1,4 +1,4 @@
-"""Stand-alone training (jaxnas/standalone.py) and the TabNAS paper configs (configs/tabnas_*.py)."""
+"""Stand-alone training (jaxnas/training/standalone.py) and the TabNAS paper configs (configs/tabnas_*.py)."""
 from pathlib import Path
 
 import chex
@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnas import standalone as S
-from jaxnas.config import load_config
+from jaxnas.config.settings import load_config
+from jaxnas.models.supernets.mlp import MLP
 from jaxnas.spaces import MLPSpace
-from jaxnas.supernets.mlp import MLP
-from jaxnas.tasks import classification_loss
+from jaxnas.tasks.classification import classification_loss
+from jaxnas.training import standalone as S
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("tabnas_*.py"))
@@ -142,7 +142,7 @@ REFERENCES = {
 
 
 def test_every_tabnas_config_loads_and_builds():
-    from jaxnas.build import build
+    from jaxnas.config.experiment import build
     from jaxnas.spaces import TABNAS_WIDTHS
     from jaxnas.strategies import make
     names = {p.name for p in CONFIGS}

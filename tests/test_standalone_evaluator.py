@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import standalone as S
 from jaxnas.data import load_tabular
 from jaxnas.evaluators.base import get
 from jaxnas.evaluators.standalone import DEFAULTS, StandaloneEvaluator
 from jaxnas.spaces import MLPSpace
+from jaxnas.training import standalone as S
 
 REPO = Path(__file__).resolve().parents[1]
 OPTS = {"epochs": 2, "batch_size": 64, "lr": 3e-3, "max_steps": 12}   # 8 steps/epoch: stops mid-epoch

@@ -8,13 +8,28 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.ops.candidates import DARTS_OPS, NB201_OPS, build_op, op_param_count
-from jaxnas.ops.conv import (conv2d, conv2d_reference, cotangent_barrier, depthwise_conv2d, max_pool3,
-                             no_cotangent_barrier, xla_kernels)
+from jaxnas.models.ops.candidates import build_op
+from jaxnas.models.ops.conv import (
+    conv2d,
+    conv2d_reference,
+    cotangent_barrier,
+    depthwise_conv2d,
+    max_pool3,
+    no_cotangent_barrier,
+    xla_kernels,
+)
+from jaxnas.models.supernets import (
+    MLP,
+    DartsNet,
+    MLPSupernet,
+    NasBench201Net,
+    child_params,
+    init_params,
+    init_variables,
+)
 from jaxnas.spaces import MLPSpace
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
-from jaxnas.supernets import (MLP, DartsNet, MLPSupernet, NasBench201Net, child_params,
-                              init_params, init_variables)
+from jaxnas.spaces.op_costs import DARTS_OPS, NB201_OPS, op_param_count
 from tests.helpers.xla import flops
 
 KEY = jax.random.key(0)
@@ -82,7 +97,7 @@ def test_cotangent_barrier_keeps_values_and_stops_recomputation():
     """The barrier at each edge's input is the identity, gradients included (a NaN cotangent
     passes as NaN), and it keeps XLA:CPU from recomputing a chain of dense DARTS edges per
     consumer: 4 edges cost about 4x one edge's FLOPs with it (18x without, op_cost.json)."""
-    from jaxnas.supernets.cells import MixedEdge
+    from jaxnas.models.supernets.cells import MixedEdge
     x = jax.random.normal(KEY, (4, 8, 8, 4))
     w = jax.nn.softmax(jax.random.normal(jax.random.fold_in(KEY, 1), (len(DARTS_OPS),)))
 

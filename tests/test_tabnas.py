@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import constraints as C
-from jaxnas.spaces.mlp import MLPSpace, TABNAS_WIDTHS
+from jaxnas.spaces.mlp import TABNAS_WIDTHS, MLPSpace
+from jaxnas.strategies import budget as C
 from jaxnas.strategies import make
 from jaxnas.strategies import tabnas as T
 
@@ -567,7 +567,7 @@ def test_q_offset_defaults_to_one_and_multiplicative_rewards_refuse_q_not_positi
             jax.effects_barrier()
     # with lanes (vmap here, devices under shard_map alike) nothing raises inside the program: the
     # step counts the lanes with Q <= 0 and the engine's host-side check stops the search
-    from jaxnas.search import check_metrics
+    from jaxnas.engine.search import check_metrics
     s = make("mnas_soft", space, target=25, beta=-0.5, warmup_frac=0.0, axis_name="data")
     lanes = jax.jit(jax.vmap(lambda st, k: s.step(st, k, big_loss)[1], in_axes=(None, 0), out_axes=None,
                              axis_name="data"))

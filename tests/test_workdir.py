@@ -1,4 +1,4 @@
-"""Work-dir safety (jaxnas.workdir): a resume only of the same run, one process per dir, a torn metrics
+"""Work-dir safety (jaxnas.core.workdir): a resume only of the same run, one process per dir, a torn metrics
 line, a damaged newest checkpoint, and SIGKILL of a real CLI process during a checkpoint write and
 during a metrics write — each refuses with what to do, or recovers, says so and loses nothing."""
 import io
@@ -15,10 +15,16 @@ import numpy as np
 import pytest
 
 from jaxnas.cli import main
-from jaxnas.config import load_config, resolve
+from jaxnas.config.settings import DEFAULTS, load_config, resolve
+from jaxnas.core.workdir import (
+    NoRestorableCheckpointError,
+    RunMismatchError,
+    WorkdirLock,
+    WorkdirLockedError,
+    differences,
+    read_metrics,
+)
 from jaxnas.runner import run_search
-from jaxnas.workdir import (NoRestorableCheckpointError, RunMismatchError, WorkdirLock, WorkdirLockedError,
-                            differences, read_metrics)
 from tests.helpers.tiny import tiny_config
 
 # orbax leaves the coroutines of a failed restore to the garbage collector, which may run in any test
@@ -100,9 +106,9 @@ def test_differences_ignore_neutral_keys_and_absent_defaults():
     old = {"config": json.loads(json.dumps(cfg)), "data": None}
     del old["config"]["data"]["split_seed"]             # a work dir from before data.split_seed
     new = {"config": resolve(tiny_config(), ["search.chunk=5", "data.test_path='t.npz'"]), "data": None}
-    assert differences(old, new) == []
+    assert differences(old, new, DEFAULTS) == []
     new = {"config": resolve(tiny_config(), ["data.split_seed=3"]), "data": None}
-    assert differences(old, new) == [("data.split_seed", "<absent>", 3)]
+    assert differences(old, new, DEFAULTS) == [("data.split_seed", "<absent>", 3)]
 
 
 def test_same_run_resumes_and_neutral_keys_do_not_matter(tmp_path, reference, partial_dirs):
@@ -361,8 +367,9 @@ def test_a_resume_compiles_the_first_runs_program(tmp_path, partial_dirs):
     resumed chunk lowers to the same program as the first run's: the compilation cache's key is the
     same and a resume loads it instead of compiling."""
     import jax
+
     from jaxnas import runner
-    from jaxnas.build import build
+    from jaxnas.config.experiment import build
     w = partial_dirs(20, tmp_path / "w")
     cfg = resolve(tiny_config())
     exp = build(cfg)

@@ -179,6 +179,11 @@ class NasBench201Table:
             raise ValueError(f"no column {column!r}; the table has {', '.join(self.columns)}")
         return self.columns[column]
 
+    def values_for(self, space, column: str) -> np.ndarray:
+        """The ``column`` of every architecture of ``space`` in id order (``space.all_archs()``)."""
+        rows = np.array([self.row_of(space.encode(a)) for a in space.all_archs()])
+        return self._column(column)[rows].astype(np.float32)
+
     def best(self, column: str = DEFAULT_COLUMN) -> dict[str, Any]:
         """The row with the highest ``column`` (first such row on ties; NaN never wins)."""
         v = self._column(column)

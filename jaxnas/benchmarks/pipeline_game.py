@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.benchmarks.nb201 import NasBench201Table
 from jaxnas.spaces.base import Space
 from jaxnas.spaces.cells import NasBench201Space
 from jaxnas.spaces.product import HPOSpace, ProductSpace
@@ -69,9 +70,7 @@ class PipelineGame:
         aug = HPOSpace.create({"magnitude": MAGNITUDES, "probability": PROBS})
         space = ProductSpace.create([("aug", aug), ("nas", nas), ("hpo", hpo)], nas="nas")
         if table_path is not None and Path(table_path).exists():
-            from jaxnas.benchmarks.nb201 import NasBench201Table
-            from jaxnas.evaluators.table import table_values
-            acc = table_values(NasBench201Table.load(table_path), nas, "cifar10_valid_12ep") / 100.0
+            acc = NasBench201Table.load(table_path).values_for(nas, "cifar10_valid_12ep") / 100.0
             source = f"nb201 table {table_path} (cifar10_valid_12ep)"
         else:
             acc = _synthetic_accuracy(nas, seed)

@@ -6,9 +6,9 @@ checkpoint that stores nothing but the step) sees exactly the batches of an unin
 The remainder of each epoch (``num_examples % batch_size``) is dropped, so every batch is full and
 shapes stay static under ``jit`` / ``lax.scan``.
 
-Over several processes (:mod:`jaxnas.distributed`) every process draws the same global indices from
+Over several processes (:mod:`jaxnas.engine.distributed`) every process draws the same global indices from
 its own sampler and gathers only the columns (rows of the batch) its devices hold
-(:func:`jaxnas.distributed.feed`), so nothing here depends on the process.
+(:func:`jaxnas.engine.distributed.feed`), so nothing here depends on the process.
 """
 from __future__ import annotations
 

@@ -118,7 +118,7 @@ def bptt_windows(source: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
-# ---- a language-modelling data set for searches (jaxnas.build registers it as data.name='ptb') ---
+# ---- a language-modelling data set for searches (jaxnas.config.experiment registers it as data.name='ptb') ---
 @dataclasses.dataclass(frozen=True, eq=False)
 class LMData:
     """Token streams of a language-modelling corpus, as a search reads them.

@@ -3,5 +3,5 @@
 ``shared_weights`` (a one-shot supernet), ``table`` (a benchmark table), ``standalone`` (candidates
 trained from scratch in one vmapped program).
 """
+from jaxnas.evaluators import lm_shared_weights, shared_weights, standalone, table  # noqa: F401  (register)
 from jaxnas.evaluators.base import Evaluator, available, get, register
-from jaxnas.evaluators import shared_weights, standalone, table  # noqa: F401  (register)

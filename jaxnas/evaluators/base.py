@@ -1,6 +1,6 @@
 """The evaluator protocol: what a strategy learns from.
 
-The search loop (``jaxnas/search.py``) runs one *sample* per lane of the population axis ``AXIS``
+The search loop (``jaxnas/engine/search.py``) runs one *sample* per lane of the population axis ``AXIS``
 (a device under ``shard_map``, or a ``vmap`` lane on one device). Per lane and step it calls
 
 - ``weight_step(state, inputs, weights, batch, key) -> (state, metrics)`` (evaluators with
@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 
 import jax
 
-from jaxnas.registry import Registry
+from jaxnas.core.registry import Registry
 
 RewardFn = Callable[[jax.Array], tuple[jax.Array, Any]]
 
@@ -61,10 +61,8 @@ def register(name: str, defaults: dict, *, needs_data: bool, has_weights: bool):
 
 
 def available() -> list[str]:
-    import jaxnas.evaluators  # noqa: F401  (registers the built-in evaluators)
     return EVALUATORS.names()
 
 
 def get(name: str):
-    import jaxnas.evaluators  # noqa: F401
     return EVALUATORS.get(name)

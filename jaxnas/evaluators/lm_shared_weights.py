@@ -36,8 +36,9 @@ import numpy as np
 import optax
 
 from jaxnas.data.text import batchify, window_count
-from jaxnas.evaluators.shared_weights import SharedWeightsEvaluator
+from jaxnas.evaluators.shared_weights import TASK_VARIANTS, SharedWeightsEvaluator
 from jaxnas.strategies.base import SupernetContext
+from jaxnas.tasks.language_model import LanguageModelTask, check_tokens, stream_loss
 
 
 @flax.struct.dataclass
@@ -73,7 +74,6 @@ class LMSharedWeightsEvaluator(SharedWeightsEvaluator):
 
     @classmethod
     def create(cls, *, task, optimizer, lr_at, mode, axis_name, data, cfg, vmap_chunk: int = 32):
-        from jaxnas.language_model import check_tokens
         s = cfg["search"]
         if axis_name is not None:
             raise ValueError("the language-model search runs on one device (search.devices=1, "
@@ -174,7 +174,6 @@ class LMSharedWeightsEvaluator(SharedWeightsEvaluator):
     def evaluate_arch(self, params, arch, ids: Optional[np.ndarray] = None) -> dict:
         """Loss and perplexity of ``arch`` (one-hot weights, sparse mode) over a whole token stream
         (default: the validation split), ``eval_batch_size`` streams, hidden state carried."""
-        from jaxnas.language_model import stream_loss
         weights = self.task.space.one_hot(jnp.asarray(arch))
         return stream_loss(self.task.net, params, self.val_ids if ids is None else ids,
                            self.eval_batch_size, self.task.bptt, weights, "sparse")
@@ -183,3 +182,6 @@ class LMSharedWeightsEvaluator(SharedWeightsEvaluator):
         """The derived cell with the supernet's weights on the whole validation split."""
         val = self.evaluate_arch(jax.device_get(state.params), arch)
         return {"val_loss": val["loss"], "val_perplexity": val["perplexity"]}
+
+
+TASK_VARIANTS[LanguageModelTask] = LMSharedWeightsEvaluator.create

@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnas import optim
-from jaxnas import schema as S
+from jaxnas.core import optim
+from jaxnas.core import schema as S
 from jaxnas.evaluators.base import register
 from jaxnas.strategies.base import SupernetContext
 
-# the config keys of ``evaluator`` for this name: type, range and default (jaxnas.schema)
+# the config keys of ``evaluator`` for this name: type, range and default (jaxnas.core.schema)
 SCHEMA = {
     "vmap_chunk": S.Int(32, ge=1),   # weight matrices scored per vmapped group by batched_reward_fn
 }
@@ -137,6 +137,11 @@ class SharedWeightsEvaluator:
         return out
 
 
+# task type -> the constructor of its variant of this evaluator (``create(task=..., optimizer=..., ...)``):
+# a task whose batches carry state registers one (jaxnas/evaluators/lm_shared_weights.py)
+TASK_VARIANTS: dict[type, Any] = {}
+
+
 def weight_optimizer(cfg: dict, total_steps: int):
     """The supernet optimizer of ``cfg['optimizer']`` (AdamW-style decoupled decay for Adam)."""
     o = cfg["optimizer"]
@@ -153,10 +158,10 @@ def make(options: dict, *, cfg: dict, space, data, task, axis_name, mode: str = 
     if task is None:
         raise ValueError("the shared_weights evaluator needs a supernet task (data and a space)")
     opt, lr_at = weight_optimizer(cfg, weight_steps)
-    if hasattr(task, "shared_weights_evaluator"):   # tasks with state carried across batches (language
-        # models: jaxnas/evaluators/lm_shared_weights.py) bring their variant of this evaluator
-        return task.shared_weights_evaluator(optimizer=opt, lr_at=lr_at, mode=mode, axis_name=axis_name,
-                                             data=data, cfg=cfg, vmap_chunk=int(options["vmap_chunk"]))
+    variant = TASK_VARIANTS.get(type(task))
+    if variant is not None:   # tasks with state carried across batches (language models)
+        return variant(task=task, optimizer=opt, lr_at=lr_at, mode=mode, axis_name=axis_name,
+                       data=data, cfg=cfg, vmap_chunk=int(options["vmap_chunk"]))
     return SharedWeightsEvaluator(task=task, optimizer=opt, lr_at=lr_at, mode=mode, axis_name=axis_name,
                                   data=data, eval_batch_size=int(cfg["search"]["eval_batch_size"]),
                                   vmap_chunk=int(options["vmap_chunk"]))

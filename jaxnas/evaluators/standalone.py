@@ -1,7 +1,7 @@
 """Candidates trained from scratch: the reward of an architecture is its stand-alone result.
 
 ``reward_fn(weights)`` takes the architecture ``argmax(weights)``, looks its hidden widths up in the
-space's width table (traceable) and trains that MLP from scratch with ``jaxnas.standalone.train_member``
+space's width table (traceable) and trains that MLP from scratch with ``jaxnas.training.standalone.train_member``
 (the masked max-width MLP, exact per candidate, initialised and shuffled from the lane's ``key``),
 then evaluates it on the whole validation split. Everything is one traced function of the data
 arrays (``inputs``), so the search loop trains its P samples in ONE compiled program: a ``vmap``
@@ -13,7 +13,7 @@ strategy's own ``vmap`` over a batch of weights inside a lane. No collectives ar
 The reward (higher is better) is ``-val_loss`` (default), ``val_accuracy`` or
 ``-val_balanced_error`` (option ``reward``); ``aux`` holds ``val_loss``, ``val_accuracy``,
 ``val_balanced_error`` and ``train_loss``. Same architecture and key give the same result as
-``jaxnas.standalone.train_one(data, space, arch, seed, cfg)`` with ``key = jax.random.key(seed)``.
+``jaxnas.training.standalone.train_one(data, space, arch, seed, cfg)`` with ``key = jax.random.key(seed)``.
 
 Not differentiable (gradient strategies are refused by the engine), no shared weights (no
 ``weight_step`` / ``context``), no batches (the training set is an input). ``result`` retrains the
@@ -21,7 +21,7 @@ derived architecture with the same settings and the fixed seed ``result_seed``.
 
 MLP spaces (``space.name='mlp'``, tabular data), and MA2ML image pipelines (``space.name='pipeline'``:
 a :class:`~jaxnas.spaces.product.ProductSpace` of AUG x NB201 cell x HPO agents on image data):
-:class:`PipelineEvaluator` trains each pipeline with ``jaxnas.standalone.train_pipeline`` (dense
+:class:`PipelineEvaluator` trains each pipeline with ``jaxnas.training.standalone.train_pipeline`` (dense
 one-hot cell, the augmentation policy applied per batch inside the program, per-candidate optimizer
 hyper-parameters through ``optax.inject_hyperparams``) and rewards ``Acc (FLOPs / constraint)^w``
 (MA2ML poster; ``Acc`` without ``flops_constraint``), reporting validation accuracy and FLOPs.
@@ -37,11 +37,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import optim
-from jaxnas import schema as S
+from jaxnas.core import optim
+from jaxnas.core import schema as S
 from jaxnas.evaluators.base import register
 from jaxnas.spaces import MLPSpace
-from jaxnas.standalone import TrainConfig, train_archs, train_member
+from jaxnas.spaces.product import ProductSpace
+from jaxnas.training.standalone import (
+    PipelineConfig,
+    TrainConfig,
+    check_pipeline_space,
+    pipeline_reward,
+    train_archs,
+    train_member,
+    train_pipeline,
+)
 
 REWARDS = ("neg_loss", "accuracy", "neg_balanced_error")
 # How candidates batched by a ``vmap`` (lanes on one device, or a strategy's vmap over weights) run,
@@ -53,7 +62,7 @@ LANE_MODES = ("auto", "vmap", "sequential")
 
 # Defaults: TabNAS stand-alone training (Table 2 / App. B.2: batch 32, Adam lr 5e-4 cosine, eps 1e-3,
 # 60 epochs). Lower ``epochs`` or set ``max_steps`` for a search: every sample is a full training.
-SCHEMA = {   # the config keys of ``evaluator`` for this name: type, range and default (jaxnas.schema)
+SCHEMA = {   # the config keys of ``evaluator`` for this name: type, range and default (jaxnas.core.schema)
     "epochs": S.Int(60, ge=1),                     # epochs per candidate
     "batch_size": S.Int(32, ge=1),                 # training batch per candidate
     "lr": S.Float(5e-4, gt=0),
@@ -202,7 +211,6 @@ def make(options: dict, *, cfg: dict = None, space, data, task=None, axis_name=N
     mode = o["lane_mode"]
     if mode == "auto":
         mode = "sequential" if jax.default_backend() == "cpu" else "vmap"
-    from jaxnas.spaces.product import ProductSpace
     if isinstance(space, ProductSpace):
         return make_pipeline_evaluator(o, space, data, mode)
     if not isinstance(space, MLPSpace):
@@ -245,7 +253,7 @@ class PipelineEvaluator:
     vmap over weights batch them into one program."""
     space: Any                       # ProductSpace (AUG x NB201 x HPO)
     data: Any                        # ImageData
-    cfg: Any                         # jaxnas.standalone.PipelineConfig
+    cfg: Any                         # jaxnas.training.standalone.PipelineConfig
     flops_constraint: Any = None
     flops_exponent: float = -0.07
     result_seed: int = 0
@@ -268,13 +276,11 @@ class PipelineEvaluator:
 
     def trainer(self, cfg=None):
         """``(arch int[D], key, arrays) -> metrics`` of one pipeline, per ``lane_mode`` under vmap."""
-        from jaxnas.standalone import train_pipeline
         fn = functools.partial(train_pipeline, space=self.space, cfg=cfg or self.cfg,
                                mean=tuple(self.data.mean), std=tuple(self.data.std))
         return fn if self.lane_mode == "vmap" else _sequential(fn)
 
     def reward_fn(self, state, inputs, batch, key):
-        from jaxnas.standalone import pipeline_reward
         del state, batch
         arrays = (inputs["x_train"], inputs["y_train"], inputs["x_val"], inputs["y_val"])
         train = self.trainer()
@@ -313,8 +319,6 @@ class PipelineEvaluator:
 
 
 def make_pipeline_evaluator(o: dict, space, data, mode: str) -> PipelineEvaluator:
-    from jaxnas.spaces.product import ProductSpace
-    from jaxnas.standalone import PipelineConfig, check_pipeline_space
     check_pipeline_space(space)
     if data is None or getattr(data, "x_train", None) is None or np.ndim(data.x_train) != 4:
         raise ValueError("image pipelines need image data ([N, H, W, C]: data.name='digits', 'image_npz' or a "

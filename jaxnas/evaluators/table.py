@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import schema as S
 from jaxnas.benchmarks.nb201 import NB201_TABLE_OPS, NasBench201Table
+from jaxnas.core import schema as S
 from jaxnas.evaluators.base import register
 
-# the config keys of ``evaluator`` for this name: type, range and default (jaxnas.schema)
+# the config keys of ``evaluator`` for this name: type, range and default (jaxnas.core.schema)
 SCHEMA = {
     "path": S.Optional(S.Path()),                # the table CSV(.gz) (required)
     "reward": S.Str("cifar10_valid_12ep"),       # the column the strategy learns from
@@ -87,14 +87,6 @@ class TableEvaluator:
         return out
 
 
-def table_values(table: NasBench201Table, space, column: str) -> np.ndarray:
-    """The ``column`` of every architecture of ``space`` in id order (``space.all_archs()``)."""
-    col = table._column(column)
-    archs = space.all_archs()
-    rows = np.array([table.row_of(space.encode(a)) for a in archs])
-    return col[rows].astype(np.float32)
-
-
 @register("table", SCHEMA, needs_data=False, has_weights=False)
 def make(options: dict, *, cfg: dict, space, data=None, task=None, axis_name=None,
          **_) -> TableEvaluator:
@@ -112,7 +104,7 @@ def make(options: dict, *, cfg: dict, space, data=None, task=None, axis_name=Non
         if c not in table.columns:
             raise ValueError(f"evaluator.reward / report: no column {c!r} in {table.path}; it has "
                              f"{', '.join(table.columns)}")
-    values = options["scale"] * table_values(table, space, column)
+    values = options["scale"] * table.values_for(space, column)
     if not np.all(np.isfinite(values)):
         raise ValueError(f"column {column!r} of {table.path} has NaN entries; choose another reward column")
     return TableEvaluator(space=space, table=table, column=column, scale=float(options["scale"]),

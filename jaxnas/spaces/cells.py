@@ -15,8 +15,8 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.ops.candidates import DARTS_OPS, NB201_OPS, op_param_count
 from jaxnas.spaces.base import Space
+from jaxnas.spaces.op_costs import DARTS_OPS, NB201_OPS, op_param_count
 
 
 def cell_edges(num_input_nodes: int, num_nodes: int) -> tuple[tuple[int, int], ...]:

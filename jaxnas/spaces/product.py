@@ -15,7 +15,7 @@ The agents' spaces:
   sub-policies of two ``(op, probability, magnitude)`` triples; probabilities on AutoAugment's 11
   values ``0.0, 0.1, ..., 1.0``, magnitudes on its 10 integers ``0..9``; the 15 image ops the issue
   lists (AutoAugment's 16 without SamplePairing, which mixes two images). The ops are
-  :mod:`jaxnas.augment`.
+  :mod:`jaxnas.data.augment`.
 - the NAS agent: any space (NAS-Bench-201 cell, TabNAS MLP widths); its FLOPs are analytic
   (:func:`nb201_flops_table`, checked against XLA's ``cost_analysis`` in tests).
 - :class:`HPOSpace` -- named discrete grids (learning rate, weight decay, label smoothing, ...).

@@ -19,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
-
-from jaxnas.spaces.cells import cell_edges, decode_cell
-from jaxnas.spaces.base import Space
 import numpy as np
+
+from jaxnas.spaces.base import Space
+from jaxnas.spaces.cells import cell_edges, decode_cell
 
 RNN_OPS = ("none", "tanh", "relu", "sigmoid", "identity")   # DARTS rnn/genotypes.py order
 

@@ -42,7 +42,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 
-from jaxnas import schema as S
+from jaxnas.core import schema as S
 from jaxnas.spaces.base import Space
 
 RewardFn = Callable[[jax.Array], tuple[jax.Array, Any]]
@@ -142,7 +142,7 @@ OPTION_FIELDS: dict[str, S.Field] = {
     "accumulate": S.Bool(),
     "buffer_size": S.Int(ge=1),
     # TabNAS and the reward-shaping baselines
-    "budget": S.Optional(S.Float(gt=0) | S.Object("a jaxnas.constraints.Budget")),
+    "budget": S.Optional(S.Float(gt=0) | S.Object("a jaxnas.strategies.budget.Budget")),
     "target": S.Optional(S.Float(gt=0)),
     "beta": S.Float(),
     "cost_fn": S.Optional(S.Object("a callable (architectures -> cost)", test=callable)),
@@ -199,7 +199,6 @@ def check_options(name: str, given: dict, prefix: str = "") -> list[str]:
     """Problems of strategy ``name``'s options ``given`` (an unknown name or option, a value of the wrong
     type or range, from :data:`OPTION_FIELDS`), one line each, keys as ``prefix + option``.
     Space-dependent checks (op names, feasible budgets) happen when the strategy is built."""
-    import jaxnas.strategies  # noqa: F401  (registers the built-in strategies)
     if name not in _REGISTRY:
         return [f"{prefix}name: unknown strategy {name!r}; available: {', '.join(available())}"]
     valid = options(name)
@@ -218,7 +217,6 @@ def check_options(name: str, given: dict, prefix: str = "") -> list[str]:
 
 def options(name: str) -> list[str]:
     """The options of strategy ``name`` (besides ``space``, ``axis_name`` and ``total_steps``)."""
-    import jaxnas.strategies  # noqa: F401  (registers the built-in strategies)
     return [p for p in inspect.signature(_REGISTRY[name]).parameters
             if p not in ("space", "axis_name", "total_steps")]
 
@@ -230,7 +228,6 @@ def make(name: str, space: Space, *, axis_name: Optional[str] = None,
 
     axis_name: the population axis (None: one lane). total_steps: the number of strategy steps the
     engine will run (None when unknown; methods that need it raise)."""
-    import jaxnas.strategies  # noqa: F401  (registers the built-in strategies)
     if name not in _REGISTRY:
         raise ValueError(f"unknown strategy {name!r}; available: {', '.join(available())}")
     fn = _REGISTRY[name]

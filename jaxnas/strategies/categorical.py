@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxnas import optim
+from jaxnas.core import optim
 from jaxnas.spaces.base import NEG_INF, Space
 
 # The optimizer on the scores, one name per knob for every strategy (values: each method's default).
@@ -99,7 +99,7 @@ def make_optimizer(name: str, *, optimizer: str = "adam", lr: float = 1e-3, b1: 
                    b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                    clip: Optional[float] = None, lr_schedule: str = "constant",
                    total_steps: Optional[int] = None):
-    """``jaxnas.optim.make_optimizer`` on the logits / alpha of strategy ``name``: clip (global
+    """``jaxnas.core.optim.make_optimizer`` on the logits / alpha of strategy ``name``: clip (global
     norm) -> coupled L2 weight decay (PyTorch Adam, as DARTS and AdvantageNAS App. D) -> Adam or
     SGD -> lr, constant or cosine-decayed to 0 over ``total_steps`` (the engine's strategy steps)."""
     return optim.make_optimizer(optimizer, lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,

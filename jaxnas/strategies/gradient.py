@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from jaxnas.spaces.base import NEG_INF, Space
 from jaxnas.strategies import categorical as K
-from jaxnas.strategies.base import SupernetContext, Strategy, register
+from jaxnas.strategies.base import Strategy, SupernetContext, register
 
 # Choices that mean "no edge"; DARTS (sec. 2.4) excludes them when it derives the final cell.
 ZERO_OPS = ("none", "zero")

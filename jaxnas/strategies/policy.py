@@ -21,6 +21,7 @@ from jaxnas.spaces.base import NEG_INF, Space
 from jaxnas.strategies import categorical as K
 from jaxnas.strategies.base import Strategy
 
+
 @struct.dataclass
 class PolicyState:
     """State of a categorical-policy strategy. ``extra`` holds what a method adds (baselines,

@@ -11,7 +11,7 @@ official code, Euphoria16/Shapley-NAS ``train_search.py``).
 One step (``needs="batch"``: ``reward_fn`` scores a batch of weight matrices, vmapped in bounded
 chunks by the ``shared_weights`` evaluator):
 
-1. Alg. 1: M = ``num_samples`` permutations with early truncation at ``eta`` (:mod:`jaxnas.shapley`,
+1. Alg. 1: M = ``num_samples`` permutations with early truncation at ``eta`` (:mod:`jaxnas.strategies.shapley_values`,
    compiled: batches of M * ``prefix_chunk`` prefix coalitions, vmapped, shared among the lane's
    permutations still running (``packed``); a ``while_loop`` stops once every permutation has
    truncated).
@@ -50,9 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import shapley as SH
 from jaxnas.spaces.base import Space
 from jaxnas.strategies import categorical as K
+from jaxnas.strategies import shapley_values as SH
 from jaxnas.strategies.base import Strategy, register
 
 ZERO_OPS = ("none", "zero")

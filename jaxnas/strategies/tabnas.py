@@ -52,8 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxnas import constraints as C
 from jaxnas.spaces.base import NEG_INF, Space
+from jaxnas.strategies import budget as C
 from jaxnas.strategies import categorical as K
 from jaxnas.strategies.base import Strategy, register
 
@@ -374,7 +374,7 @@ def make_tabnas(space: Space, budget=None, *, axis_name: Optional[str] = None,
                 eps: float = 1e-3, weight_decay: float = 0.0, clip: Optional[float] = None,
                 lr_schedule: str = "constant") -> Strategy:
     """TabNAS (rejection-based REINFORCE). ``budget``: the limit (number, with ``cost_fn`` default
-    ``space.param_count``) or a :class:`jaxnas.constraints.Budget`. ``pv``: "mc" (Alg. 2, N =
+    ``space.param_count``) or a :class:`jaxnas.strategies.budget.Budget`. ``pv``: "mc" (Alg. 2, N =
     ``num_mc_samples``) or "exact". ``decay``: Alg. 1 line 18's gamma (0.9). ``final``: "alg3"
     (Alg. 3, m = ``num_final_samples``, fixed key), "mode" (of P(y | y in V)) or "argmax";
     ``num_final_archs``: the n of Alg. 3 listed by ``summary`` (the candidates to retrain)."""

@@ -25,7 +25,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxnas import runner  # noqa: E402
-from jaxnas.config import resolve  # noqa: E402
+from jaxnas.config.settings import resolve  # noqa: E402
 
 plan = json.loads(Path(sys.argv[1]).read_text())
 pid = int(sys.argv[2])
@@ -61,8 +61,8 @@ def dump(state, path):
 
 if plan["port"] is None:      # one process: feed() puts exactly the gathered global batch on the mesh
     from jaxnas.data import gather
-    from jaxnas.distributed import feed
-    from jaxnas.search import make_mesh
+    from jaxnas.engine.distributed import feed
+    from jaxnas.engine.lanes import make_mesh
     arrays = (np.arange(40 * 3, dtype=np.float32).reshape(40, 3), np.arange(40) % 7)
     idx = np.random.default_rng(0).permutation(40)[:32].reshape(2, 16)
     fed = feed(arrays, idx, make_mesh())

@@ -19,11 +19,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxnas.build import build  # noqa: E402
-from jaxnas.config import resolve  # noqa: E402
+from jaxnas.config.experiment import build  # noqa: E402
+from jaxnas.config.settings import resolve  # noqa: E402
 from jaxnas.data import BatchSampler, gather  # noqa: E402
-from jaxnas.runner import state_digest  # noqa: E402
-from jaxnas.search import AXIS, make_mesh  # noqa: E402
+from jaxnas.engine.lanes import AXIS, make_mesh  # noqa: E402
+from jaxnas.engine.search import state_digest  # noqa: E402
 from jaxnas.spaces.cells import NasBench201Space  # noqa: E402
 from jaxnas.strategies import available, make  # noqa: E402
 from tests.helpers.tiny import tiny_config  # noqa: E402
@@ -103,7 +103,9 @@ state = one.evaluator.init(jax.random.key(0))
 weights = exp.space.one_hot(jnp.array([1, 2]))
 batch = (jnp.asarray(exp.data.x_train[:64]), jnp.asarray(exp.data.y_train[:64]))
 s1, m1 = jax.jit(lambda s, b: one.evaluator.weight_step(s, (), weights, b, None))(state, batch)
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
+
 with jax.set_mesh(eight.mesh):
     f = jax.jit(jax.shard_map(lambda s, b: eight.evaluator.weight_step(s, (), weights, b, None),
                               mesh=eight.mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P())))

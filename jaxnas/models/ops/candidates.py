@@ -1,0 +1,150 @@
+"""Candidate operations of the DARTS and NAS-Bench-201 cell spaces, as Flax modules.
+
+Every op maps ``[N, H, W, C] -> [N, H/stride, W/stride, C]`` and is called ``op(x, train)``.
+Orders follow the papers: ReLU-Conv-BN (DARTS, NAS-Bench-201). ``affine``/``track`` configure the
+BatchNorms (search: affine=False, batch statistics; stand-alone: affine, running statistics).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxnas.models.ops.conv import max_pool3
+from jaxnas.models.ops.layers import Conv, Norm, downsampled_shape
+
+
+class Zero(nn.Module):
+    """The 'none' op: no connection."""
+    stride: int = 1
+
+    def __call__(self, x, train: bool = True):
+        return jnp.zeros(downsampled_shape(x.shape, self.stride), x.dtype)
+
+
+class Identity(nn.Module):
+    def __call__(self, x, train: bool = True):
+        return x
+
+
+class ReLUConvBN(nn.Module):
+    features: int
+    kernel: int
+    stride: int = 1
+    dilation: int = 1
+    affine: bool = False
+    track: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = Conv(self.features, self.kernel, self.stride, self.dilation)(nn.relu(x))
+        return Norm(self.affine, self.track)(x, train)
+
+
+class DilConv(nn.Module):
+    """DARTS dil_conv: ReLU, depthwise k x k (dilation), pointwise 1x1, BN."""
+    features: int
+    kernel: int
+    stride: int = 1
+    dilation: int = 2
+    affine: bool = False
+    track: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = Conv(x.shape[-1], self.kernel, self.stride, self.dilation, depthwise=True)(nn.relu(x))
+        x = Conv(self.features, 1)(x)
+        return Norm(self.affine, self.track)(x, train)
+
+
+class SepConv(nn.Module):
+    """DARTS sep_conv: two stacked DilConv blocks with dilation 1 (stride on the first)."""
+    features: int
+    kernel: int
+    stride: int = 1
+    affine: bool = False
+    track: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = DilConv(x.shape[-1], self.kernel, self.stride, 1, self.affine, self.track)(x, train)
+        return DilConv(self.features, self.kernel, 1, 1, self.affine, self.track)(x, train)
+
+
+class FactorizedReduce(nn.Module):
+    """DARTS skip_connect at stride 2: two offset 1x1 stride-2 convs, concatenated, BN."""
+    features: int
+    affine: bool = False
+    track: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        if self.features % 2:
+            raise ValueError(f"FactorizedReduce needs an even channel count, got {self.features}")
+        x = nn.relu(x)
+        a = Conv(self.features // 2, 1, 2)(x)
+        xs = jnp.pad(x[:, 1:, 1:], ((0, 0), (0, 1), (0, 1), (0, 0)))
+        b = Conv(self.features // 2, 1, 2)(xs)
+        return Norm(self.affine, self.track)(jnp.concatenate([a, b], -1), train)
+
+
+class Pool(nn.Module):
+    """3x3 max or average pooling (average excludes padding, as PyTorch count_include_pad=False),
+    followed by a BN in the DARTS search network (``bn=True``)."""
+    kind: str
+    stride: int = 1
+    bn: bool = False
+    affine: bool = False
+    track: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        pad = ((1, 1), (1, 1))
+        if self.kind == "max":
+            y = max_pool3(x, self.stride)
+        else:
+            # average over the valid (unpadded) inputs, as count_include_pad=False, but with the
+            # count computed on a [1, H, W, 1] map: XLA constant-folds flax's full-size count slowly
+            s = (self.stride, self.stride)
+            y = nn.avg_pool(x, (3, 3), s, pad) / nn.avg_pool(jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype),
+                                                           (3, 3), s, pad)
+        return Norm(self.affine, self.track)(y, train) if self.bn else y
+
+
+OpFactory = Callable[..., nn.Module]  # (C, stride, affine, track) -> module
+
+
+def _darts_ops() -> dict[str, OpFactory]:
+    return {
+        "none": lambda C, s, a, t: Zero(s),
+        "max_pool_3x3": lambda C, s, a, t: Pool("max", s, bn=not t, affine=False, track=t),
+        "avg_pool_3x3": lambda C, s, a, t: Pool("avg", s, bn=not t, affine=False, track=t),
+        "skip_connect": lambda C, s, a, t: Identity() if s == 1 else FactorizedReduce(C, a, t),
+        "sep_conv_3x3": lambda C, s, a, t: SepConv(C, 3, s, a, t),
+        "sep_conv_5x5": lambda C, s, a, t: SepConv(C, 5, s, a, t),
+        "dil_conv_3x3": lambda C, s, a, t: DilConv(C, 3, s, 2, a, t),
+        "dil_conv_5x5": lambda C, s, a, t: DilConv(C, 5, s, 2, a, t),
+    }
+
+
+def _nb201_ops() -> dict[str, OpFactory]:
+    return {
+        "none": lambda C, s, a, t: Zero(s),
+        "skip_connect": lambda C, s, a, t: Identity() if s == 1 else FactorizedReduce(C, a, t),
+        "nor_conv_1x1": lambda C, s, a, t: ReLUConvBN(C, 1, s, 1, a, t),
+        "nor_conv_3x3": lambda C, s, a, t: ReLUConvBN(C, 3, s, 1, a, t),
+        "avg_pool_3x3": lambda C, s, a, t: Pool("avg", s),
+    }
+
+
+OP_SETS: dict[str, dict[str, OpFactory]] = {"darts": _darts_ops(), "nb201": _nb201_ops()}
+
+
+def build_op(op_set: str, name: str, channels: int, stride: int, affine: bool, track: bool) -> nn.Module:
+    if op_set not in OP_SETS:
+        raise ValueError(f"unknown op set {op_set!r}; valid: {', '.join(OP_SETS)}")
+    ops = OP_SETS[op_set]
+    if name not in ops:
+        raise ValueError(f"unknown op {name!r} in op set {op_set!r}; valid: {', '.join(ops)}")
+    return ops[name](channels, stride, affine, track)

@@ -1,0 +1,100 @@
+"""Retrain protocols: how the answer of a search in each space is trained from scratch, a registry keyed
+by the space's name (``cfg["space"]["name"]``). A protocol is a small unit with
+
+- ``default_settings(cfg) -> dict``: its settings before overrides (the paper's recipe, or the search's own);
+- ``spec(cfg, space, arch, data, settings) -> dict``: the discrete network (``jaxnas.models.specs``);
+- ``run(ctx) -> dict | None``: trains the candidate(s) over the seeds in ``ctx.rdir`` (resumable),
+  returns the ``retrain.json`` body (``candidates``, ``best``, ``input``...), None when stopped early.
+
+``jaxnas retrain`` and ``jaxnas export`` look the protocol up here; a new space registers one
+(``register(name, default_settings=..., spec=..., run=...)``) and nothing else changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from jaxnas.core.registry import Registry
+
+RETRAIN_DIR = "retrain"
+PROTOCOLS = Registry("retrain protocol")
+
+
+@dataclasses.dataclass(eq=False)   # not frozen: the registry records its schema on it
+class Protocol:
+    name: str
+    default_settings: Callable[[dict], dict]
+    spec: Callable[..., dict]
+    run: Callable[["RunContext"], Optional[dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What a protocol's ``run`` gets: the search work dir, the retrain folder inside it, the search
+    config (data overrides applied), its result, the resolved settings and the progress stream."""
+    workdir: Path
+    rdir: Path
+    cfg: dict
+    result: dict
+    settings: dict
+    progress: Any = None
+    stop_after: Optional[int] = None      # image / LM runs stop after this many steps (tests of resume)
+
+
+def register(name: str, *, default_settings, spec, run) -> Protocol:
+    p = Protocol(name, default_settings, spec, run)
+    PROTOCOLS.register(name)(p)
+    return p
+
+
+def get(name: str) -> Protocol:
+    return PROTOCOLS.get(name)
+
+
+def kinds() -> list[str]:
+    return PROTOCOLS.names()
+
+
+def seed_list(settings: dict) -> list[int]:
+    s = settings["seeds"]
+    return list(range(s)) if isinstance(s, int) else [int(x) for x in s]
+
+
+def read_search(workdir) -> tuple[dict, dict]:
+    """``(config, result)`` of a finished search work dir; says what to do when it is not one."""
+    wd = Path(workdir)
+    if not wd.is_dir():
+        raise FileNotFoundError(f"work dir {str(wd)!r} does not exist; run `jaxnas search CONFIG "
+                                f"--workdir {wd}` first")
+    cfg_path, res_path = wd / "config.json", wd / "result.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{str(wd)!r} has no config.json: not a search work dir")
+    if not res_path.exists():
+        raise FileNotFoundError(f"{str(wd)!r} has no result.json: the search has not finished; run "
+                                f"`jaxnas search CONFIG --workdir {wd}` to resume it to the end")
+    cfg, result = json.loads(cfg_path.read_text()), json.loads(res_path.read_text())
+    if not result.get("finished", True) or "arch_indices" not in result:
+        raise ValueError(f"{res_path} describes an unfinished search; resume it to the end first")
+    return cfg, result
+
+
+def choose_best(candidates: list[dict]) -> dict:
+    """The candidate with the lowest validation loss averaged over its seeds, and its best seed."""
+    means = [float(np.mean([r["val_loss"] for r in c["runs"]])) for c in candidates]
+    ci = int(np.argmin(means))
+    runs = candidates[ci]["runs"]
+    si = int(np.argmin([r["val_loss"] for r in runs]))
+    best = {"candidate": ci, "arch": candidates[ci]["arch"], "arch_indices": candidates[ci]["arch_indices"],
+            "mean_val_loss": means[ci], "run": si, "seed": runs[si]["seed"],
+            **{k: v for k, v in runs[si].items() if k.startswith(("val_", "test_"))},
+            "param_count": candidates[ci]["param_count"]}
+    return best
+
+
+def mean_metrics(runs: list[dict]) -> dict:
+    keys = [k for k in runs[0] if k.startswith(("val_", "test_")) and runs[0][k] is not None]
+    return {k: float(np.mean([r[k] for r in runs])) for k in keys}

@@ -1,0 +1,188 @@
+"""The ``mlp`` (TabNAS) retrain protocol: the Alg. 3 candidates (``select_final_n``: the ``top`` <= 3
+feasible, unique architectures of largest cost among ``num_final_samples`` policy samples; strategies
+without a budget: the most probable architectures) x ``seeds``, all trained in ONE compiled program
+(``jaxnas.training.standalone.train_archs``: a ``vmap`` over members), with the weight-training
+settings of the search (its optimizer and batch size, Adam eps 1e-3) unless overridden; members are
+masked MLPs as wide as the widest candidate per layer (``NarrowedSpace``). The answer is the
+candidate with the lowest validation loss averaged over seeds (and its best seed's parameters).
+Balanced error is reported (the metric TabNAS reports)."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxnas.config.experiment import build
+from jaxnas.core.workdir import progress_line
+from jaxnas.data.inputs import input_info
+from jaxnas.engine.search import state_digest
+from jaxnas.models.specs import mlp_spec
+from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, seed_list
+from jaxnas.spaces.base import NEG_INF
+from jaxnas.strategies import budget as B
+from jaxnas.strategies.tabnas import select_final_n
+from jaxnas.tasks.classification import classification_loss
+from jaxnas.training.image_runs import test_split
+from jaxnas.training.standalone import TrainConfig, balanced_error, masked_apply, train_archs, train_config_from
+
+
+def default_settings(cfg: dict) -> dict:
+    # TabNAS retrains with the weight-training settings of the search (Table 2)
+    tc = train_config_from(cfg)
+    return {"seeds": 3, "top": 3, "epochs": tc.epochs, "batch_size": tc.batch_size, "lr": tc.lr,
+            "schedule": tc.schedule, "optimizer": tc.optimizer, "b1": float(tc.b1), "b2": float(tc.b2),
+            "eps": TrainConfig.eps, "momentum": float(tc.momentum), "max_steps": None,
+            "num_final_samples": 500, "member_batch": 64, "eval_batch": 4096}
+
+
+def restore_search_state(exp, workdir: Path, result: Optional[dict] = None):
+    """The final SearchState of the search in ``workdir``: the checkpoint of the result's step (the
+    newest when no result is given), checked against the result's state digest."""
+    root = (workdir / "checkpoints").resolve()
+    if not root.exists():
+        raise FileNotFoundError(f"{workdir} has no checkpoints/: the candidates of Alg. 3 come from the "
+                                f"final policy, which the search checkpoints")
+    init = exp.search.init(jax.random.key(int(exp.config["seed"])))   # host-side init (numpy rng)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init)
+    with ocp.CheckpointManager(root) as mgr:
+        steps = [int(x) for x in mgr.all_steps()]
+        step = int(result["step"]) if result is not None and "step" in result else (max(steps) if steps else None)
+        if step is None or step not in steps:
+            raise FileNotFoundError(f"{root} has no checkpoint of the final step {step} (has {sorted(steps)}); "
+                                    f"rerun `jaxnas search` on this work dir to finish it")
+        state = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+    want = (result or {}).get("state_digest")
+    if want is not None and state_digest(state) != want:
+        raise ValueError(f"the checkpoint of step {step} in {root} is not the state result.json describes "
+                         f"(state digests differ); rerun `jaxnas search` on this work dir")
+    return state
+
+
+def mlp_candidates(exp, strategy_state, n: int, num_samples: int = 500) -> np.ndarray:
+    """TabNAS Alg. 3: the ``n`` unique feasible architectures of largest cost among ``num_samples``
+    samples of the final policy (fixed key). Strategies without a budget: the ``n`` most probable
+    distinct architectures among the samples (the per-decision argmax first)."""
+    space = exp.space
+    mask = jnp.asarray(space.mask)
+    logits = getattr(strategy_state, "logits", None)
+    if logits is None:
+        probs = jnp.asarray(exp.strategy.probs(strategy_state), jnp.float32)
+        logits = jnp.where(mask, jnp.log(jnp.maximum(probs, 1e-30)), NEG_INF)
+    logits = jnp.asarray(logits, jnp.float32)
+    s = exp.config["strategy"]
+    if s.get("budget") is not None:
+        budget = B.make_budget(space, s["budget"], cost_fn=s.get("cost_fn"), cost_terms=s.get("cost_terms"))
+        archs = select_final_n(budget, logits, jax.random.key(0), n=n, num_samples=num_samples)
+        if len(archs) == 0:
+            raise ValueError(f"none of {num_samples} samples of the final policy meets the budget "
+                             f"{s['budget']}; raise num_final_samples")
+        return np.asarray(archs, np.int32)
+    logp = np.asarray(jax.nn.log_softmax(jnp.where(mask, logits, NEG_INF), -1))
+    first = np.asarray(space.derive(logits))
+    samples = np.asarray(space.sample(jax.random.key(0), logits, (num_samples,)))
+    uniq = np.unique(np.concatenate([first[None], samples]), axis=0)
+    lp = np.take_along_axis(logp[None], uniq[..., None], -1)[..., 0].sum(-1)
+    order = np.argsort(-lp, kind="stable")
+    archs = [first] + [a for a in uniq[order] if not np.array_equal(a, first)]
+    return np.asarray(archs[:n], np.int32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NarrowedSpace:
+    """An MLP space seen through the widest candidate of each layer: ``train_archs`` trains every
+    member as the masked MLP of ``max_widths``; a member is the same child MLP for any max widths >=
+    its own (masked units are exact zeros), so cutting them to the candidates' maxima trains the
+    same networks (from other random draws) at a fraction of the cost of the space's widest choice
+    (e.g. 256-32 and 176-64 under a 512-512 space: about 10x fewer FLOPs)."""
+    space: Any
+    max_widths: tuple
+
+    def __getattr__(self, name):
+        return getattr(self.space, name)
+
+
+def narrowed_space(space, archs) -> NarrowedSpace:
+    widths = np.asarray(space.arch_widths(np.asarray(archs, np.int32))).reshape(-1, space.num_layers)
+    return NarrowedSpace(space, tuple(int(w) for w in widths.max(0)))
+
+
+def member_metrics(params, widths, max_widths, x, y, num_classes, prefix, eval_batch):
+    """Loss / accuracy / balanced error of every member (leading axes [M]) on (x, y)."""
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.int32)
+
+    @jax.jit
+    def one(p, w):
+        logits = jnp.concatenate([masked_apply(p, x[i:i + eval_batch], w, max_widths)
+                                  for i in range(0, x.shape[0], eval_batch)])
+        loss, acc = classification_loss(logits, y)
+        return {f"{prefix}_loss": loss, f"{prefix}_accuracy": acc,
+                f"{prefix}_balanced_error": balanced_error(logits, y, num_classes)}
+    return jax.device_get(jax.lax.map(lambda a: one(*a), (params, widths)))
+
+
+def run(ctx: RunContext) -> dict:
+    workdir, rdir, cfg, result, s, progress = ctx.workdir, ctx.rdir, ctx.cfg, ctx.result, ctx.settings, ctx.progress
+    exp = build(cfg)
+    state = restore_search_state(exp, workdir, result)
+    archs = mlp_candidates(exp, state.strategy, s["top"], s["num_final_samples"])
+    seeds = seed_list(s)
+    space, data = exp.space, exp.data
+    tc = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], schedule=s["schedule"],
+                     optimizer=s["optimizer"], b1=s["b1"], b2=s["b2"], eps=s["eps"], momentum=s["momentum"],
+                     max_steps=s["max_steps"])
+    A, S = len(archs), len(seeds)
+    progress_line(progress, f"retraining {A} candidate(s) x {S} seed(s) = {A * S} MLPs in one program, "
+                   f"{tc.total_steps(len(data.y_train))} steps each: " +
+         ", ".join(space.encode(a) for a in archs))
+    narrow = narrowed_space(space, archs)
+    r = train_archs(data, narrow, archs, seeds, tc, member_batch=s["member_batch"], eval_batch=s["eval_batch"],
+                    return_params=True)
+    params = r.pop("params")
+    # test metrics from the returned parameters
+    widths = np.repeat(np.asarray(space.arch_widths(archs)), S, 0)
+    flat = jax.tree.map(lambda a: a.reshape((A * S,) + a.shape[2:]), params)
+    test = test_split(data)
+    tm = (member_metrics(flat, jnp.asarray(widths), tuple(narrow.max_widths), test[0], test[1],
+                              int(data.num_classes), "test", s["eval_batch"]) if test else {})
+    with ocp.StandardCheckpointer() as ck:
+        path = (rdir / "params").resolve()
+        if path.exists():
+            shutil.rmtree(path)
+        ck.save(path, params)
+        ck.wait_until_finished()
+    candidates = []
+    for a in range(A):
+        runs = []
+        for si, seed in enumerate(seeds):
+            m = a * S + si
+            run = {"seed": int(seed)}
+            for k in ("val_loss", "val_accuracy", "val_balanced_error", "train_loss"):
+                run[k] = float(r[k][a, si])
+            for k, v in tm.items():
+                run[k] = float(np.asarray(v)[m])
+            run["seconds"] = None  # trained together: see program_seconds
+            runs.append(run)
+        candidates.append({"arch": space.encode(archs[a]), "arch_indices": archs[a].tolist(),
+                           "param_count": int(space.param_count(archs[a])), "runs": runs,
+                           "mean": mean_metrics(runs), "model": mlp_spec(space, archs[a])})
+    best = choose_best(candidates)
+    progress_line(progress, f"best on validation: {best['arch']} (mean val loss {best['mean_val_loss']:.4f}, "
+                   f"seed {best['seed']})")
+    return {"protocol": "tabnas_alg3", "seeds": seeds, "candidates": candidates, "best": best,
+            "program_seconds": float(r["seconds"]), "steps_per_run": int(r["total_steps"]),
+            "members": A * S, "programs": -(-(A * S) // s["member_batch"]),
+            "member_max_widths": list(narrow.max_widths), "params_path": str(Path(RETRAIN_DIR) / "params"), "input": input_info(data)}
+
+
+def spec(cfg: dict, space, arch, data, settings: dict) -> dict:
+    return mlp_spec(space, arch)
+
+
+register("mlp", default_settings=default_settings, spec=spec, run=run)

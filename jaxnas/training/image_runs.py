@@ -1,0 +1,203 @@
+"""From-scratch training of a discrete image network (the NAS-Bench-201 network, the DARTS evaluation
+network): one jitted step per batch, orbax checkpoints every ``checkpoint_every`` steps in the run's
+folder, resume with the same data order (batches are a function of the seed and the step), then the
+validation (and test) metrics and the final variables. The retrain protocols of the cell spaces
+(``jaxnas.protocols.cells``) call it."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from jaxnas.core import optim
+from jaxnas.core.workdir import atomic_write_text, progress_line
+from jaxnas.data.images import normalize, random_crop_flip
+from jaxnas.models.networks.darts_eval import DartsEvalNet, param_count
+from jaxnas.models.supernets.init import init_variables
+from jaxnas.tasks.classification import classification_loss
+from jaxnas.training.standalone import balanced_error
+
+
+def test_split(data):
+    """``(x_test, y_test)`` of data that has a test split, else None."""
+    x, y = getattr(data, "x_test", None), getattr(data, "y_test", None)
+    return (x, y) if x is not None and y is not None else None
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=1, default=float))
+
+
+def cutout(key, images, length: int):
+    """DeVries & Taylor cutout as DARTS applies it: per example a ``length`` x ``length`` square
+    (clipped at the border) around a uniform centre is set to 0 (after normalisation)."""
+    n, h, w, _ = images.shape
+    ky, kx = jax.random.split(key)
+    cy = jax.random.randint(ky, (n, 1), 0, h)
+    cx = jax.random.randint(kx, (n, 1), 0, w)
+    half = length // 2
+    ys, xs = jnp.arange(h)[None], jnp.arange(w)[None]
+    my = (ys >= cy - half) & (ys < cy + half)
+    mx = (xs >= cx - half) & (xs < cx + half)
+    m = my[:, :, None] & mx[:, None, :]
+    return jnp.where(m[..., None], jnp.zeros((), images.dtype), images)
+
+
+def call_network(net, variables, x, train, drop, rng, mutable=False):
+    kw = {"drop_path": drop} if isinstance(net, DartsEvalNet) else {}
+    return net.apply(variables, x, train=train, rngs={"dropout": rng} if rng is not None else None,
+                     mutable=mutable, **kw)
+
+
+def evaluate_split(eval_fn, variables, x, y, num_classes: int, eval_batch: int, prefix: str) -> dict:
+    n = len(y)
+    outs = []
+    for i in range(0, n, eval_batch):
+        xb = np.asarray(x[i:i + eval_batch])
+        pad = eval_batch - len(xb)
+        if pad:  # one compiled shape
+            xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
+        outs.append(np.asarray(eval_fn(variables, xb))[:eval_batch - pad])
+    logits = jnp.asarray(np.concatenate(outs))
+    yj = jnp.asarray(y, jnp.int32)
+    loss, acc = classification_loss(logits, yj)
+    return {f"{prefix}_loss": float(loss), f"{prefix}_accuracy": float(acc),
+            f"{prefix}_balanced_error": float(balanced_error(logits, yj, num_classes))}
+
+
+def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None, label: str = "",
+                    stop_after: Optional[int] = None, final_as: Optional[str] = None) -> Optional[dict]:
+    """Train ``net`` (a discrete cell network with tracked BN) from scratch on ``data`` (ImageData)
+    with settings ``s`` and ``seed``; checkpoints / resumes in ``run_dir``; returns the run's
+    metrics (also ``run_dir/run.json``; final variables in ``run_dir/final``). ``stop_after``: stop
+    after that many steps of this session (None returned; a rerun resumes). ``final_as``: how the run
+    records the path of its final variables (default ``run_dir/final``)."""
+    run_dir = Path(run_dir)
+    done = run_dir / "run.json"
+    if done.exists():
+        progress_line(progress, f"[{label}] finished before: {done}")
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    n, bs = len(data.y_train), int(s["batch_size"])
+    if n < bs:
+        raise ValueError(f"batch_size {bs} exceeds the {n} training examples; lower batch_size")
+    spe = n // bs
+    total = s["epochs"] * spe if s["max_steps"] is None else min(int(s["max_steps"]), s["epochs"] * spe)
+    tx = optim.make_optimizer(s["optimizer"], s["lr"], momentum=s["momentum"], nesterov=s["nesterov"],
+                              weight_decay=s["weight_decay"], clip=s["grad_clip"], schedule=s["schedule"],
+                              total_steps=total, what="retrain")
+    mean, std = tuple(data.mean), tuple(data.std)
+    ncls = int(data.num_classes)
+    aux_w, cut, augment = float(s["auxiliary_weight"]), int(s["cutout"]), bool(s["augment"])
+    k_init, k_train = jax.random.split(jax.random.key(int(seed)))
+    x0 = jnp.zeros((2,) + tuple(data.x_train.shape[1:]), jnp.float32)
+
+    def init():   # values drawn on the host (jaxnas.models.supernets.init): no XLA compile of the RNG calls
+        v = init_variables(net, k_init, x0, train=False)
+        params, stats = v["params"], v.get("batch_stats", {})
+        return {"params": params, "batch_stats": stats, "opt_state": tx.init(params),
+                "step": jnp.zeros((), jnp.int32)}
+
+    @jax.jit
+    def train_step(state, x, y, drop):
+        key = jax.random.fold_in(k_train, state["step"])
+        k_aug, k_cut, k_drop = jax.random.split(key, 3)
+        if augment:
+            x = random_crop_flip(k_aug, x)
+        x = normalize(x, mean, std)
+        if cut:
+            x = cutout(k_cut, x, cut)
+
+        def loss_fn(params):
+            out, upd = call_network(net, {"params": params, "batch_stats": state["batch_stats"]}, x, True, drop,
+                             k_drop, mutable=["batch_stats"])
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss, acc = classification_loss(logits, y)
+            obj = loss if aux is None else loss + aux_w * classification_loss(aux, y)[0]
+            return obj, (loss, acc, upd.get("batch_stats", {}))
+        (_, (loss, acc, stats)), g = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        upd, opt = tx.update(g, state["opt_state"], state["params"])
+        new = {"params": optax.apply_updates(state["params"], upd), "batch_stats": stats,
+               "opt_state": opt, "step": state["step"] + 1}
+        return new, loss, acc
+
+    @jax.jit
+    def eval_fn(variables, x):
+        return call_network(net, variables, normalize(x, mean, std), False, 0.0, None)
+
+    ckpt_root = (run_dir / "checkpoints").resolve()
+    mgr = ocp.CheckpointManager(ckpt_root, options=ocp.CheckpointManagerOptions(max_to_keep=2))
+    state = init()
+    seconds, start = 0.0, 0
+    if mgr.latest_step() is not None:
+        start = int(mgr.latest_step())
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = mgr.restore(start, args=ocp.args.StandardRestore(abstract))
+        meta = run_dir / "progress.json"
+        if meta.exists():
+            seconds = float(json.loads(meta.read_text()).get("seconds", 0.0))
+        progress_line(progress, f"[{label}] resuming from step {start} ({ckpt_root})")
+    progress_line(progress, f"[{label}] training {total} steps ({spe} per epoch, batch {bs}), "
+                   f"{param_count(state['params']):,} parameters")
+    t0 = time.perf_counter()
+    perm_epoch, perm = -1, None
+    losses, accs = [], []
+    last = {"train_loss": None, "train_accuracy": None}
+    end = total if stop_after is None else min(total, start + int(stop_after))
+    for step in range(start, end):
+        epoch = step // spe
+        if epoch != perm_epoch:
+            perm = np.random.default_rng([int(seed), epoch]).permutation(n)
+            perm_epoch = epoch
+        idx = np.sort(perm[(step % spe) * bs:(step % spe + 1) * bs])
+        drop = float(s["drop_path"]) * epoch / max(int(s["epochs"]), 1)
+        state, loss, acc = train_step(state, data.x_train[idx], data.y_train[idx].astype(np.int32),
+                                      jnp.float32(drop))
+        losses.append(loss)
+        accs.append(acc)
+        done_steps = step + 1
+        if done_steps % s["log_every"] == 0 or done_steps == total:
+            lv, av = float(np.mean(jax.device_get(losses))), float(np.mean(jax.device_get(accs)))
+            losses, accs = [], []
+            if not np.isfinite(lv):
+                raise FloatingPointError(f"[{label}] training loss is {lv} at step {done_steps}; lower "
+                                         f"lr ({s['lr']}) or set grad_clip")
+            last = {"train_loss": lv, "train_accuracy": av}
+            el = seconds + time.perf_counter() - t0
+            progress_line(progress, f"[{label}] step {done_steps}/{total} epoch {epoch + 1} loss {lv:.4f} "
+                           f"acc {av:.4f} ({el:.1f} s)")
+        if done_steps % s["checkpoint_every"] == 0 or done_steps == total:
+            mgr.save(done_steps, args=ocp.args.StandardSave(state))
+            mgr.wait_until_finished()
+            write_json(run_dir / "progress.json",
+                        {"step": done_steps, "seconds": seconds + time.perf_counter() - t0})
+    mgr.close()
+    if end < total:
+        return None
+    seconds += time.perf_counter() - t0
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    final = (run_dir / "final").resolve()
+    if final.exists():
+        shutil.rmtree(final)
+    with ocp.StandardCheckpointer() as ck:
+        ck.save(final, jax.device_get(variables))
+        ck.wait_until_finished()
+    cap = s["max_eval"]
+    out = {"seed": int(seed), "steps": int(total), **last}
+    out.update(evaluate_split(eval_fn, variables, data.x_val[:cap], data.y_val[:cap], ncls, s["eval_batch"], "val"))
+    test = test_split(data)
+    if test is not None:
+        out.update(evaluate_split(eval_fn, variables, test[0][:cap], test[1][:cap], ncls, s["eval_batch"], "test"))
+    out["param_count"] = param_count(state["params"])
+    out["seconds"] = seconds
+    out["final"] = final_as or str(run_dir / "final")
+    write_json(done, out)
+    return out

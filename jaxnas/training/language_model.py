@@ -1,0 +1,132 @@
+"""From-scratch training of a recurrent language model (AdvantageNAS App. E): truncated BPTT over the
+windows of an epoch (the hidden state carried over windows, reset at each epoch), SGD with clipping,
+then the validation and test splits scored with the state carried over every window. The ``rnn``
+retrain protocol and ``bench/ptb_tiny.py`` call it."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from jaxnas.core import optim
+from jaxnas.core.workdir import atomic_write_text, progress_line
+from jaxnas.data.text import batchify, window_count
+from jaxnas.models.supernets.rnn import count_params, init_rnn_params
+from jaxnas.tasks.language_model import check_tokens, stream_loss, token_nll
+
+
+def lm_train_step(net, opt, **apply_kwargs):
+    """One truncated-BPTT weight step of the language model ``net`` (App. E: the mean token NLL of
+    a window, the hidden state carried in and returned without gradient):
+    ``step(params, opt_state, h, x, y, key, *args) -> (params, opt_state, h, loss)``, unjitted (a
+    caller jits it or scans it over windows). ``*args`` and ``apply_kwargs`` go to ``net.apply``
+    after ``x, h`` (the supernet's cell weights and ``mode``)."""
+
+    def step(params, opt_state, h, x, y, k, *args):
+        def loss_fn(p):
+            logits, h2 = net.apply({"params": p}, x, h, *args, train=True, dropout_key=k, **apply_kwargs)
+            tot, n = token_nll(logits, y)
+            return tot / n, h2
+        (loss, h2), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        upd, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, jax.lax.stop_gradient(h2), loss
+    return step
+
+
+def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_after=None,
+                 final_as: Optional[str] = None) -> Optional[dict]:
+    """Trains ``net`` with settings ``s`` (batch_size, bptt, epochs, lr, momentum, weight_decay,
+    grad_clip, schedule, eval_batch, max_steps, log_every, checkpoint_every) and ``seed``, with orbax
+    checkpoints in ``run_dir`` (every ``checkpoint_every`` steps and at the end): a killed run resumes
+    to the uninterrupted result (the state, the hidden state and the losses of the last epoch are
+    all checkpointed; the dropout keys are a function of the step). Returns the run's metrics (also
+    ``run_dir/run.json``; final parameters in ``run_dir/final``, recorded as ``final_as``), or None
+    when ``stop_after`` steps of this session stopped it first."""
+    run_dir = Path(run_dir)
+    done = run_dir / "run.json"
+    if done.exists():
+        progress_line(progress, f"[seed {seed}] finished before: {done}")
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    B, L = int(s["batch_size"]), int(s["bptt"])
+    check_tokens("retrain training stream (batch_size, bptt, data.max_train)", len(data.x_train), B, L)
+    src = batchify(data.x_train, B)
+    W = window_count(src.shape[0], L)
+    total = int(s["epochs"]) * W
+    if s.get("max_steps"):
+        total = min(total, int(s["max_steps"]))
+    opt = optim.make_optimizer("sgd", float(s["lr"]), momentum=float(s["momentum"]),
+                               weight_decay=float(s["weight_decay"]), clip=s["grad_clip"],
+                               schedule=s["schedule"], total_steps=max(total, 1), what="retrain")
+    key = jax.random.key(int(seed))
+    params = init_rnn_params(net, key)
+    H = net.space.hidden_size
+    state = {"params": params, "opt_state": opt.init(params), "h": jnp.zeros((B, H), jnp.float32),
+             "losses": jnp.full((W,), jnp.nan, jnp.float32), "step": jnp.zeros((), jnp.int32)}
+    train_step = lm_train_step(net, opt)
+
+    @jax.jit
+    def step(state, x, y, t):
+        h = jnp.where(t % W == 0, 0.0, state["h"])          # each epoch starts from a zero state
+        p, o, h, loss = train_step(state["params"], state["opt_state"], h, x, y, jax.random.fold_in(key, t))
+        return {"params": p, "opt_state": o, "h": h, "losses": state["losses"].at[t % W].set(loss),
+                "step": state["step"] + 1}, loss
+
+    mgr = ocp.CheckpointManager((run_dir / "checkpoints").resolve(),
+                                options=ocp.CheckpointManagerOptions(max_to_keep=2))
+    start, seconds = 0, 0.0
+    if mgr.latest_step() is not None:
+        start = int(mgr.latest_step())
+        state = mgr.restore(start, args=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                                                              state)))
+        meta = run_dir / "progress.json"
+        seconds = float(json.loads(meta.read_text())["seconds"]) if meta.exists() else 0.0
+        progress_line(progress, f"[seed {seed}] resuming from step {start}")
+    t0 = time.perf_counter()
+    src_j = jnp.asarray(src)
+    end = total if stop_after is None else min(total, start + int(stop_after))
+    every = int(s.get("checkpoint_every") or total)
+    for t in range(start, end):
+        w = t % W
+        x, y = src_j[w * L: w * L + L], src_j[w * L + 1: w * L + 1 + L]
+        state, loss = step(state, x, y, jnp.int32(t))
+        if progress is not None and s["log_every"] and (t + 1) % int(s["log_every"]) == 0:
+            progress_line(progress, f"[seed {seed}] step {t + 1}/{total}: train loss {float(loss):.3f}")
+        if (t + 1) % every == 0 or t + 1 == total:
+            mgr.save(t + 1, args=ocp.args.StandardSave(state))
+            mgr.wait_until_finished()
+            atomic_write_text(run_dir / "progress.json",
+                              json.dumps({"step": t + 1, "seconds": seconds + time.perf_counter() - t0}))
+    mgr.close()
+    if end < total:
+        return None
+    seconds += time.perf_counter() - t0
+    losses = np.asarray(jax.device_get(state["losses"]))
+    train_loss = float(np.nanmean(losses)) if total else float("nan")
+    if not np.isfinite(train_loss):
+        raise FloatingPointError(f"retrain seed {seed}: the training loss became {train_loss}: lower lr "
+                                 f"or set grad_clip")
+    params = state["params"]
+    final = (run_dir / "final").resolve()
+    if final.exists():
+        shutil.rmtree(final)
+    with ocp.StandardCheckpointer() as ck:
+        ck.save(final, {"params": jax.device_get(params)})
+        ck.wait_until_finished()
+    val = stream_loss(net, params, data.x_val, int(s["eval_batch"]), L)
+    test = stream_loss(net, params, data.x_test, int(s["eval_batch"]), L)
+    out = {"seed": int(seed), "steps": total, "epochs": total / W, "train_loss": train_loss,
+           "val_loss": val["loss"], "val_perplexity": val["perplexity"],
+           "test_loss": test["loss"], "test_perplexity": test["perplexity"],
+           "param_count": count_params(params), "seconds": seconds,
+           "final": final_as or str(run_dir / "final")}
+    atomic_write_text(done, json.dumps(out, indent=1))
+    return out
