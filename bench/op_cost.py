@@ -15,7 +15,6 @@ Writes bench/results/op_cost.json and prints one line per op.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -32,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxnas.models.ops.candidates import build_op  # noqa: E402
-from jaxnas.models.ops.conv import no_cotangent_barrier, xla_kernels  # noqa: E402
+from jaxnas.models.ops.conv import Kernels  # noqa: E402
 from jaxnas.models.supernets.cells import MixedEdge  # noqa: E402
 from jaxnas.spaces.op_costs import DARTS_OPS, NB201_OPS  # noqa: E402
 
@@ -40,14 +39,14 @@ OUT = REPO / "bench" / "results" / "op_cost.json"
 
 
 def compiled_step(op, x, xla: bool = False, barrier: bool = True):
+    if hasattr(op, "kernels"):   # the kernel choices: a static field of the op (ops/conv.py)
+        op = op.clone(kernels=Kernels(cpu=not xla, cotangent_barrier=barrier))
     params = op.init(jax.random.key(0), x, True)
 
     def loss(p, x):
         return jnp.sum(jnp.square(op.apply(p, x, True)))
 
-    with xla_kernels() if xla else contextlib.nullcontext(), \
-            contextlib.nullcontext() if barrier else no_cotangent_barrier():
-        f = jax.jit(jax.grad(loss, (0, 1))).lower(params, x).compile()
+    f = jax.jit(jax.grad(loss, (0, 1))).lower(params, x).compile()
     return f, (params, x)
 
 
@@ -55,12 +54,13 @@ class DenseChain(nn.Module):
     """``depth`` dense DARTS edges (every op, uniform weights) one after another."""
     channels: int
     depth: int
+    kernels: Kernels = Kernels()
 
     @nn.compact
     def __call__(self, x, train=True):
         w = jnp.full(len(DARTS_OPS), 1.0 / len(DARTS_OPS))
         for _ in range(self.depth):
-            x = MixedEdge("darts", DARTS_OPS, self.channels, 1)(x, w, "dense", train)
+            x = MixedEdge("darts", DARTS_OPS, self.channels, 1, kernels=self.kernels)(x, w, "dense", train)
         return x
 
 

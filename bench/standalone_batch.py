@@ -20,7 +20,7 @@ Writes bench/results/standalone_batch.json and prints it as the last line.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -123,9 +123,9 @@ def bench_pipelines(ms, steps, batch, repeats, modes=("vmap", "sequential"), vs_
     the embedded digits: M random pipelines in ONE vmapped program (the search's lanes) for each M and
     lane_mode; pipelines per hour = M / (median seconds of a program run). ``vs_no_barrier``: the same
     program traced without the cotangent barrier (ops/conv.py) too, the two timed interleaved."""
-    from jaxnas.config import build as B
+    from jaxnas.config import experiment as B
     from jaxnas.config.settings import raw_config, resolve
-    from jaxnas.models.ops.conv import no_cotangent_barrier
+    from jaxnas.models.ops.conv import Kernels
     cfg = resolve(raw_config(Path(__file__).resolve().parents[1] / "configs" / "ma2ml_digits.py"))
     data = B.load_data(cfg)
     space = B.build_space(cfg, data)
@@ -133,21 +133,19 @@ def bench_pipelines(ms, steps, batch, repeats, modes=("vmap", "sequential"), vs_
     opts.update(max_steps=steps, batch_size=batch)
     out = {"space": space.agents, "decisions": space.num_decisions, "steps_per_pipeline": steps, "batch": batch,
            "train_images": int(data.num_train), "val_images": int(data.num_val), "per_M": {}}
-    variants = {"": contextlib.nullcontext} | ({"_no_barrier": no_cotangent_barrier} if vs_no_barrier else {})
+    variants = {"": Kernels()} | ({"_no_barrier": Kernels(cotangent_barrier=False)} if vs_no_barrier else {})
     for mode in modes:
-        ev = make({**opts, "lane_mode": mode}, cfg=cfg, space=space, data=data)
-        inputs = ev.inputs()
+        base = make({**opts, "lane_mode": mode}, cfg=cfg, space=space, data=data)
+        inputs = base.inputs()
         for m in ms:
             archs = space.sample(jax.random.key(m), shape=(m,))
             keys = jax.random.split(jax.random.key(0), m)
-            lane = lambda ins, a, k: ev.reward_fn({}, ins, None, k)(space.one_hot(a))[0]
             progs = {}
-            for tag, ctx in variants.items():
-                if len(variants) > 1:   # the evaluator's inner jits would reuse the other variant's trace
-                    jax.clear_caches()
-                with ctx():
-                    progs[tag] = _timed(lambda: jax.jit(jax.vmap(lane, in_axes=(None, 0, 0), axis_name="data"))
-                                        .lower(inputs, archs, keys).compile())
+            for tag, kernels in variants.items():   # a static field of the pipeline's network: two programs
+                ev = dataclasses.replace(base, cfg=dataclasses.replace(base.cfg, kernels=kernels))
+                lane = lambda ins, a, k, ev=ev: ev.reward_fn({}, ins, None, k)(space.one_hot(a))[0]
+                progs[tag] = _timed(lambda: jax.jit(jax.vmap(lane, in_axes=(None, 0, 0), axis_name="data"))
+                                    .lower(inputs, archs, keys).compile())
             ts = {tag: [] for tag in variants}
             for _ in range(repeats):                                   # interleaved
                 for tag, (_, prog) in progs.items():

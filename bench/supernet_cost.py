@@ -13,7 +13,6 @@ Writes bench/results/supernet_cost.json (merged per skeleton) and prints it as t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -25,7 +24,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from jaxnas.models.ops.conv import no_cotangent_barrier, xla_kernels
+from jaxnas.models.ops.conv import Kernels
 from jaxnas.models.supernets import DartsNet, NasBench201Net, init_params
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 
@@ -40,8 +39,8 @@ SKELETONS = {
 
 
 # --vs: other lowerings timed interleaved with the default one, as *_<name> fields
-ALTERNATIVES = {"xla": xla_kernels,                      # XLA's own depthwise conv / max pool (ops/conv.py)
-                "no_barrier": no_cotangent_barrier}      # no cotangent barrier at the edges' inputs
+ALTERNATIVES = {"xla": Kernels(cpu=False),                     # XLA's own depthwise conv / max pool (ops/conv.py)
+                "no_barrier": Kernels(cotangent_barrier=False)}  # no cotangent barrier at the edges' inputs
 
 
 def measure(net, space, mode, x, y, archs, reps, vs=()):
@@ -49,16 +48,17 @@ def measure(net, space, mode, x, y, archs, reps, vs=()):
     w0 = space.one_hot(archs[0])
     params = init_params(net, key, x[:2], w0)
 
-    def loss(p, w, x, y):   # the batch an argument, as in training (a closed-over one is a constant)
+    def loss(net, p, w, x, y):   # the batch an argument, as in training (a closed-over one is a constant)
         logits = net.apply({"params": p}, x, w, mode=mode)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
 
     def compile_(alternative=None):
-        with ALTERNATIVES[alternative]() if alternative else contextlib.nullcontext():
-            t0 = time.perf_counter()
-            lowered = jax.jit(jax.value_and_grad(loss)).lower(params, w0, x, y)   # tracing + autodiff + StableHLO
-            t1 = time.perf_counter()
-            return lowered.compile(), (t1 - t0, time.perf_counter() - t0)
+        variant = net.clone(kernels=ALTERNATIVES[alternative]) if alternative else net   # a static field
+        t0 = time.perf_counter()
+        step = jax.value_and_grad(lambda p, w, x, y: loss(variant, p, w, x, y))
+        lowered = jax.jit(step).lower(params, w0, x, y)   # tracing + autodiff + StableHLO
+        t1 = time.perf_counter()
+        return lowered.compile(), (t1 - t0, time.perf_counter() - t0)
 
     lowerings = {"": compile_()} | {f"_{v}": compile_(v) for v in vs}
     times = {k: [] for k in lowerings}

@@ -90,7 +90,7 @@ def export(workdir, out=None, progress=None) -> Path:
         cand = retrained["candidates"][best["candidate"]]
         arch_info.update({"arch": cand["arch"], "arch_indices": cand["arch_indices"],
                           "retrained": True, "retrain": best, "search_arch": result["arch"]})
-        for k in ("genotype", "nb201"):
+        for k in ("genotype", "nb201", "pipeline"):
             if k in cand:
                 arch_info[k] = cand[k]
         inp = retrained.get("input")
@@ -105,7 +105,7 @@ def export(workdir, out=None, progress=None) -> Path:
         spec = protocols.get(kind).spec(cfg, space, arch, data, default_settings(cfg))
         variables = None
         arch_info.update({"arch": result["arch"], "arch_indices": result["arch_indices"], "retrained": False})
-        for k in ("genotype", "nb201"):
+        for k in ("genotype", "nb201", "pipeline"):
             if k in result:
                 arch_info[k] = result[k]
         inp = input_info(data)

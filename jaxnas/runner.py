@@ -17,7 +17,6 @@ system) at the same path.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -32,7 +31,7 @@ from jaxnas.config.settings import DEFAULTS
 from jaxnas.core import workdir as W
 from jaxnas.data import BatchSampler
 from jaxnas.engine import distributed as Dist
-from jaxnas.engine.search import SearchState, check_metrics, schedule_chunks, state_digest
+from jaxnas.engine.search import check_metrics, schedule_chunks, state_digest
 
 
 def _checkpoint_manager(workdir: Path):

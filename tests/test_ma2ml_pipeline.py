@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.config import build as B
+from jaxnas.config import experiment as B
 from jaxnas.evaluators.standalone import make as make_standalone
 from jaxnas.spaces.cells import NasBench201Space
 from jaxnas.spaces.product import ProductSpace

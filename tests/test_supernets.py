@@ -1,5 +1,4 @@
 """Supernets: sparse == dense at one-hot weights, the eq. 7 gradient, MLP children, op costs."""
-import contextlib
 
 import chex
 import flax.linen as nn
@@ -10,13 +9,12 @@ import pytest
 
 from jaxnas.models.ops.candidates import build_op
 from jaxnas.models.ops.conv import (
+    Kernels,
     conv2d,
     conv2d_reference,
     cotangent_barrier,
     depthwise_conv2d,
     max_pool3,
-    no_cotangent_barrier,
-    xla_kernels,
 )
 from jaxnas.models.supernets import (
     MLP,
@@ -63,9 +61,9 @@ def test_cpu_depthwise_conv_equals_xla(k, stride, dilation):
     x = jax.random.normal(KEY, (2, 9, 7, 5))
     w = jax.random.normal(jax.random.fold_in(KEY, 1), (k, k, 1, 5))
     loss = lambda x, w: jnp.sum(jnp.sin(depthwise_conv2d(x, w, stride, dilation)))
-    with xla_kernels():
-        ref_out = jax.jit(lambda x, w: depthwise_conv2d(x, w, stride, dilation))(x, w)
-        ref = jax.jit(jax.grad(loss, (0, 1)))(x, w)
+    xla_loss = lambda x, w: jnp.sum(jnp.sin(depthwise_conv2d(x, w, stride, dilation, cpu=False)))
+    ref_out = jax.jit(lambda x, w: depthwise_conv2d(x, w, stride, dilation, cpu=False))(x, w)
+    ref = jax.jit(jax.grad(xla_loss, (0, 1)))(x, w)
     chex.assert_trees_all_close(ref_out, conv2d_reference(x, w, stride, dilation, 5))
     chex.assert_shape(ref_out, (2, -(-9 // stride), -(-7 // stride), 5))
     chex.assert_trees_all_close(jax.jit(lambda x, w: depthwise_conv2d(x, w, stride, dilation))(x, w), ref_out,
@@ -84,8 +82,9 @@ def test_cpu_max_pool_gradient_equals_xla(stride):
     g = jax.random.normal(jax.random.fold_in(KEY, 2), (2, -(-9 // stride), -(-7 // stride), 3))
     for inp in (x, ties):
         loss = lambda x: jnp.sum(max_pool3(x, stride) * g)
-        with xla_kernels():
-            ref_out, ref = jax.jit(max_pool3, static_argnums=1)(inp, stride), jax.jit(jax.grad(loss))(inp)
+        xla_loss = lambda x: jnp.sum(max_pool3(x, stride, cpu=False) * g)
+        ref_out = jax.jit(max_pool3, static_argnums=(1, 2))(inp, stride, False)
+        ref = jax.jit(jax.grad(xla_loss))(inp)
         chex.assert_trees_all_equal(jax.jit(max_pool3, static_argnums=1)(inp, stride), ref_out)
         # equal up to summation order (a wrongly routed tie would differ by a whole cotangent)
         chex.assert_trees_all_close(jax.jit(jax.grad(loss))(inp), ref, atol=1e-5, rtol=1e-5)
@@ -103,19 +102,19 @@ def test_cotangent_barrier_keeps_values_and_stops_recomputation():
 
     class Chain(nn.Module):
         depth: int
+        kernels: Kernels = Kernels()
 
         @nn.compact
         def __call__(self, x, w):
             for _ in range(self.depth):
-                x = MixedEdge("darts", DARTS_OPS, 4, 1)(x, w, "dense", True)
+                x = MixedEdge("darts", DARTS_OPS, 4, 1, kernels=self.kernels)(x, w, "dense", True)
             return x
 
     def compiled(depth, barrier=True):
-        net = Chain(depth)
+        net = Chain(depth, Kernels(cotangent_barrier=barrier))
         p = net.init(KEY, x, w)
         loss = lambda p, x, w: jnp.sum(jnp.sin(net.apply(p, x, w)))
-        with contextlib.nullcontext() if barrier else no_cotangent_barrier():
-            f = jax.jit(jax.grad(loss, (0, 1, 2))).lower(p, x, w).compile()
+        f = jax.jit(jax.grad(loss, (0, 1, 2))).lower(p, x, w).compile()
         return f(p, x, w), flops(f)
 
     (g1, f1), (g4, f4), (g4_plain, f4_plain) = compiled(1), compiled(4), compiled(4, barrier=False)
@@ -236,3 +235,28 @@ def test_bad_supernet_inputs():
         build_op("nb201", "sep_conv_3x3", 4, 1, False, False)
     with pytest.raises(ValueError, match="this space needs"):
         MLPSupernet(MLPSpace.create(2, 3)).init(KEY, jnp.zeros((1, 3)), jnp.zeros((3, 20)))
+
+
+def test_kernel_choices_are_static_two_programs_one_process_same_values():
+    """The kernel choices are a static field of the network (``Kernels``): one jitted weight step,
+    the network a static argument, traced with each choice in one process (no clear_caches) gives
+    two programs, whose HLO differs, and the same values."""
+    space = DartsSpace.create(C=4, num_cells=3)
+    nets = {k: DartsNet(space, 10, scan_edges=True, kernels=k)
+            for k in (Kernels(), Kernels(cpu=False, cotangent_barrier=False))}
+    x = jax.random.normal(KEY, (4, 8, 8, 3))
+    w = 0.5 * space.one_hot(space.genotype_to_arch(
+        {"normal": [("sep_conv_3x3", 0), ("max_pool_3x3", 1), ("dil_conv_5x5", 0), ("skip_connect", 2),
+                    ("sep_conv_5x5", 1), ("max_pool_3x3", 2), ("dil_conv_3x3", 3), ("sep_conv_3x3", 0)],
+         "reduce": [("max_pool_3x3", 0), ("sep_conv_3x3", 1), ("dil_conv_3x3", 0), ("max_pool_3x3", 2),
+                    ("sep_conv_5x5", 1), ("skip_connect", 0), ("max_pool_3x3", 3), ("dil_conv_5x5", 2)]}))
+    params = init_params(next(iter(nets.values())), KEY, x, w)
+
+    def step(net, p, x, w):    # the gradient of a dense weight step (both choices act there)
+        return jax.grad(lambda p: jnp.sum(jnp.sin(net.apply({"params": p}, x, w, mode="dense"))))(p)
+    f = jax.jit(step, static_argnums=0)
+    texts = [f.lower(net, params, x, w).as_text() for net in nets.values()]
+    assert texts[0] != texts[1]
+    grads = [f(net, params, x, w) for net in nets.values()]
+    assert f._cache_size() == 2           # two programs in one process, neither reusing the other's trace
+    chex.assert_trees_all_close(grads[0], grads[1], atol=2e-4, rtol=1e-4)

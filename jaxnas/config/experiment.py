@@ -21,6 +21,7 @@ from jaxnas.engine.lanes import AXIS, make_mesh
 from jaxnas.engine.search import Phase, Search, check_phases, strategy_steps, weight_steps
 from jaxnas.evaluators import get as get_evaluator
 from jaxnas.models.ops.candidates import OP_SETS
+from jaxnas.models.ops.conv import Kernels
 from jaxnas.models.supernets import DartsNet, MLPSupernet, NasBench201Net
 from jaxnas.spaces import TABNAS_WIDTHS, MLPSpace
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
@@ -147,6 +148,15 @@ def _mlp_space(s: dict, data):
     return MLPSpace.create(s["num_layers"], data.x_train.shape[1], 1 if ncls == 2 else ncls, widths)
 
 
+# the kernel choices of a cell supernet (jaxnas.models.ops.conv.Kernels): static, part of the module
+KERNEL_FIELDS = {"cpu_kernels": S.Bool(True),          # False: XLA's depthwise conv / max pool on CPU too
+                 "cotangent_barrier": S.Bool(True)}    # False: no barrier at dense edges' inputs
+
+
+def kernels_of(s: dict) -> Kernels:
+    return Kernels(cpu=s["cpu_kernels"], cotangent_barrier=s["cotangent_barrier"])
+
+
 def _ops(s):
     return {} if s["ops"] is None else {"ops": tuple(s["ops"])}
 
@@ -155,7 +165,8 @@ def _ops(s):
                            "unique_cells": S.Bool(False), "ops": _ops_field("nb201"),
                            "partial_channels": S.Int(1, ge=1),   # PC-DARTS K of the search supernet
                            "scan_edges": S.Bool(False),   # a cell's edges compiled once (Cell.scan_edges)
-                           "scan_cells": S.Bool(False)})   # same-shape cells compiled once (cell_runs)
+                           "scan_cells": S.Bool(False),   # same-shape cells compiled once (cell_runs)
+                           **KERNEL_FIELDS})
 def _nb201_space(s: dict, data):
     return NasBench201Space.create(C=s["C"], cells_per_stage=s["cells_per_stage"],
                                    num_classes=num_classes(data), unique_cells=s["unique_cells"], **_ops(s))
@@ -165,7 +176,8 @@ def _nb201_space(s: dict, data):
                            "unique_cells": S.Bool(False), "ops": _ops_field("darts"),
                            "partial_channels": S.Int(1, ge=1),   # PC-DARTS K (Shapley-NAS sec. 4.1: 4)
                            "scan_edges": S.Bool(False),   # a cell's edges compiled once (Cell.scan_edges)
-                           "scan_cells": S.Bool(False)})   # same-shape cells compiled once (cell_runs)
+                           "scan_cells": S.Bool(False),   # same-shape cells compiled once (cell_runs)
+                           **KERNEL_FIELDS})
 def _darts_space(s: dict, data):
     return DartsSpace.create(C=s["C"], num_cells=s["num_cells"], unique_cells=s["unique_cells"], **_ops(s))
 
@@ -212,15 +224,17 @@ def _image_task(net, cfg, space, data):
 
 @TASKS.register("nb201")
 def _nb201_task(cfg, space, data):
-    return _image_task(NasBench201Net(space, partial_channels=cfg["space"]["partial_channels"],
-                                      scan_edges=cfg["space"]["scan_edges"], scan_cells=cfg["space"]["scan_cells"]),
+    s = cfg["space"]
+    return _image_task(NasBench201Net(space, partial_channels=s["partial_channels"], scan_edges=s["scan_edges"],
+                                      scan_cells=s["scan_cells"], kernels=kernels_of(s)),
                        cfg, space, data)
 
 
 @TASKS.register("darts")
 def _darts_task(cfg, space, data):
-    return _image_task(DartsNet(space, num_classes(data), partial_channels=cfg["space"]["partial_channels"],
-                                scan_edges=cfg["space"]["scan_edges"], scan_cells=cfg["space"]["scan_cells"]),
+    s = cfg["space"]
+    return _image_task(DartsNet(space, num_classes(data), partial_channels=s["partial_channels"],
+                                scan_edges=s["scan_edges"], scan_cells=s["scan_cells"], kernels=kernels_of(s)),
                        cfg, space, data)
 
 

@@ -2,12 +2,12 @@
 
 A step has ``P`` *lanes* (``samples``): each lane samples its own architecture, evaluates it and
 computes its own estimate; the strategy reduces its estimate over the lane axis ``AXIS`` itself and
-every lane applies the identical update (DESIGN.md invariant 6). Lanes are
+every lane applies the identical update (docs/architecture.md, invariant 6). Lanes are
 
 - devices of a 1-D mesh under ``jax.shard_map`` (one sample per device), or
 - ``jax.vmap(axis_name=AXIS)`` lanes on one device, for evaluators that may be vmapped (a benchmark
   table, stand-alone training); never for a sparse supernet (``lax.switch`` under ``vmap`` runs every
-  branch, DESIGN.md invariant 2).
+  branch, docs/architecture.md invariant 2).
 
 Either way the strategy sees the same collectives, so a run on 8 devices equals a 1-device run that
 draws the same 8 samples per step. The outputs are declared replicated (``out_specs=P()`` /

@@ -3,7 +3,7 @@
 - ``weight_step``: an optax step of the supernet parameters on this lane's training batch under the
   lane's architecture weights; the gradient is that of the lane-mean loss (``grad(pmean(loss))``:
   inside ``shard_map`` the gradient of a replicated parameter is already a sum over devices, so
-  ``pmean(grad)`` would be wrong, see STACK-NOTES.md).
+  ``pmean(grad)`` would be wrong, docs/architecture.md invariant 6).
 - ``reward_fn(weights)``: the task's reward (``-loss`` or accuracy) on this lane's validation batch;
   differentiable w.r.t. ``weights`` (AdvantageNAS eq. 7, DARTS, GDAS, ...). ``batched_reward_fn``
   scores a batch of weight matrices ``[N, D, K]`` in chunks of ``vmap_chunk`` (``lax.map`` over

@@ -318,6 +318,15 @@ class PipelineEvaluator:
         return res
 
 
+def pipeline_config(o: dict, data) -> PipelineConfig:
+    """The training of one pipeline from the ``evaluator`` section (search and retrain alike)."""
+    return PipelineConfig(steps=int(o["max_steps"] or 200), batch_size=int(o["batch_size"]), lr=float(o["lr"]),
+                          weight_decay=float(o["weight_decay"]), label_smoothing=float(o["label_smoothing"]),
+                          momentum=float(o["momentum"]), optimizer=o["optimizer"], schedule=o["schedule"],
+                          flip=bool(o["flip"]), crop_padding=int(o["crop_padding"]),
+                          eval_batch=min(int(o["eval_batch"]), int(data.x_val.shape[0])))
+
+
 def make_pipeline_evaluator(o: dict, space, data, mode: str) -> PipelineEvaluator:
     check_pipeline_space(space)
     if data is None or getattr(data, "x_train", None) is None or np.ndim(data.x_train) != 4:
@@ -332,11 +341,7 @@ def make_pipeline_evaluator(o: dict, space, data, mode: str) -> PipelineEvaluato
                          f"{tuple(data.x_train.shape[1:])}")
     if o["optimizer"] not in ("sgd", "adam"):
         raise ValueError(f"evaluator.optimizer={o['optimizer']!r}: image pipelines train with sgd or adam")
-    cfg = PipelineConfig(steps=int(o["max_steps"] or 200), batch_size=int(o["batch_size"]), lr=float(o["lr"]),
-                         weight_decay=float(o["weight_decay"]), label_smoothing=float(o["label_smoothing"]),
-                         momentum=float(o["momentum"]), optimizer=o["optimizer"], schedule=o["schedule"],
-                         flip=bool(o["flip"]), crop_padding=int(o["crop_padding"]),
-                         eval_batch=min(int(o["eval_batch"]), int(data.x_val.shape[0])))
+    cfg = pipeline_config(o, data)
     if cfg.batch_size > data.x_train.shape[0]:
         raise ValueError(f"evaluator.batch_size {cfg.batch_size} exceeds the {data.x_train.shape[0]} training images")
     return PipelineEvaluator(space=space, data=data, cfg=cfg, flops_constraint=o["flops_constraint"],

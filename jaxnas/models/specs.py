@@ -4,6 +4,8 @@ module a spec describes. Retrain, export and ``jaxnas.export.load`` all go throu
 trained is what is exported and loaded."""
 from __future__ import annotations
 
+import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.models.networks.darts_eval import DartsEvalNet, cells_from_arch, cells_from_json, cells_to_json
@@ -13,7 +15,7 @@ from jaxnas.models.supernets.rnn import RNNLanguageModel
 from jaxnas.spaces.cells import NasBench201Space
 from jaxnas.spaces.rnn import RNNCellSpace
 
-NETWORKS = ("mlp", "nb201", "darts_eval", "rnn")
+NETWORKS = ("mlp", "nb201", "darts_eval", "rnn", "nb201_one_hot")
 
 
 def mlp_spec(space, arch) -> dict:
@@ -52,6 +54,30 @@ def rnn_spec(space, arch, *, dropout: float) -> dict:
             "arch": [int(a) for a in np.asarray(arch)]}
 
 
+class OneHotCellNet(nn.Module):
+    """The NAS-Bench-201 network at fixed one-hot cell weights, every op's parameters kept (the dense
+    supernet with the chosen op weighted 1, the rest 0; BN on batch statistics): the network an
+    MA2ML image pipeline trains (``jaxnas.training.standalone.train_pipeline``), so its parameters
+    load as they are. ``apply(variables, x, train=False)`` gives logits."""
+    space: NasBench201Space
+    arch: tuple[int, ...]
+
+    def setup(self):
+        self.net = NasBench201Net(self.space)
+
+    def __call__(self, x, train: bool = False):
+        del train   # batch statistics in training and evaluation, as the pipeline was trained
+        return self.net(x, self.space.one_hot(jnp.asarray(self.arch, jnp.int32)), mode="dense", train=True)
+
+
+def nb201_one_hot_spec(space, arch) -> dict:
+    """``space``: the NAS agent's NasBench201Space; ``arch``: its cell."""
+    return {"network": "nb201_one_hot",
+            "space": {"C": int(space.C), "cells_per_stage": int(space.cells_per_stage),
+                      "num_classes": int(space.num_classes), "ops": list(space.ops)},
+            "arch": [int(a) for a in np.asarray(arch)]}
+
+
 def build_model(spec: dict):
     """The Flax module a spec describes."""
     net = spec.get("network")
@@ -68,6 +94,11 @@ def build_model(spec: dict):
         k = dict(spec["kwargs"])
         return DartsEvalNet(cells=cells_from_json(k.pop("cells")), block_names=tuple(k.pop("block_names")),
                             **{n: (bool(v) if n == "auxiliary" else int(v)) for n, v in k.items()})
+    if net == "nb201_one_hot":
+        sp = spec["space"]
+        space = NasBench201Space.create(C=int(sp["C"]), cells_per_stage=int(sp["cells_per_stage"]),
+                                        num_classes=int(sp["num_classes"]), ops=tuple(sp["ops"]))
+        return OneHotCellNet(space, tuple(int(a) for a in spec["arch"]))
     if net == "rnn":
         sp = spec["space"]
         space = RNNCellSpace.create(**{k: (tuple(v) if k == "ops" else int(v)) for k, v in sp.items()})

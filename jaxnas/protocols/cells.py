@@ -16,7 +16,6 @@ checkpoints in ``retrain/c0_s<seed>/``: a killed run resumes from its newest che
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 

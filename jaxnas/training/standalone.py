@@ -34,6 +34,7 @@ import optax
 from jaxnas.core import optim
 from jaxnas.data import augment as A
 from jaxnas.data.images import normalize, random_crop_flip
+from jaxnas.models.ops.conv import Kernels
 from jaxnas.models.supernets.cells import NasBench201Net
 from jaxnas.spaces.cells import NasBench201Space
 from jaxnas.spaces.product import AugSpace, HPOSpace, ProductSpace
@@ -350,6 +351,7 @@ class PipelineConfig:
     flip: bool = False            # random horizontal flips (CIFAR); off for digits
     crop_padding: int = 0         # random crops after zero padding (CIFAR: 4)
     eval_batch: int = 500
+    kernels: Kernels = Kernels()  # the network's kernel choices (jaxnas.models.ops.conv)
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.eval_batch < 1:
@@ -416,7 +418,7 @@ def train_pipeline(arch, key, arrays, *, space, cfg: PipelineConfig, mean, std,
     ``val_accuracy``, ``val_loss``, ``train_loss`` (mean over the last quarter of the steps)."""
     x_train, y_train, x_val, y_val = arrays
     nas = space.sub(space.nas)
-    net = NasBench201Net(nas)
+    net = NasBench201Net(nas, kernels=cfg.kernels)
     weights, aug, hp = pipeline_parts(space, arch, cfg)
     n = x_train.shape[0]
     B, T = int(cfg.batch_size), int(cfg.steps)

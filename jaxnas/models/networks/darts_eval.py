@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.models.ops.candidates import FactorizedReduce, ReLUConvBN, build_op
+from jaxnas.models.ops.conv import Kernels
 from jaxnas.models.ops.layers import Conv, Norm
 from jaxnas.spaces.cells import reduction_cells
 
@@ -99,15 +100,16 @@ class EvalCell(nn.Module):
     channels: int
     reduction: bool = False
     reduction_prev: bool = False
+    kernels: Kernels = Kernels()
 
     @nn.compact
     def __call__(self, s0, s1, train: bool = False, drop_rate=0.0):
         C = self.channels
         if self.reduction_prev:
-            s0 = FactorizedReduce(C, True, True, name="pre0")(s0, train)
+            s0 = FactorizedReduce(C, True, True, self.kernels, name="pre0")(s0, train)
         else:
-            s0 = ReLUConvBN(C, 1, affine=True, track=True, name="pre0")(s0, train)
-        s1 = ReLUConvBN(C, 1, affine=True, track=True, name="pre1")(s1, train)
+            s0 = ReLUConvBN(C, 1, affine=True, track=True, kernels=self.kernels, name="pre0")(s0, train)
+        s1 = ReLUConvBN(C, 1, affine=True, track=True, kernels=self.kernels, name="pre1")(s1, train)
         states = [s0, s1]
         for n, node in enumerate(self.nodes):
             j = 2 + n
@@ -116,7 +118,7 @@ class EvalCell(nn.Module):
                 if not 0 <= src < j:
                     raise ValueError(f"node {j} of a cell reads node {src}; valid sources are 0..{j - 1}")
                 stride = 2 if (self.reduction and src < 2) else 1
-                y = build_op("darts", op, C, stride, True, True)(states[src], train)
+                y = build_op("darts", op, C, stride, True, True, self.kernels)(states[src], train)
                 identity = op == "skip_connect" and stride == 1
                 if train and not identity and op != "none":
                     y = drop_path(y, drop_rate, self.make_rng("dropout"))
@@ -161,6 +163,7 @@ class DartsEvalNet(nn.Module):
     num_classes: int = 10
     auxiliary: bool = False
     stem_multiplier: int = 3
+    kernels: Kernels = Kernels()   # static kernel choices of every op (ops/conv.py)
 
     def _block_of(self, c: int, red) -> int:
         if tuple(self.block_names) == ("normal", "reduce"):
@@ -177,13 +180,13 @@ class DartsEvalNet(nn.Module):
             raise ValueError(f"a unique-cell genotype has {len(self.cells)} cells; num_cells must be "
                              f"{len(self.cells)}, got {self.num_cells}")
         red = reduction_cells(self.num_cells)
-        s0 = s1 = Norm(True, True, name="stem_bn")(Conv(self.stem_multiplier * self.C, 3, name="stem")(x), train)
+        s0 = s1 = Norm(True, True, name="stem_bn")(Conv(self.stem_multiplier * self.C, 3, kernels=self.kernels, name="stem")(x), train)
         ch, reduction_prev, aux = self.C, False, None
         for c in range(self.num_cells):
             reduction = c in red
             if reduction:
                 ch *= 2
-            out = EvalCell(self.cells[self._block_of(c, red)], ch, reduction, reduction_prev,
+            out = EvalCell(self.cells[self._block_of(c, red)], ch, reduction, reduction_prev, self.kernels,
                            name=f"cell{c}")(s0, s1, train, drop_path)
             s0, s1, reduction_prev = s1, out, reduction
             if c == 2 * self.num_cells // 3 and self.auxiliary and (train or self.is_initializing()):

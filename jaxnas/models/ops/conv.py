@@ -15,8 +15,7 @@ On GPU/TPU the backward pass is JAX's own (cuDNN / the TPU convolution emitter).
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import dataclasses
 from functools import partial
 
 import jax
@@ -24,6 +23,25 @@ import jax.numpy as jnp
 from jax import lax
 
 _DN = ("NHWC", "HWIO", "NHWC")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """Which kernels a network's ops lower to: static configuration, the field ``kernels`` of every
+    module that has a choice, so a variant is part of the module and of every trace of it (two
+    variants in one process never share a compiled program). The defaults are what jaxnas runs.
+
+    - ``cpu``: on CPU, depthwise convolutions and 3x3 max pooling as shifted slices with their own
+      gradients (below; ``lax.platform_dependent``, so GPU/TPU keep XLA's ops); False: XLA's own ops
+      on every platform (bench/op_cost.py's "before" column).
+    - ``cotangent_barrier``: a dense edge's input cotangent computed once, into one buffer, on CPU
+      (:func:`cotangent_barrier`); False: left to XLA's fusion.
+
+    Where an op is traced (inside a ``lax.switch`` branch or a scan body, where XLA's own conv
+    gradient is slow on CPU) is not a choice but a fact of the call: ops take it as the call
+    argument ``control_flow`` (ops/layers.py)."""
+    cpu: bool = True
+    cotangent_barrier: bool = True
 
 
 def _same_pad(kernel: int, dilation: int) -> int:
@@ -112,25 +130,6 @@ conv2d.defvjp(_fwd, _bwd)
 # (cuDNN / the TPU convolution emitter): one code path, a platform-dependent lowering.
 # ---------------------------------------------------------------------------------------------
 
-# False inside ``xla_kernels()``: every platform uses XLA's ops (bench/op_cost.py's "before" column)
-_CPU_KERNELS = contextvars.ContextVar("jaxnas_cpu_kernels", default=True)
-
-
-@contextlib.contextmanager
-def trace_flag(var: contextvars.ContextVar, value):
-    """``var`` set to ``value`` while tracing inside the ``with`` block (a trace-time switch)."""
-    token = var.set(value)
-    try:
-        yield
-    finally:
-        var.reset(token)
-
-
-def xla_kernels():
-    """Trace with XLA's own depthwise conv and max pool on every platform (for comparisons)."""
-    return trace_flag(_CPU_KERNELS, False)
-
-
 def _taps(xp, k: int, stride: int, dilation: int, ho: int, wo: int):
     """The k*k strided windows ``xp[:, a*d + i*s, b*d + j*s]`` of a padded input, tap-major."""
     span = lambda o: stride * (o - 1) + 1
@@ -197,9 +196,10 @@ def _depthwise_bwd(stride, dilation, res, g):
 _depthwise_shift.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
-def depthwise_conv2d(x, w, stride: int = 1, dilation: int = 1):
-    """'Same'-padded depthwise conv (kernel [k, k, 1, C]): shifted slices on CPU, XLA elsewhere."""
-    if not _CPU_KERNELS.get():
+def depthwise_conv2d(x, w, stride: int = 1, dilation: int = 1, cpu: bool = True):
+    """'Same'-padded depthwise conv (kernel [k, k, 1, C]): shifted slices on CPU, XLA elsewhere
+    (``cpu=False``: XLA everywhere, :class:`Kernels`)."""
+    if not cpu:
         return conv2d_reference(x, w, stride, dilation, x.shape[-1])
     return lax.platform_dependent(
         x, w, cpu=lambda x, w: _depthwise_shift(x, w, stride, dilation),
@@ -245,9 +245,10 @@ def _max_pool_bwd(stride, res, g):
 _max_pool_shift.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def max_pool3(x, stride: int = 1):
-    """3x3 max pooling, padding 1 (PyTorch's MaxPool2d(3, stride, 1)); CPU gradient as above."""
-    if not _CPU_KERNELS.get():
+def max_pool3(x, stride: int = 1, cpu: bool = True):
+    """3x3 max pooling, padding 1 (PyTorch's MaxPool2d(3, stride, 1)); CPU gradient as above
+    (``cpu=False``: XLA's select_and_scatter gradient everywhere, :class:`Kernels`)."""
+    if not cpu:
         return _max_pool_xla(x, stride)
     return lax.platform_dependent(x, cpu=lambda x: _max_pool_shift(x, stride),
                                   default=lambda x: _max_pool_xla(x, stride))
@@ -261,15 +262,7 @@ def _materialise(g):
     return lax.switch(same, [lambda g: g + 0.0, lambda g: g], g)
 
 
-_BARRIER = contextvars.ContextVar("jaxnas_cotangent_barrier", default=True)
-
-
-def no_cotangent_barrier():
-    """Trace without :func:`cotangent_barrier` (bench/op_cost.py's "before" column for chains)."""
-    return trace_flag(_BARRIER, False)
-
-
-def cotangent_barrier(x):
+def cotangent_barrier(x, enabled: bool = True):
     """Identity whose cotangent is computed once, into one buffer, on CPU (a dense edge's input).
 
     An edge's input cotangent is the sum of its ops' input gradients. On CPU those are elementwise
@@ -277,8 +270,9 @@ def cotangent_barrier(x):
     edge's cotangent into every consumer of the next one and recomputed the chain per consumer: a
     dense chain of 4 DARTS edges (64x32x32x16) had 18x one edge's FLOPs and ran in 5.1 s; with the
     barrier 3.9x the FLOPs and 0.46 s (bench/op_cost.py --chains). GPU/TPU: identity.
+    ``enabled=False``: the identity everywhere (:class:`Kernels`).
     """
-    return _barrier(x) if _BARRIER.get() else x
+    return _barrier(x) if enabled else x
 
 
 @jax.custom_vjp

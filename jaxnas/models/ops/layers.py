@@ -1,41 +1,36 @@
 """Building blocks shared by every candidate operation."""
 from __future__ import annotations
 
-import contextvars
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxnas.models.ops.conv import conv2d, conv2d_reference, depthwise_conv2d, trace_flag
-
-# True while tracing a lax.switch branch or a scan body: convs there take conv2d's CPU gradient
-# (see ops/conv.py; inside a scanned dense DARTS cell XLA's own ran 2.8x slower, 5.9 vs 2.1 s);
-# everywhere else XLA's own conv gradient is faster to compile and to run.
-_IN_CONTROL_FLOW = contextvars.ContextVar("jaxnas_in_control_flow", default=False)
-
-
-def inside_control_flow():
-    return trace_flag(_IN_CONTROL_FLOW, True)
+from jaxnas.models.ops.conv import Kernels, conv2d, conv2d_reference, depthwise_conv2d
 
 
 class Conv(nn.Module):
-    """Bias-free 'same' conv (odd kernel) on NHWC; ``groups == in channels`` is depthwise."""
+    """Bias-free 'same' conv (odd kernel) on NHWC; ``groups == in channels`` is depthwise.
+
+    ``control_flow`` (call argument): the conv is traced inside a ``lax.switch`` branch or a scan
+    body, where it takes conv2d's CPU gradient (ops/conv.py; inside a scanned dense DARTS cell XLA's
+    own ran 2.8x slower, 5.9 vs 2.1 s); everywhere else XLA's own conv gradient is faster to compile
+    and to run."""
     features: int
     kernel: int
     stride: int = 1
     dilation: int = 1
     depthwise: bool = False
+    kernels: Kernels = Kernels()
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, control_flow: bool = False):
         cin = x.shape[-1]
         if self.depthwise and self.features != cin:
             raise ValueError(f"depthwise conv needs features == input channels ({cin}), got {self.features}")
         shape = (self.kernel, self.kernel, 1 if self.depthwise else cin, self.features)
         w = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"), shape)
         if self.depthwise:  # shifted slices on CPU (ops/conv.py), no conv inside a switch
-            return depthwise_conv2d(x, w.astype(x.dtype), self.stride, self.dilation)
-        conv = conv2d if _IN_CONTROL_FLOW.get() else conv2d_reference
+            return depthwise_conv2d(x, w.astype(x.dtype), self.stride, self.dilation, self.kernels.cpu)
+        conv = conv2d if control_flow else conv2d_reference
         return conv(x, w.astype(x.dtype), self.stride, self.dilation, 1)
 
 

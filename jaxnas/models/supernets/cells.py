@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.models.ops.candidates import FactorizedReduce, ReLUConvBN, build_op
-from jaxnas.models.ops.conv import cotangent_barrier
-from jaxnas.models.ops.layers import Conv, Norm, inside_control_flow
+from jaxnas.models.ops.conv import Kernels, cotangent_barrier
+from jaxnas.models.ops.layers import Conv, Norm
 from jaxnas.spaces.cells import CellSpace, DartsSpace, NasBench201Space, reduction_cells
 
 MODES = ("sparse", "dense")
@@ -50,11 +50,6 @@ def channel_shuffle(x, groups: int):
     return x.reshape(*lead, groups, c // groups).swapaxes(-1, -2).reshape(*lead, c)
 
 
-def _in_switch_call(op, x, train):
-    with inside_control_flow():
-        return op(x, train)
-
-
 class MixedEdge(nn.Module):
     """One edge: all candidate ops of the space (or only ``fixed`` for a discrete net)."""
     op_set: str
@@ -70,22 +65,25 @@ class MixedEdge(nn.Module):
     # two are concatenated and channel-shuffled; 1: every channel through every op (DARTS). Search
     # supernets only (a discrete net, ``fixed``, keeps all channels).
     partial_channels: int = 1
+    kernels: Kernels = Kernels()
 
     def setup(self):
         names = self.ops if self.fixed is None else (self.ops[self.fixed],)
         ch = self.channels if self.fixed is not None else self.channels // self.partial_channels
-        self.candidates = [build_op(self.op_set, n, ch, self.stride, self.affine, self.track)
+        self.candidates = [build_op(self.op_set, n, ch, self.stride, self.affine, self.track, self.kernels)
                            for n in names]
 
-    def __call__(self, x, w=None, mode: str = "sparse", train: bool = True):
+    def __call__(self, x, w=None, mode: str = "sparse", train: bool = True, control_flow: bool = False):
+        """``control_flow``: the edge itself runs in a scan body (the scanned cells and edges)."""
         if self.fixed is None and mode == "dense":  # on CPU: the input's cotangent in one buffer
-            x = cotangent_barrier(x)  # (ops/conv.py; a switch's operand already is one; a discrete
-                                      # DARTS-8 step was unchanged by it, supernet_cost --vs no_barrier)
+            # (ops/conv.py; a switch's operand already is one; a discrete DARTS-8 step was unchanged
+            # by it, supernet_cost --vs no_barrier)
+            x = cotangent_barrier(x, self.kernels.cotangent_barrier)
         if self.fixed is not None:
-            return self.candidates[0](x, train)
+            return self.candidates[0](x, train, control_flow)
         K = self.partial_channels
         if K == 1:
-            return self._mixed(x, w, mode, train)
+            return self._mixed(x, w, mode, train, control_flow)
         c = x.shape[-1]
         if c % K or self.channels % K:
             raise ValueError(f"partial_channels={K} must divide the edge's channels ({c} in, "
@@ -93,31 +91,31 @@ class MixedEdge(nn.Module):
         part, rest = x[..., :c // K], x[..., c // K:]      # PC-DARTS: xtemp, xtemp2
         if self.stride == 2:
             rest = nn.max_pool(rest, (2, 2), (2, 2))
-        return channel_shuffle(jnp.concatenate([self._mixed(part, w, mode, train), rest], -1), K)
+        return channel_shuffle(jnp.concatenate([self._mixed(part, w, mode, train, control_flow), rest], -1), K)
 
-    def _mixed(self, x, w, mode, train):
+    def _mixed(self, x, w, mode, train, control_flow):
         if mode == "dense":
             out = None
             for k, (name, op) in enumerate(zip(self.ops, self.candidates)):
                 if name == "none":
                     continue
-                y = w[k].astype(x.dtype) * op(x, train)
+                y = w[k].astype(x.dtype) * op(x, train, control_flow)
                 out = y if out is None else out + y
             if out is None:  # every op is 'none'
-                out = self.candidates[0](x, train)
+                out = self.candidates[0](x, train, control_flow)
             return out
         idx = jnp.argmax(w)
         # remat=True: JAX gives every branch of a differentiated switch the same residual outputs
         # (the union over branches), so without remat the saved activations approach the dense
         # supernet's; with it only the edge input is saved and the chosen op's forward is
         # recomputed in the backward pass (memory of one architecture, one more forward in time).
-        branches = [lambda mdl, x, k=k: _in_switch_call(mdl.candidates[k], x, train)
+        branches = [lambda mdl, x, k=k: mdl.candidates[k](x, train, control_flow=True)   # a switch branch
                     for k in range(len(self.ops))]
         if self.remat:
             branches = [nn.checkpoint(b) for b in branches]
         if self.is_initializing():  # nn.switch runs every branch at init; make sure all params exist
             for k in range(len(self.ops)):
-                self.candidates[k](x, train)
+                self.candidates[k](x, train, control_flow)
         out = nn.switch(idx, branches, self, x)
         # hooks for tests/analysis: d loss / d output (collection 'perturbations') and the output
         # itself ('intermediates'); both are no-ops unless those collections are requested
@@ -140,9 +138,10 @@ class Cell(nn.Module):
     remat: bool = True
     partial_channels: int = 1   # PC-DARTS K (MixedEdge)
     scan_edges: bool = False    # search supernets: one compiled edge per cell (edge_groups)
+    kernels: Kernels = Kernels()
 
     @nn.compact
-    def __call__(self, inputs, w=None, mode: str = "sparse", train: bool = True):
+    def __call__(self, inputs, w=None, mode: str = "sparse", train: bool = True, control_flow: bool = False):
         if self.scan_edges and self.arch is None:
             return self._scanned(inputs, w, mode, train)
         sp = self.space
@@ -159,8 +158,8 @@ class Cell(nn.Module):
                 continue  # a discrete net drops 'none' edges
             src = jnp.zeros(node_shape, ref.dtype) if states[i] is None else states[i]  # all-'none' node
             y = MixedEdge(sp.op_set, sp.ops, self.channels, edge_stride, fixed, self.affine, self.track,
-                          self.remat, self.partial_channels,
-                          name=f"edge_{j}_{i}")(src, None if w is None else w[e], mode, train)
+                          self.remat, self.partial_channels, self.kernels,
+                          name=f"edge_{j}_{i}")(src, None if w is None else w[e], mode, train, control_flow)
             states[j] = y if states[j] is None else states[j] + y
         states = [jnp.zeros(node_shape, ref.dtype) if s is None else s for s in states]
         return self._output(states)
@@ -191,7 +190,7 @@ class Cell(nn.Module):
             dst = jnp.asarray([j - n_in for _, j, _ in members])
             ws = w[jnp.asarray([e for e, _, _ in members])]
             nodes, _ = _ScannedEdges(sp.op_set, sp.ops, self.channels, edge_stride, self.affine, self.track,
-                                     self.remat, self.partial_channels, mode, train, reads,
+                                     self.remat, self.partial_channels, mode, train, reads, self.kernels,
                                      name=name)(nodes, (jnp.asarray(srcs), dst, ws), bank)
         return self._output(list(inputs) + [nodes[k] for k in range(sp.num_nodes)])
 
@@ -226,6 +225,7 @@ class _EdgeStep(nn.Module):
     mode: str
     train: bool
     reads: str   # the source nodes: "inputs", "nodes" (intermediate) or "both"
+    kernels: Kernels
 
     @nn.compact
     def __call__(self, nodes, step, bank):
@@ -239,9 +239,8 @@ class _EdgeStep(nn.Module):
                 # DARTS cell's step 1.9x slower (360 vs 193 ms, 64x32x32x16) than this select
             x = jnp.where(src < n_in, bank[jnp.minimum(src, n_in - 1)], nodes[jnp.maximum(src - n_in, 0)])
         edge = MixedEdge(self.op_set, self.ops, self.channels, self.stride, None, self.affine, self.track,
-                         self.remat, self.partial_channels, name="edge")
-        with inside_control_flow():
-            y = edge(x, w, self.mode, self.train)
+                         self.remat, self.partial_channels, self.kernels, name="edge")
+        y = edge(x, w, self.mode, self.train, control_flow=True)   # a scan body
         return nodes.at[dst].add(y), None
 
 
@@ -318,21 +317,21 @@ class _CellStep(nn.Module):
     scan_edges: bool
     mode: str
     train: bool
+    kernels: Kernels
 
     @nn.compact
-    def __call__(self, carry, w):
-        with inside_control_flow():   # the preprocessing convs' gradient (ops/layers.py)
-            return self._step(carry, w)
-
-    def _step(self, carry, w):
+    def __call__(self, carry, w):   # a scan body: control_flow=True (the preprocessing convs' gradient)
         cell = Cell(self.space, self.channels, concat_output=self.darts, track=self.track, remat=self.remat,
-                    partial_channels=self.partial_channels, scan_edges=self.scan_edges, name="cell")
+                    partial_channels=self.partial_channels, scan_edges=self.scan_edges, kernels=self.kernels,
+                    name="cell")
         if not self.darts:
-            return cell([carry], w, self.mode, self.train), None
+            return cell([carry], w, self.mode, self.train, control_flow=True), None
         s0, s1 = carry
-        p0 = ReLUConvBN(self.channels, 1, affine=False, track=self.track, name="pre0")(s0, self.train)
-        p1 = ReLUConvBN(self.channels, 1, affine=False, track=self.track, name="pre1")(s1, self.train)
-        return (s1, cell([p0, p1], w, self.mode, self.train)), None
+        p0 = ReLUConvBN(self.channels, 1, affine=False, track=self.track, kernels=self.kernels,
+                        name="pre0")(s0, self.train, control_flow=True)
+        p1 = ReLUConvBN(self.channels, 1, affine=False, track=self.track, kernels=self.kernels,
+                        name="pre1")(s1, self.train, control_flow=True)
+        return (s1, cell([p0, p1], w, self.mode, self.train, control_flow=True)), None
 
 
 _ScannedCells = nn.scan(_CellStep, variable_axes=_STACKED, split_rngs={"params": True}, in_axes=0)
@@ -403,13 +402,14 @@ class ResidualReduction(nn.Module):
     """NAS-Bench-201 ResNet basic block between stages: stride-2 3x3, 3x3, avg-pool+1x1 shortcut."""
     features: int
     track: bool = False
+    kernels: Kernels = Kernels()
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        y = ReLUConvBN(self.features, 3, 2, affine=True, track=self.track)(x, train)
-        y = ReLUConvBN(self.features, 3, 1, affine=True, track=self.track)(y, train)
+        y = ReLUConvBN(self.features, 3, 2, affine=True, track=self.track, kernels=self.kernels)(x, train)
+        y = ReLUConvBN(self.features, 3, 1, affine=True, track=self.track, kernels=self.kernels)(y, train)
         sc = nn.avg_pool(x, (2, 2), (2, 2))
-        return y + Conv(self.features, 1)(sc)
+        return y + Conv(self.features, 1, kernels=self.kernels)(sc)
 
 
 class NasBench201Net(nn.Module):
@@ -422,6 +422,7 @@ class NasBench201Net(nn.Module):
     partial_channels: int = 1   # PC-DARTS partial channel connections K (search supernet only)
     scan_edges: bool = False    # search supernet: a cell's edges compiled once (Cell.scan_edges)
     scan_cells: bool = False    # search supernet: same-shape cells compiled once (cell_runs)
+    kernels: Kernels = Kernels()   # static kernel choices of every op (ops/conv.py)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
@@ -429,26 +430,26 @@ class NasBench201Net(nn.Module):
         sp = self.space
         wb = _block_weights(sp, weights, self.arch)
         affine_cells = self.arch is not None  # discrete nets: affine BN, as the benchmark trains them
-        x = Conv(sp.C, 3)(x)
+        x = Conv(sp.C, 3, kernels=self.kernels)(x)
         x = Norm(True, self.track)(x, train)
         c = 0
         runs = _scanned_runs(self)
         for stage in range(3):
             ch = sp.C * 2 ** stage
             if stage:
-                x = ResidualReduction(ch, self.track)(x, train)
+                x = ResidualReduction(ch, self.track, self.kernels)(x, train)
             if c in runs:   # the stage's cells as one scanned cell (cell_runs)
                 first, last = c, runs[c]
                 ws = jnp.stack([wb[b if sp.num_blocks > 1 else 0] for b in range(first, last + 1)])
                 x, _ = _ScannedCells(sp, ch, False, self.track, self.remat, self.partial_channels,
-                                     self.scan_edges, mode, train, name=f"cells{first}_{last}")(x, ws)
+                                     self.scan_edges, mode, train, self.kernels, name=f"cells{first}_{last}")(x, ws)
                 c = last + 1
                 continue
             for _ in range(sp.cells_per_stage):
                 block = c if sp.num_blocks > 1 else 0
                 x = Cell(sp, ch, arch=_cell_arch(sp, self.arch, block), affine=affine_cells,
                          track=self.track, remat=self.remat, partial_channels=self.partial_channels,
-                         scan_edges=self.scan_edges, name=f"cell{c}")(
+                         scan_edges=self.scan_edges, kernels=self.kernels, name=f"cell{c}")(
                     [x], None if wb is None else wb[block], mode, train)
                 c += 1
         x = nn.relu(Norm(True, self.track)(x, train))
@@ -467,6 +468,7 @@ class DartsNet(nn.Module):
     partial_channels: int = 1   # PC-DARTS partial channel connections K (Shapley-NAS sec. 4.1: 4)
     scan_edges: bool = False    # search supernet: a cell's edges compiled once (Cell.scan_edges)
     scan_cells: bool = False    # search supernet: same-shape cells compiled once (cell_runs)
+    kernels: Kernels = Kernels()   # static kernel choices of every op (ops/conv.py)
 
     @nn.compact
     def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
@@ -474,7 +476,7 @@ class DartsNet(nn.Module):
         sp = self.space
         wb = _block_weights(sp, weights, self.arch)
         affine = self.arch is not None
-        s0 = s1 = Norm(affine, self.track)(Conv(self.stem_multiplier * sp.C, 3)(x), train)
+        s0 = s1 = Norm(affine, self.track)(Conv(self.stem_multiplier * sp.C, 3, kernels=self.kernels)(x), train)
         red = reduction_cells(sp.num_cells)
         runs = _scanned_runs(self)
         ch, reduction_prev = sp.C, False
@@ -484,21 +486,23 @@ class DartsNet(nn.Module):
                 first, last = c, runs[c]
                 ws = jnp.stack([wb[sp.block_of_cell(b)] for b in range(first, last + 1)])
                 (s0, s1), _ = _ScannedCells(sp, ch, True, self.track, self.remat, self.partial_channels,
-                                            self.scan_edges, mode, train, name=f"cells{first}_{last}")((s0, s1), ws)
+                                            self.scan_edges, mode, train, self.kernels,
+                                            name=f"cells{first}_{last}")((s0, s1), ws)
                 c, reduction_prev = last + 1, False
                 continue
             reduction = c in red
             if reduction:
                 ch *= 2
             if reduction_prev:
-                p0 = FactorizedReduce(ch, affine, self.track, name=f"pre0_{c}")(s0, train)
+                p0 = FactorizedReduce(ch, affine, self.track, self.kernels, name=f"pre0_{c}")(s0, train)
             else:
-                p0 = ReLUConvBN(ch, 1, affine=affine, track=self.track, name=f"pre0_{c}")(s0, train)
-            p1 = ReLUConvBN(ch, 1, affine=affine, track=self.track, name=f"pre1_{c}")(s1, train)
+                p0 = ReLUConvBN(ch, 1, affine=affine, track=self.track, kernels=self.kernels,
+                                name=f"pre0_{c}")(s0, train)
+            p1 = ReLUConvBN(ch, 1, affine=affine, track=self.track, kernels=self.kernels, name=f"pre1_{c}")(s1, train)
             block = sp.block_of_cell(c)
             out = Cell(sp, ch, reduction, concat_output=True, arch=_cell_arch(sp, self.arch, block),
                        affine=affine, track=self.track, remat=self.remat,
-                       partial_channels=self.partial_channels, scan_edges=self.scan_edges,
+                       partial_channels=self.partial_channels, scan_edges=self.scan_edges, kernels=self.kernels,
                        name=f"cell{c}")(
                 [p0, p1], None if wb is None else wb[block], mode, train)
             s0, s1, reduction_prev = s1, out, reduction

@@ -1,0 +1,99 @@
+"""The ``pipeline`` (MA2ML) retrain protocol: the best pipeline of the search (its augmentation policy,
+its NAS-Bench-201 cell and its hyper-parameters, one choice per agent) trained from scratch over
+``seeds`` with the search evaluator's training (``jaxnas.training.standalone.train_pipeline``: the
+pipeline's own AutoAugment policy on every batch, its own learning rate / weight decay / label
+smoothing / momentum) for ``steps`` steps (default: the evaluator's ``result_steps``, else its
+``max_steps``). The seeds are one compiled program (``lax.map`` over their keys). The answer is the
+seed with the lowest validation loss; every seed's parameters are kept in ``retrain/c0_s<seed>/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxnas.config.experiment import build_space, load_data
+from jaxnas.core.workdir import atomic_write_text, progress_line
+from jaxnas.data.images import normalize
+from jaxnas.data.inputs import input_info
+from jaxnas.evaluators.standalone import pipeline_config
+from jaxnas.models.specs import build_model, nb201_one_hot_spec
+from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, seed_list
+from jaxnas.tasks.classification import classification_loss
+from jaxnas.training.image_runs import test_split
+from jaxnas.training.standalone import train_pipeline
+
+
+def default_settings(cfg: dict) -> dict:
+    o = cfg["evaluator"]
+    steps = o.get("result_steps") or o.get("max_steps") or 200
+    return {"seeds": 3, "top": 1, "steps": int(steps), "batch_size": int(o["batch_size"]),
+            "eval_batch": int(o["eval_batch"])}
+
+
+def spec(cfg: dict, space, arch, data, s: dict) -> dict:
+    return nb201_one_hot_spec(space.sub(space.nas), space.split(np.asarray(arch, np.int32), space.nas))
+
+
+def run(ctx: RunContext):
+    rdir, cfg, result, s, progress = ctx.rdir, ctx.cfg, ctx.result, ctx.settings, ctx.progress
+    data = load_data(cfg)
+    space = build_space(cfg, data)
+    arch = space.check_arch(np.asarray(result["arch_indices"], np.int32))
+    pc = dataclasses.replace(pipeline_config(cfg["evaluator"], data), steps=int(s["steps"]),
+                             batch_size=int(s["batch_size"]), eval_batch=min(int(s["eval_batch"]), len(data.y_val)))
+    seeds = seed_list(s)
+    agents = space.describe(arch)["agents"]
+    progress_line(progress, f"retraining the pipeline {agents} over {len(seeds)} seed(s), {pc.steps} steps each")
+    f = jax.jit(lambda keys, arrays: jax.lax.map(
+        lambda k: train_pipeline(jnp.asarray(arch), k, arrays, space=space, cfg=pc, mean=tuple(data.mean),
+                                 std=tuple(data.std), return_params=True), keys))
+    arrays = tuple(jnp.asarray(a, t) for a, t in ((data.x_train, jnp.float32), (data.y_train, jnp.int32),
+                                                  (data.x_val, jnp.float32), (data.y_val, jnp.int32)))
+    t0 = time.perf_counter()
+    out = jax.device_get(f(jnp.stack([jax.random.key(int(sd)) for sd in seeds]), arrays))
+    seconds = time.perf_counter() - t0
+    net_spec = spec(cfg, space, arch, data, s)
+    test = test_split(data)
+    runs = []
+    for i, seed in enumerate(seeds):
+        label = f"c0_s{seed}"
+        params = jax.tree.map(lambda a: np.asarray(a)[i], out["params"])
+        final = (Path(rdir) / label / "final").resolve()
+        if final.exists():
+            shutil.rmtree(final)
+        with ocp.StandardCheckpointer() as ck:
+            ck.save(final, {"params": {"net": params}})
+            ck.wait_until_finished()
+        run_ = {"seed": int(seed), "steps": pc.steps, "val_loss": float(out["val_loss"][i]),
+                "val_accuracy": float(out["val_accuracy"][i]), "train_loss": float(out["train_loss"][i]),
+                "seconds": seconds / len(seeds), "final": f"{RETRAIN_DIR}/{label}/final"}
+        if test is not None:
+            run_.update(_test_metrics(net_spec, params, test, data))
+        atomic_write_text(Path(rdir) / label / "run.json", json.dumps(run_, indent=1))
+        runs.append(run_)
+    cand = {"arch": space.encode(arch), "arch_indices": arch.tolist(), "pipeline": agents,
+            "param_count": int(sum(np.size(x) for x in jax.tree.leaves(out["params"])) // len(seeds)),
+            "flops": float(space.flops(arch)), "runs": runs, "mean": mean_metrics(runs), "model": net_spec}
+    best = choose_best([cand])
+    progress_line(progress, f"retrained the pipeline {cand['arch']}: val accuracy {best['val_accuracy']:.4f} "
+                            f"(loss {best['val_loss']:.4f}), seed {best['seed']}")
+    return {"protocol": "pipeline", "seeds": seeds, "candidates": [cand], "best": best, "input": input_info(data)}
+
+
+def _test_metrics(net_spec, params, test, data) -> dict:
+    model = build_model(net_spec)
+    logits = model.apply({"params": {"net": params}}, normalize(jnp.asarray(test[0], jnp.float32),
+                                                               tuple(data.mean), tuple(data.std)))
+    loss, acc = classification_loss(logits, jnp.asarray(test[1], jnp.int32))
+    return {"test_loss": float(loss), "test_accuracy": float(acc)}
+
+
+register("pipeline", default_settings=default_settings, spec=spec, run=run)
