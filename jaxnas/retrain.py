@@ -88,7 +88,7 @@ def resolve_settings(cfg: dict, overrides: Optional[dict] = None) -> tuple[dict,
         if len(bad) > n_bad:
             typed_bad.add(k)
     s = {k: v for k, v in settings.items() if k not in typed_bad}
-    positive = [k for k in ("epochs", "batch_size", "top", "eval_batch", "checkpoint_every", "log_every",
+    positive = [k for k in ("epochs", "batch_size", "top", "eval_batch", "checkpoint_every", "log_every", "chunk",
                             "member_batch", "num_final_samples", "C", "num_cells", "cells_per_stage",
                             "max_steps", "max_eval") if s.get(k) is not None and s[k] < 1]
     bad += [f"{k}={s[k]!r}: must be >= 1" for k in positive]

@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 PTB = REPO.parent / "shared" / "data" / "ptb"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 DIGITS = {"name": "digits", "val_fraction": 0.3, "max_train": 300}
-IMAGE_SEARCH = {"steps": 3, "warmup_steps": 1, "batch_size": 16, "val_batch_size": 16, "chunk": 3,
-                "checkpoint_every": 3}
+IMAGE_SEARCH = {"steps": 2, "warmup_steps": 0, "batch_size": 16, "val_batch_size": 16, "chunk": 2,
+                "checkpoint_every": 2}   # one compiled phase
 
 
 def _configs() -> dict:
@@ -124,8 +124,8 @@ def test_search_retrain_export_load(searched, space):
     chex.assert_trees_all_close(got, want, rtol=2e-4, atol=1e-5)
 
 
-def _retrain_cli(wd: Path, settings: dict) -> list[str]:
-    return [sys.executable, "-m", "jaxnas", "retrain", str(wd), "--quiet", "--no-compile-cache"] + \
+def _retrain_cli(wd: Path, settings: dict, quiet: bool = True) -> list[str]:
+    return [sys.executable, "-m", "jaxnas", "retrain", str(wd), "--no-compile-cache"] + ["--quiet"] * quiet + \
         [f"{k}={v}" for k, v in settings.items()]
 
 
@@ -143,7 +143,7 @@ def test_retrain_killed_with_sigkill_resumes_to_the_uninterrupted_result(searche
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "run.json").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(_retrain_cli(wd, settings), env=ENV, capture_output=True, text=True)
+    resumed = subprocess.run(_retrain_cli(wd, settings, quiet=False), env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from step" in resumed.stderr
     # the twin, never interrupted

@@ -1,13 +1,13 @@
 """From-scratch training of a discrete image network (the NAS-Bench-201 network, the DARTS evaluation
-network): one jitted step per batch, orbax checkpoints every ``checkpoint_every`` steps in the run's
-folder, resume with the same data order (batches are a function of the seed and the step), then the
-validation (and test) metrics and the final variables. The retrain protocols of the cell spaces
+network) with the one checkpointed training loop (``jaxnas.training.loop``: ``chunk`` steps per
+compiled call, orbax checkpoints every ``checkpoint_every`` steps in the run's folder, resume with the
+same data order: batches are a function of the seed and the step), then the validation (and test)
+metrics and the final variables. The retrain protocols of the cell spaces
 (``jaxnas.protocols.cells``) call it."""
 from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +23,7 @@ from jaxnas.data.images import normalize, random_crop_flip
 from jaxnas.models.networks.darts_eval import DartsEvalNet, param_count
 from jaxnas.models.supernets.init import init_variables
 from jaxnas.tasks.classification import classification_loss
+from jaxnas.training.loop import Schedule, run_chunks
 from jaxnas.training.standalone import balanced_error
 
 
@@ -106,10 +107,14 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
         return {"params": params, "batch_stats": stats, "opt_state": tx.init(params),
                 "step": jnp.zeros((), jnp.int32)}
 
-    @jax.jit
-    def train_step(state, x, y, drop):
+    drop_path, epochs = float(s["drop_path"]), max(int(s["epochs"]), 1)
+
+    def train_step(state, batch):
+        x, y = batch
         key = jax.random.fold_in(k_train, state["step"])
         k_aug, k_cut, k_drop = jax.random.split(key, 3)
+        # DARTS: the drop-path rate rises linearly over the epochs
+        drop = drop_path * (state["step"] // spe).astype(jnp.float32) / epochs
         if augment:
             x = random_crop_flip(k_aug, x)
         x = normalize(x, mean, std)
@@ -118,7 +123,7 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
 
         def loss_fn(params):
             out, upd = call_network(net, {"params": params, "batch_stats": state["batch_stats"]}, x, True, drop,
-                             k_drop, mutable=["batch_stats"])
+                                    k_drop, mutable=["batch_stats"])
             logits, aux = out if isinstance(out, tuple) else (out, None)
             loss, acc = classification_loss(logits, y)
             obj = loss if aux is None else loss + aux_w * classification_loss(aux, y)[0]
@@ -127,62 +132,30 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
         upd, opt = tx.update(g, state["opt_state"], state["params"])
         new = {"params": optax.apply_updates(state["params"], upd), "batch_stats": stats,
                "opt_state": opt, "step": state["step"] + 1}
-        return new, loss, acc
+        return new, {"loss": loss, "accuracy": acc}
+
+    def batches(first, count):   # the data order: a function of the seed and the step
+        idx = []
+        for t in range(first, first + count):
+            perm = np.random.default_rng([int(seed), t // spe]).permutation(n)
+            idx.append(np.sort(perm[(t % spe) * bs:(t % spe + 1) * bs]))
+        idx = np.stack(idx)
+        return data.x_train[idx], data.y_train[idx].astype(np.int32)
 
     @jax.jit
     def eval_fn(variables, x):
         return call_network(net, variables, normalize(x, mean, std), False, 0.0, None)
 
-    ckpt_root = (run_dir / "checkpoints").resolve()
-    mgr = ocp.CheckpointManager(ckpt_root, options=ocp.CheckpointManagerOptions(max_to_keep=2))
     state = init()
-    seconds, start = 0.0, 0
-    if mgr.latest_step() is not None:
-        start = int(mgr.latest_step())
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = mgr.restore(start, args=ocp.args.StandardRestore(abstract))
-        meta = run_dir / "progress.json"
-        if meta.exists():
-            seconds = float(json.loads(meta.read_text()).get("seconds", 0.0))
-        progress_line(progress, f"[{label}] resuming from step {start} ({ckpt_root})")
     progress_line(progress, f"[{label}] training {total} steps ({spe} per epoch, batch {bs}), "
-                   f"{param_count(state['params']):,} parameters")
-    t0 = time.perf_counter()
-    perm_epoch, perm = -1, None
-    losses, accs = [], []
-    last = {"train_loss": None, "train_accuracy": None}
-    end = total if stop_after is None else min(total, start + int(stop_after))
-    for step in range(start, end):
-        epoch = step // spe
-        if epoch != perm_epoch:
-            perm = np.random.default_rng([int(seed), epoch]).permutation(n)
-            perm_epoch = epoch
-        idx = np.sort(perm[(step % spe) * bs:(step % spe + 1) * bs])
-        drop = float(s["drop_path"]) * epoch / max(int(s["epochs"]), 1)
-        state, loss, acc = train_step(state, data.x_train[idx], data.y_train[idx].astype(np.int32),
-                                      jnp.float32(drop))
-        losses.append(loss)
-        accs.append(acc)
-        done_steps = step + 1
-        if done_steps % s["log_every"] == 0 or done_steps == total:
-            lv, av = float(np.mean(jax.device_get(losses))), float(np.mean(jax.device_get(accs)))
-            losses, accs = [], []
-            if not np.isfinite(lv):
-                raise FloatingPointError(f"[{label}] training loss is {lv} at step {done_steps}; lower "
-                                         f"lr ({s['lr']}) or set grad_clip")
-            last = {"train_loss": lv, "train_accuracy": av}
-            el = seconds + time.perf_counter() - t0
-            progress_line(progress, f"[{label}] step {done_steps}/{total} epoch {epoch + 1} loss {lv:.4f} "
-                           f"acc {av:.4f} ({el:.1f} s)")
-        if done_steps % s["checkpoint_every"] == 0 or done_steps == total:
-            mgr.save(done_steps, args=ocp.args.StandardSave(state))
-            mgr.wait_until_finished()
-            write_json(run_dir / "progress.json",
-                        {"step": done_steps, "seconds": seconds + time.perf_counter() - t0})
-    mgr.close()
-    if end < total:
+                            f"{param_count(state['params']):,} parameters")
+    schedule = Schedule(total, int(s.get("chunk") or 1), int(s["log_every"]), int(s["checkpoint_every"]))
+    done_ = run_chunks(run_dir, state, train_step, batches, schedule, progress=progress, label=label,
+                       stop_after=stop_after)
+    if done_ is None:
         return None
-    seconds += time.perf_counter() - t0
+    state, seconds = done_.state, done_.seconds
+    last = {"train_loss": done_.last.get("loss"), "train_accuracy": done_.last.get("accuracy")}
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     final = (run_dir / "final").resolve()
     if final.exists():

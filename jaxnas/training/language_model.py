@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +20,7 @@ from jaxnas.core.workdir import atomic_write_text, progress_line
 from jaxnas.data.text import batchify, window_count
 from jaxnas.models.supernets.rnn import count_params, init_rnn_params
 from jaxnas.tasks.language_model import check_tokens, stream_loss, token_nll
+from jaxnas.training.loop import Schedule, run_chunks
 
 
 def lm_train_step(net, opt, **apply_kwargs):
@@ -44,10 +44,10 @@ def lm_train_step(net, opt, **apply_kwargs):
 def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_after=None,
                  final_as: Optional[str] = None) -> Optional[dict]:
     """Trains ``net`` with settings ``s`` (batch_size, bptt, epochs, lr, momentum, weight_decay,
-    grad_clip, schedule, eval_batch, max_steps, log_every, checkpoint_every) and ``seed``, with orbax
-    checkpoints in ``run_dir`` (every ``checkpoint_every`` steps and at the end): a killed run resumes
-    to the uninterrupted result (the state, the hidden state and the losses of the last epoch are
-    all checkpointed; the dropout keys are a function of the step). Returns the run's metrics (also
+    grad_clip, schedule, eval_batch, max_steps, log_every, checkpoint_every, chunk) and ``seed`` with
+    the one checkpointed training loop (``jaxnas.training.loop``): a killed run resumes to the
+    uninterrupted result (the state, the hidden state and the losses of the last epoch are all
+    checkpointed; the windows and the dropout keys are functions of the step). Returns the run's metrics (also
     ``run_dir/run.json``; final parameters in ``run_dir/final``, recorded as ``final_as``), or None
     when ``stop_after`` steps of this session stopped it first."""
     run_dir = Path(run_dir)
@@ -73,42 +73,25 @@ def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_aft
              "losses": jnp.full((W,), jnp.nan, jnp.float32), "step": jnp.zeros((), jnp.int32)}
     train_step = lm_train_step(net, opt)
 
-    @jax.jit
-    def step(state, x, y, t):
+    def step(state, batch):
+        x, y = batch
+        t = state["step"]
         h = jnp.where(t % W == 0, 0.0, state["h"])          # each epoch starts from a zero state
         p, o, h, loss = train_step(state["params"], state["opt_state"], h, x, y, jax.random.fold_in(key, t))
         return {"params": p, "opt_state": o, "h": h, "losses": state["losses"].at[t % W].set(loss),
-                "step": state["step"] + 1}, loss
+                "step": t + 1}, {"loss": loss}
 
-    mgr = ocp.CheckpointManager((run_dir / "checkpoints").resolve(),
-                                options=ocp.CheckpointManagerOptions(max_to_keep=2))
-    start, seconds = 0, 0.0
-    if mgr.latest_step() is not None:
-        start = int(mgr.latest_step())
-        state = mgr.restore(start, args=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                                                                              state)))
-        meta = run_dir / "progress.json"
-        seconds = float(json.loads(meta.read_text())["seconds"]) if meta.exists() else 0.0
-        progress_line(progress, f"[seed {seed}] resuming from step {start}")
-    t0 = time.perf_counter()
-    src_j = jnp.asarray(src)
-    end = total if stop_after is None else min(total, start + int(stop_after))
-    every = int(s.get("checkpoint_every") or total)
-    for t in range(start, end):
-        w = t % W
-        x, y = src_j[w * L: w * L + L], src_j[w * L + 1: w * L + 1 + L]
-        state, loss = step(state, x, y, jnp.int32(t))
-        if progress is not None and s["log_every"] and (t + 1) % int(s["log_every"]) == 0:
-            progress_line(progress, f"[seed {seed}] step {t + 1}/{total}: train loss {float(loss):.3f}")
-        if (t + 1) % every == 0 or t + 1 == total:
-            mgr.save(t + 1, args=ocp.args.StandardSave(state))
-            mgr.wait_until_finished()
-            atomic_write_text(run_dir / "progress.json",
-                              json.dumps({"step": t + 1, "seconds": seconds + time.perf_counter() - t0}))
-    mgr.close()
-    if end < total:
+    def batches(first, count):   # window t % W of the epoch: a function of the step
+        ws = [(t % W) * L for t in range(first, first + count)]
+        return np.stack([src[w:w + L] for w in ws]), np.stack([src[w + 1:w + 1 + L] for w in ws])
+
+    schedule = Schedule(total, int(s.get("chunk") or 50), int(s["log_every"] or total),
+                        int(s.get("checkpoint_every") or total))
+    done_ = run_chunks(run_dir, state, step, batches, schedule, progress=progress, label=f"seed {seed}",
+                       stop_after=stop_after)
+    if done_ is None:
         return None
-    seconds += time.perf_counter() - t0
+    state, seconds = done_.state, done_.seconds
     losses = np.asarray(jax.device_get(state["losses"]))
     train_loss = float(np.nanmean(losses)) if total else float("nan")
     if not np.isfinite(train_loss):
