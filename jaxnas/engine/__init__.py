@@ -1,2 +1,2 @@
-"""The search engine: the compiled search loop (``search``), lanes over devices and processes
-(``lanes``, ``distributed``), work directories (``workdir``) and the compilation cache."""
+"""The search engine: the compiled search loop (``search``), lanes over devices (``lanes``), several
+processes (``distributed``) and the compilation cache (``compile_cache``)."""

@@ -23,7 +23,7 @@ from jaxnas.data.images import normalize, random_crop_flip
 from jaxnas.models.networks.darts_eval import DartsEvalNet, param_count
 from jaxnas.models.supernets.init import init_variables
 from jaxnas.tasks.classification import classification_loss
-from jaxnas.training.loop import Schedule, run_chunks
+from jaxnas.training.loop import Schedule, finished_run, run_chunks
 from jaxnas.training.standalone import balanced_error
 
 
@@ -82,11 +82,9 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
     after that many steps of this session (None returned; a rerun resumes). ``final_as``: how the run
     records the path of its final variables (default ``run_dir/final``)."""
     run_dir = Path(run_dir)
-    done = run_dir / "run.json"
-    if done.exists():
-        progress_line(progress, f"[{label}] finished before: {done}")
-        return json.loads(done.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
+    before = finished_run(run_dir, progress, label)
+    if before is not None:
+        return before
     n, bs = len(data.y_train), int(s["batch_size"])
     if n < bs:
         raise ValueError(f"batch_size {bs} exceeds the {n} training examples; lower batch_size")
@@ -172,5 +170,5 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
     out["param_count"] = param_count(state["params"])
     out["seconds"] = seconds
     out["final"] = final_as or str(run_dir / "final")
-    write_json(done, out)
+    write_json(run_dir / "run.json", out)
     return out

@@ -16,11 +16,11 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxnas.core import optim
-from jaxnas.core.workdir import atomic_write_text, progress_line
+from jaxnas.core.workdir import atomic_write_text
 from jaxnas.data.text import batchify, window_count
 from jaxnas.models.supernets.rnn import count_params, init_rnn_params
 from jaxnas.tasks.language_model import check_tokens, stream_loss, token_nll
-from jaxnas.training.loop import Schedule, run_chunks
+from jaxnas.training.loop import Schedule, finished_run, run_chunks
 
 
 def lm_train_step(net, opt, **apply_kwargs):
@@ -51,11 +51,9 @@ def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_aft
     ``run_dir/run.json``; final parameters in ``run_dir/final``, recorded as ``final_as``), or None
     when ``stop_after`` steps of this session stopped it first."""
     run_dir = Path(run_dir)
-    done = run_dir / "run.json"
-    if done.exists():
-        progress_line(progress, f"[seed {seed}] finished before: {done}")
-        return json.loads(done.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
+    before = finished_run(run_dir, progress, f"seed {seed}")
+    if before is not None:
+        return before
     B, L = int(s["batch_size"]), int(s["bptt"])
     check_tokens("retrain training stream (batch_size, bptt, data.max_train)", len(data.x_train), B, L)
     src = batchify(data.x_train, B)
@@ -111,5 +109,5 @@ def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_aft
            "test_loss": test["loss"], "test_perplexity": test["perplexity"],
            "param_count": count_params(params), "seconds": seconds,
            "final": final_as or str(run_dir / "final")}
-    atomic_write_text(done, json.dumps(out, indent=1))
+    atomic_write_text(run_dir / "run.json", json.dumps(out, indent=1))
     return out

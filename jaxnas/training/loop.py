@@ -39,6 +39,17 @@ class Finished:
     last: dict                    # the metrics' means over the last log window
 
 
+def finished_run(run_dir, progress=None, label: str = "") -> Optional[dict]:
+    """The metrics of a run that finished before (``run_dir/run.json``), else None (the folder made)."""
+    run_dir = Path(run_dir)
+    done = run_dir / "run.json"
+    if done.exists():
+        progress_line(progress, f"[{label}] finished before: {done}")
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
 def run_chunks(run_dir, state, step: Callable, batches: Callable, schedule: Schedule, *, progress=None,
                label: str = "", stop_after: Optional[int] = None) -> Optional[Finished]:
     """Trains from the newest checkpoint in ``run_dir`` (or ``state``) to ``schedule.total`` steps;
