@@ -6,7 +6,8 @@ retrain a fresh process, the two interleaved (A, B, A, B, ...) so the machine's 
 
 Work: ``configs/retrain_nb201_tiny.py`` (NB201 network C = 4, one cell per stage, batch 32, 200
 validation images) on a finished tiny NAS-Bench-201 search of the CIFAR-10 subset; ``--steps`` sets
-``max_steps`` (10: the config as it is, where compile dominates; 200: a longer run). Wall seconds of
+``max_steps`` (10: the config as it is, where compile dominates; more: a longer run, logging every 50
+and checkpointing every 100 steps instead of the config's 5). Wall seconds of
 the whole ``jaxnas retrain`` process (start, compile, training, evaluation), median over ``--reps``.
 Results: ``bench/results/retrain_chunks.json``.
 """
@@ -47,6 +48,8 @@ def one(search: Path, root: Path, chunk: int, steps: int, rep: int) -> float:
     shutil.copytree(search, wd)
     cmd = [sys.executable, "-m", "jaxnas", "retrain", str(wd), "--config", str(REPO / "configs/retrain_nb201_tiny.py"),
            f"chunk={chunk}", f"max_steps={steps}", "--quiet", "--no-compile-cache"]
+    if steps > 10:   # the config logs and checkpoints every 5 steps (a smoke run); a longer run less often
+        cmd += ["log_every=50", "checkpoint_every=100"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
     return time.perf_counter() - t0

@@ -47,7 +47,8 @@ _IMAGE_COMMON = {
     "eval_batch": 500,
     "max_eval": None,         # evaluate on at most this many validation / test examples
     "checkpoint_every": 1000,  # steps between orbax checkpoints (and one at the end)
-    "chunk": 50,              # steps per compiled call (a scan over host-gathered batches); 1: one per batch
+    "chunk": 1,               # steps per compiled call (a scan over host-gathered batches): on CPU 50 gave no
+                              # speedup over 1 (bench/results/retrain_chunks.json); accelerators: unmeasured
     "log_every": 50,          # steps between progress lines
 }
 

@@ -52,10 +52,10 @@ def cutout(key, images, length: int):
     return jnp.where(m[..., None], jnp.zeros((), images.dtype), images)
 
 
-def call_network(net, variables, x, train, drop, rng, mutable=False):
+def call_network(net, variables, x, train, drop, rng, mutable=False, control_flow: bool = False):
     kw = {"drop_path": drop} if isinstance(net, DartsEvalNet) else {}
     return net.apply(variables, x, train=train, rngs={"dropout": rng} if rng is not None else None,
-                     mutable=mutable, **kw)
+                     mutable=mutable, control_flow=control_flow, **kw)
 
 
 def evaluate_split(eval_fn, variables, x, y, num_classes: int, eval_batch: int, prefix: str) -> dict:
@@ -120,8 +120,9 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
             x = cutout(k_cut, x, cut)
 
         def loss_fn(params):
+            # a scan body: the convs take the CPU gradient (XLA's own is slow in a loop on CPU)
             out, upd = call_network(net, {"params": params, "batch_stats": state["batch_stats"]}, x, True, drop,
-                                    k_drop, mutable=["batch_stats"])
+                                    k_drop, mutable=["batch_stats"], control_flow=True)
             logits, aux = out if isinstance(out, tuple) else (out, None)
             loss, acc = classification_loss(logits, y)
             obj = loss if aux is None else loss + aux_w * classification_loss(aux, y)[0]

@@ -83,7 +83,7 @@ def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_aft
         ws = [(t % W) * L for t in range(first, first + count)]
         return np.stack([src[w:w + L] for w in ws]), np.stack([src[w + 1:w + 1 + L] for w in ws])
 
-    schedule = Schedule(total, int(s.get("chunk") or 50), int(s["log_every"] or total),
+    schedule = Schedule(total, int(s.get("chunk") or 1), int(s["log_every"] or total),
                         int(s.get("checkpoint_every") or total))
     done_ = run_chunks(run_dir, state, step, batches, schedule, progress=progress, label=f"seed {seed}",
                        stop_after=stop_after)

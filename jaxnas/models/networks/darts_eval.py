@@ -103,13 +103,13 @@ class EvalCell(nn.Module):
     kernels: Kernels = Kernels()
 
     @nn.compact
-    def __call__(self, s0, s1, train: bool = False, drop_rate=0.0):
+    def __call__(self, s0, s1, train: bool = False, drop_rate=0.0, control_flow: bool = False):
         C = self.channels
         if self.reduction_prev:
-            s0 = FactorizedReduce(C, True, True, self.kernels, name="pre0")(s0, train)
+            s0 = FactorizedReduce(C, True, True, self.kernels, name="pre0")(s0, train, control_flow)
         else:
-            s0 = ReLUConvBN(C, 1, affine=True, track=True, kernels=self.kernels, name="pre0")(s0, train)
-        s1 = ReLUConvBN(C, 1, affine=True, track=True, kernels=self.kernels, name="pre1")(s1, train)
+            s0 = ReLUConvBN(C, 1, affine=True, track=True, kernels=self.kernels, name="pre0")(s0, train, control_flow)
+        s1 = ReLUConvBN(C, 1, affine=True, track=True, kernels=self.kernels, name="pre1")(s1, train, control_flow)
         states = [s0, s1]
         for n, node in enumerate(self.nodes):
             j = 2 + n
@@ -118,7 +118,7 @@ class EvalCell(nn.Module):
                 if not 0 <= src < j:
                     raise ValueError(f"node {j} of a cell reads node {src}; valid sources are 0..{j - 1}")
                 stride = 2 if (self.reduction and src < 2) else 1
-                y = build_op("darts", op, C, stride, True, True, self.kernels)(states[src], train)
+                y = build_op("darts", op, C, stride, True, True, self.kernels)(states[src], train, control_flow)
                 identity = op == "skip_connect" and stride == 1
                 if train and not identity and op != "none":
                     y = drop_path(y, drop_rate, self.make_rng("dropout"))
@@ -171,7 +171,9 @@ class DartsEvalNet(nn.Module):
         return c
 
     @nn.compact
-    def __call__(self, x, train: bool = False, drop_path=0.0):
+    def __call__(self, x, train: bool = False, drop_path=0.0, control_flow: bool = False):
+        """``control_flow``: traced inside a scan body (the scanned training loop): the convs take
+        the CPU gradient (models/ops/layers.py)."""
         if self.num_cells < 3:
             raise ValueError(f"num_cells must be >= 3 (two reduction cells), got {self.num_cells}")
         if len(self.cells) != len(self.block_names):
@@ -180,14 +182,15 @@ class DartsEvalNet(nn.Module):
             raise ValueError(f"a unique-cell genotype has {len(self.cells)} cells; num_cells must be "
                              f"{len(self.cells)}, got {self.num_cells}")
         red = reduction_cells(self.num_cells)
-        s0 = s1 = Norm(True, True, name="stem_bn")(Conv(self.stem_multiplier * self.C, 3, kernels=self.kernels, name="stem")(x), train)
+        stem = Conv(self.stem_multiplier * self.C, 3, kernels=self.kernels, name="stem")(x, control_flow)
+        s0 = s1 = Norm(True, True, name="stem_bn")(stem, train)
         ch, reduction_prev, aux = self.C, False, None
         for c in range(self.num_cells):
             reduction = c in red
             if reduction:
                 ch *= 2
             out = EvalCell(self.cells[self._block_of(c, red)], ch, reduction, reduction_prev, self.kernels,
-                           name=f"cell{c}")(s0, s1, train, drop_path)
+                           name=f"cell{c}")(s0, s1, train, drop_path, control_flow)
             s0, s1, reduction_prev = s1, out, reduction
             if c == 2 * self.num_cells // 3 and self.auxiliary and (train or self.is_initializing()):
                 aux = AuxiliaryHead(self.num_classes, name="aux_head")(s1, train)

@@ -405,11 +405,12 @@ class ResidualReduction(nn.Module):
     kernels: Kernels = Kernels()
 
     @nn.compact
-    def __call__(self, x, train: bool = True):
-        y = ReLUConvBN(self.features, 3, 2, affine=True, track=self.track, kernels=self.kernels)(x, train)
-        y = ReLUConvBN(self.features, 3, 1, affine=True, track=self.track, kernels=self.kernels)(y, train)
+    def __call__(self, x, train: bool = True, control_flow: bool = False):
+        k = self.kernels
+        y = ReLUConvBN(self.features, 3, 2, affine=True, track=self.track, kernels=k)(x, train, control_flow)
+        y = ReLUConvBN(self.features, 3, 1, affine=True, track=self.track, kernels=k)(y, train, control_flow)
         sc = nn.avg_pool(x, (2, 2), (2, 2))
-        return y + Conv(self.features, 1, kernels=self.kernels)(sc)
+        return y + Conv(self.features, 1, kernels=self.kernels)(sc, control_flow)
 
 
 class NasBench201Net(nn.Module):
@@ -425,19 +426,21 @@ class NasBench201Net(nn.Module):
     kernels: Kernels = Kernels()   # static kernel choices of every op (ops/conv.py)
 
     @nn.compact
-    def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
+    def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True, control_flow: bool = False):
+        """``control_flow``: traced inside a scan body (a scanned training loop): the convs take the
+        CPU gradient (models/ops/layers.py)."""
         _check_mode(mode)
         sp = self.space
         wb = _block_weights(sp, weights, self.arch)
         affine_cells = self.arch is not None  # discrete nets: affine BN, as the benchmark trains them
-        x = Conv(sp.C, 3, kernels=self.kernels)(x)
+        x = Conv(sp.C, 3, kernels=self.kernels)(x, control_flow)
         x = Norm(True, self.track)(x, train)
         c = 0
         runs = _scanned_runs(self)
         for stage in range(3):
             ch = sp.C * 2 ** stage
             if stage:
-                x = ResidualReduction(ch, self.track, self.kernels)(x, train)
+                x = ResidualReduction(ch, self.track, self.kernels)(x, train, control_flow)
             if c in runs:   # the stage's cells as one scanned cell (cell_runs)
                 first, last = c, runs[c]
                 ws = jnp.stack([wb[b if sp.num_blocks > 1 else 0] for b in range(first, last + 1)])
@@ -450,7 +453,7 @@ class NasBench201Net(nn.Module):
                 x = Cell(sp, ch, arch=_cell_arch(sp, self.arch, block), affine=affine_cells,
                          track=self.track, remat=self.remat, partial_channels=self.partial_channels,
                          scan_edges=self.scan_edges, kernels=self.kernels, name=f"cell{c}")(
-                    [x], None if wb is None else wb[block], mode, train)
+                    [x], None if wb is None else wb[block], mode, train, control_flow)
                 c += 1
         x = nn.relu(Norm(True, self.track)(x, train))
         return nn.Dense(sp.num_classes)(jnp.mean(x, (1, 2)))
