@@ -9,7 +9,9 @@ validation images) on a finished tiny NAS-Bench-201 search of the CIFAR-10 subse
 ``max_steps`` (10: the config as it is, where compile dominates; more: a longer run, logging every 50
 and checkpointing every 100 steps instead of the config's 5). Wall seconds of
 the whole ``jaxnas retrain`` process (start, compile, training, evaluation), median over ``--reps``.
-Results: ``bench/results/retrain_chunks.json``.
+Also (``steady_state``) compile and steady-state seconds of 200 steps in one process, one step per
+call against a 50-step scan, with XLA's conv gradient and with the CPU one. Results:
+``bench/results/retrain_chunks.json``.
 """
 from __future__ import annotations
 
@@ -55,6 +57,55 @@ def one(search: Path, root: Path, chunk: int, steps: int, rep: int) -> float:
     return time.perf_counter() - t0
 
 
+def steady_state(steps: int = 200) -> dict:
+    """In one process: compile and steady-state seconds of ``steps`` weight steps of the NB201 tiny
+    retrain network (batch 32), one step per compiled call or a 50-step scan, with XLA's own conv
+    gradient or the CPU one (``control_flow=True``, models/ops/conv.py): both are loops to XLA."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxnas.models.specs import build_model, nb201_spec
+    from jaxnas.models.supernets.init import init_variables
+    from jaxnas.spaces.cells import NasBench201Space
+    from jaxnas.tasks.classification import classification_loss
+    sp = NasBench201Space.create(C=4, cells_per_stage=1)
+    arch = sp.decode("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+    net = build_model(nb201_spec(sp, arch, C=4, cells_per_stage=1, num_classes=10))
+    x = jnp.zeros((32, 32, 32, 3))
+    v = init_variables(net, jax.random.key(0), x[:2], train=False)
+    tx = optax.sgd(0.1, 0.9)
+    state = {"p": v["params"], "b": v["batch_stats"], "o": tx.init(v["params"])}
+
+    def step(control_flow):
+        def f(st, batch):
+            def loss(p):
+                out, upd = net.apply({"params": p, "batch_stats": st["b"]}, batch[0], train=True,
+                                     mutable=["batch_stats"], control_flow=control_flow)
+                return classification_loss(out, batch[1])[0], upd["batch_stats"]
+            (l, b), g = jax.value_and_grad(loss, has_aux=True)(st["p"])
+            u, o = tx.update(g, st["o"], st["p"])
+            return {"p": optax.apply_updates(st["p"], u), "b": b, "o": o}, l
+        return f
+
+    out = {}
+    for n, cf in ((1, False), (1, True), (50, True), (50, False)):
+        f = jax.jit(lambda st, b, cf=cf: jax.lax.scan(step(cf), st, b))
+        batch = (jnp.zeros((n,) + x.shape), jnp.zeros((n, 32), jnp.int32))
+        t0 = time.perf_counter()
+        c = f.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+        jax.block_until_ready(c(state, batch))
+        st, t0 = state, time.perf_counter()
+        for _ in range(steps // n):
+            st, _ = c(st, batch)
+        jax.block_until_ready(st)
+        key = f"{'per_step' if n == 1 else f'scan_{n}'}_{'cpu' if cf else 'xla'}_conv_grad"
+        out[key] = {"compile_s": round(compile_s, 1), f"seconds_{steps}_steps": round(time.perf_counter() - t0, 2)}
+        print(key, out[key], flush=True)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=3)
@@ -78,6 +129,7 @@ def main(argv=None):
                 "per_step_loop_s": [round(t, 1) for t in times[1]], "scanned_chunks_s": [round(t, 1) for t in times[50]],
                 "median_per_step_loop_s": round(med[1], 1), "median_scanned_chunks_s": round(med[50], 1),
                 "speedup": round(med[1] / med[50], 2), "load_avg_1min": round(os.getloadavg()[0], 2)}
+    out["steady_state"] = steady_state()
     OUT.write_text(json.dumps(out, indent=1))
     print(json.dumps(out["results"], indent=1))
 
