@@ -32,8 +32,6 @@ from jaxnas.config.settings import parse_override, raw_config
 from jaxnas.core.workdir import WorkdirLock, atomic_write_text, progress_line
 from jaxnas.protocols import RETRAIN_DIR, RunContext, read_search
 
-KINDS = tuple(protocols.kinds())
-
 # keys that may be None, and the type their value has otherwise
 _OPTIONAL = {"grad_clip": float, "max_steps": int, "max_eval": int, "table": str}
 
@@ -88,9 +86,9 @@ def resolve_settings(cfg: dict, overrides: Optional[dict] = None) -> tuple[dict,
         if len(bad) > n_bad:
             typed_bad.add(k)
     s = {k: v for k, v in settings.items() if k not in typed_bad}
-    positive = [k for k in ("epochs", "batch_size", "top", "eval_batch", "checkpoint_every", "log_every", "chunk",
-                            "member_batch", "num_final_samples", "C", "num_cells", "cells_per_stage",
-                            "max_steps", "max_eval") if s.get(k) is not None and s[k] < 1]
+    positive = [k for k in ("epochs", "steps", "batch_size", "top", "eval_batch", "checkpoint_every", "log_every",
+                            "chunk", "member_batch", "num_final_samples", "C", "num_cells", "cells_per_stage",
+                            "max_steps", "max_eval", "bptt") if s.get(k) is not None and s[k] < 1]
     bad += [f"{k}={s[k]!r}: must be >= 1" for k in positive]
     if "lr" in s and not s["lr"] > 0:
         bad.append(f"lr={s['lr']!r}: must be > 0")

@@ -76,7 +76,7 @@ def run(ctx: RunContext):
                 "val_accuracy": float(out["val_accuracy"][i]), "train_loss": float(out["train_loss"][i]),
                 "seconds": seconds / len(seeds), "final": f"{RETRAIN_DIR}/{label}/final"}
         if test is not None:
-            run_.update(_test_metrics(net_spec, params, test, data))
+            run_.update(_test_metrics(net_spec, params, test, data, pc.eval_batch))
         atomic_write_text(Path(rdir) / label / "run.json", json.dumps(run_, indent=1))
         runs.append(run_)
     cand = {"arch": space.encode(arch), "arch_indices": arch.tolist(), "pipeline": agents,
@@ -88,10 +88,13 @@ def run(ctx: RunContext):
     return {"protocol": "pipeline", "seeds": seeds, "candidates": [cand], "best": best, "input": input_info(data)}
 
 
-def _test_metrics(net_spec, params, test, data) -> dict:
+def _test_metrics(net_spec, params, test, data, eval_batch: int) -> dict:
+    """The test split in batches of ``eval_batch`` (BN on each batch's statistics, as validation)."""
     model = build_model(net_spec)
-    logits = model.apply({"params": {"net": params}}, normalize(jnp.asarray(test[0], jnp.float32),
-                                                               tuple(data.mean), tuple(data.std)))
+    apply = jax.jit(lambda x: model.apply({"params": {"net": params}},
+                                          normalize(x, tuple(data.mean), tuple(data.std))))
+    x = np.asarray(test[0], np.float32)
+    logits = jnp.concatenate([apply(jnp.asarray(x[i:i + eval_batch])) for i in range(0, len(x), eval_batch)])
     loss, acc = classification_loss(logits, jnp.asarray(test[1], jnp.int32))
     return {"test_loss": float(loss), "test_accuracy": float(acc)}
 
