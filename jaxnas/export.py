@@ -31,6 +31,7 @@ import orbax.checkpoint as ocp
 
 from jaxnas import protocols
 from jaxnas.config.experiment import build_space, load_data
+from jaxnas.core.workdir import restore_tree
 from jaxnas.data.images import normalize
 from jaxnas.data.inputs import input_info
 from jaxnas.models.specs import build_model
@@ -51,12 +52,6 @@ def _cut_mlp(masked: dict, widths, num_inputs: int) -> dict:
     p = masked["logits"]
     out["logits"] = {"kernel": np.asarray(p["kernel"])[:fan_in], "bias": np.asarray(p["bias"])}
     return out
-
-
-def restore_tree(path: Path):
-    """The pytree saved with orbax's StandardCheckpointer at ``path``."""
-    with ocp.StandardCheckpointer() as ck:
-        return ck.restore(Path(path).resolve())
 
 
 def retrained_variables(workdir, retrain_result: dict) -> tuple[dict, dict]:

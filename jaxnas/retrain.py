@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxnas import protocols
 from jaxnas.config.settings import parse_override, raw_config
-from jaxnas.core.workdir import WorkdirLock, atomic_write_text, progress_line
+from jaxnas.core.workdir import WorkdirLock, atomic_write_json, progress_line
 from jaxnas.protocols import RETRAIN_DIR, RunContext, read_search
 
 # keys that may be None, and the type their value has otherwise
@@ -234,7 +234,7 @@ def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, prog
     out = {"workdir": str(workdir), "space": kind, "search_arch": result["arch"], **out,
            "seconds": time.perf_counter() - t0, "settings": settings, "identity": ident}
     out = json.loads(json.dumps(out, default=_json_default))
-    atomic_write_text(out_path, json.dumps(out, indent=1, default=float))
+    atomic_write_json(out_path, out)
     return out
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -98,6 +99,29 @@ def atomic_write_text(path, text: str):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_json(path, obj) -> None:
+    """:func:`atomic_write_text` of ``obj`` as JSON (numpy scalars as floats)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, default=float))
+
+
+def save_tree(path, tree) -> None:
+    """Saves the pytree ``tree`` at ``path`` with orbax (a tree already there is replaced)."""
+    import orbax.checkpoint as ocp
+    path = Path(path).resolve()
+    if path.exists():
+        shutil.rmtree(path)
+    with ocp.StandardCheckpointer() as ck:
+        ck.save(path, tree)
+        ck.wait_until_finished()
+
+
+def restore_tree(path):
+    """The pytree :func:`save_tree` saved at ``path``."""
+    import orbax.checkpoint as ocp
+    with ocp.StandardCheckpointer() as ck:
+        return ck.restore(Path(path).resolve())
 
 
 # ---- lock ----------------------------------------------------------------------------------------
@@ -388,7 +412,6 @@ def check_run(workdir, cfg, data, stored: dict | None, stream=None, lanes: dict 
 
 def clear_run(workdir, stream=None) -> list[str]:
     """``--force-restart``: deletes what a search wrote in ``workdir`` (:data:`RUN_FILES`)."""
-    import shutil
     workdir = Path(workdir)
     gone = []
     for name in RUN_FILES:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from jaxnas.config.experiment import build_space, load_data
 from jaxnas.core.registry import Registry
 
 RETRAIN_DIR = "retrain"
@@ -80,6 +81,14 @@ def read_search(workdir) -> tuple[dict, dict]:
     if not result.get("finished", True) or "arch_indices" not in result:
         raise ValueError(f"{res_path} describes an unfinished search; resume it to the end first")
     return cfg, result
+
+
+def searched_arch(cfg: dict, result: dict):
+    """``(data, space, arch)``: the search's answer in its space, the data loaded as the retrain
+    sees it (``cfg``: the search config with the retrain's data overrides)."""
+    data = load_data(cfg)
+    space = build_space(cfg, data)
+    return data, space, space.check_arch(np.asarray(result["arch_indices"], np.int32))
 
 
 def choose_best(candidates: list[dict]) -> dict:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
-
 from jaxnas.benchmarks.nb201 import annotate
-from jaxnas.config.experiment import build_space, load_data, num_classes
+from jaxnas.config.experiment import num_classes
 from jaxnas.core.workdir import progress_line
 from jaxnas.data.inputs import input_info
 from jaxnas.models.specs import build_model, darts_spec, nb201_spec
-from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, seed_list
+from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, searched_arch, seed_list
 from jaxnas.training.image_runs import train_image_run
 
 _IMAGE_COMMON = {
@@ -88,9 +86,7 @@ def spec(cfg: dict, space, arch, data, s: dict) -> dict:
 def run(ctx: RunContext):
     rdir, cfg, result, s, progress = ctx.rdir, ctx.cfg, ctx.result, ctx.settings, ctx.progress
     kind = cfg["space"]["name"]
-    data = load_data(cfg)
-    space = build_space(cfg, data)
-    arch = space.check_arch(np.asarray(result["arch_indices"], np.int32))
+    data, space, arch = searched_arch(cfg, result)
     table = None
     if kind == "nb201" and s.get("table"):
         table = annotate({"arch": space.encode(arch)}, s["table"])["nb201"]   # fails before training

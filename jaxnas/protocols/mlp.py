@@ -9,7 +9,6 @@ Balanced error is reported (the metric TabNAS reports)."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxnas.config.experiment import build
-from jaxnas.core.workdir import progress_line
+from jaxnas.core.workdir import progress_line, save_tree
 from jaxnas.data.inputs import input_info
 from jaxnas.engine.search import state_digest
 from jaxnas.models.specs import mlp_spec
@@ -151,12 +150,7 @@ def run(ctx: RunContext) -> dict:
     test = test_split(data)
     tm = (member_metrics(flat, jnp.asarray(widths), tuple(narrow.max_widths), test[0], test[1],
                               int(data.num_classes), "test", s["eval_batch"]) if test else {})
-    with ocp.StandardCheckpointer() as ck:
-        path = (rdir / "params").resolve()
-        if path.exists():
-            shutil.rmtree(path)
-        ck.save(path, params)
-        ck.wait_until_finished()
+    save_tree(rdir / "params", params)
     candidates = []
     for a in range(A):
         runs = []

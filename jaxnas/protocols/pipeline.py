@@ -9,23 +9,19 @@ seed with the lowest validation loss; every seed's parameters are kept in ``retr
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from jaxnas.config.experiment import build_space, load_data
-from jaxnas.core.workdir import atomic_write_text, progress_line
+from jaxnas.core.workdir import atomic_write_json, progress_line, save_tree
 from jaxnas.data.images import normalize
 from jaxnas.data.inputs import input_info
 from jaxnas.evaluators.standalone import pipeline_config
 from jaxnas.models.specs import build_model, nb201_one_hot_spec
-from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, seed_list
+from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, searched_arch, seed_list
 from jaxnas.tasks.classification import classification_loss
 from jaxnas.training.image_runs import test_split
 from jaxnas.training.standalone import train_pipeline
@@ -44,9 +40,7 @@ def spec(cfg: dict, space, arch, data, s: dict) -> dict:
 
 def run(ctx: RunContext):
     rdir, cfg, result, s, progress = ctx.rdir, ctx.cfg, ctx.result, ctx.settings, ctx.progress
-    data = load_data(cfg)
-    space = build_space(cfg, data)
-    arch = space.check_arch(np.asarray(result["arch_indices"], np.int32))
+    data, space, arch = searched_arch(cfg, result)
     pc = dataclasses.replace(pipeline_config(cfg["evaluator"], data), steps=int(s["steps"]),
                              batch_size=int(s["batch_size"]), eval_batch=min(int(s["eval_batch"]), len(data.y_val)))
     seeds = seed_list(s)
@@ -66,18 +60,13 @@ def run(ctx: RunContext):
     for i, seed in enumerate(seeds):
         label = f"c0_s{seed}"
         params = jax.tree.map(lambda a: np.asarray(a)[i], out["params"])
-        final = (Path(rdir) / label / "final").resolve()
-        if final.exists():
-            shutil.rmtree(final)
-        with ocp.StandardCheckpointer() as ck:
-            ck.save(final, {"params": {"net": params}})
-            ck.wait_until_finished()
+        save_tree(Path(rdir) / label / "final", {"params": {"net": params}})
         run_ = {"seed": int(seed), "steps": pc.steps, "val_loss": float(out["val_loss"][i]),
                 "val_accuracy": float(out["val_accuracy"][i]), "train_loss": float(out["train_loss"][i]),
                 "seconds": seconds / len(seeds), "final": f"{RETRAIN_DIR}/{label}/final"}
         if test is not None:
             run_.update(_test_metrics(net_spec, params, test, data, pc.eval_batch))
-        atomic_write_text(Path(rdir) / label / "run.json", json.dumps(run_, indent=1))
+        atomic_write_json(Path(rdir) / label / "run.json", run_)
         runs.append(run_)
     cand = {"arch": space.encode(arch), "arch_indices": arch.tolist(), "pipeline": agents,
             "param_count": int(sum(np.size(x) for x in jax.tree.leaves(out["params"])) // len(seeds)),

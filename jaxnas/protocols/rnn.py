@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from jaxnas.config.experiment import build_space, load_data
 from jaxnas.core.workdir import progress_line
 from jaxnas.data.inputs import input_info
 from jaxnas.models.specs import build_model, rnn_spec
-from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, seed_list
+from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, searched_arch, seed_list
 from jaxnas.training.language_model import train_lm_run
 
 
@@ -36,9 +33,7 @@ def run(ctx: RunContext):
     if not 0 <= float(s["dropout"]) < 1 or int(s["bptt"]) < 1:
         raise ValueError(f"bad retrain settings: dropout={s['dropout']!r} must be in [0, 1), "
                          f"bptt={s['bptt']!r} must be >= 1")
-    data = load_data(cfg)
-    space = build_space(cfg, data)
-    arch = space.check_arch(np.asarray(result["arch_indices"], np.int32))
+    data, space, arch = searched_arch(cfg, result)
     net_spec = spec(cfg, space, arch, data, s)
     net = build_model(net_spec)
     runs = []

@@ -6,8 +6,6 @@ metrics and the final variables. The retrain protocols of the cell spaces
 (``jaxnas.protocols.cells``) call it."""
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -15,10 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from jaxnas.core import optim
-from jaxnas.core.workdir import atomic_write_text, progress_line
+from jaxnas.core.workdir import atomic_write_json, progress_line, save_tree
 from jaxnas.data.images import normalize, random_crop_flip
 from jaxnas.models.networks.darts_eval import DartsEvalNet, param_count
 from jaxnas.models.supernets.init import init_variables
@@ -31,10 +28,6 @@ def test_split(data):
     """``(x_test, y_test)`` of data that has a test split, else None."""
     x, y = getattr(data, "x_test", None), getattr(data, "y_test", None)
     return (x, y) if x is not None and y is not None else None
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=1, default=float))
 
 
 def cutout(key, images, length: int):
@@ -156,12 +149,7 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
     state, seconds = done_.state, done_.seconds
     last = {"train_loss": done_.last.get("loss"), "train_accuracy": done_.last.get("accuracy")}
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    final = (run_dir / "final").resolve()
-    if final.exists():
-        shutil.rmtree(final)
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(final, jax.device_get(variables))
-        ck.wait_until_finished()
+    save_tree(run_dir / "final", jax.device_get(variables))
     cap = s["max_eval"]
     out = {"seed": int(seed), "steps": int(total), **last}
     out.update(evaluate_split(eval_fn, variables, data.x_val[:cap], data.y_val[:cap], ncls, s["eval_batch"], "val"))
@@ -171,5 +159,5 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
     out["param_count"] = param_count(state["params"])
     out["seconds"] = seconds
     out["final"] = final_as or str(run_dir / "final")
-    write_json(run_dir / "run.json", out)
+    atomic_write_json(run_dir / "run.json", out)
     return out

@@ -4,8 +4,6 @@ then the validation and test splits scored with the state carried over every win
 retrain protocol and ``bench/ptb_tiny.py`` call it."""
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -13,10 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from jaxnas.core import optim
-from jaxnas.core.workdir import atomic_write_text
+from jaxnas.core.workdir import atomic_write_json, save_tree
 from jaxnas.data.text import batchify, window_count
 from jaxnas.models.supernets.rnn import count_params, init_rnn_params
 from jaxnas.tasks.language_model import check_tokens, stream_loss, token_nll
@@ -96,12 +93,7 @@ def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_aft
         raise FloatingPointError(f"retrain seed {seed}: the training loss became {train_loss}: lower lr "
                                  f"or set grad_clip")
     params = state["params"]
-    final = (run_dir / "final").resolve()
-    if final.exists():
-        shutil.rmtree(final)
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(final, {"params": jax.device_get(params)})
-        ck.wait_until_finished()
+    save_tree(run_dir / "final", {"params": jax.device_get(params)})
     val = stream_loss(net, params, data.x_val, int(s["eval_batch"]), L)
     test = stream_loss(net, params, data.x_test, int(s["eval_batch"]), L)
     out = {"seed": int(seed), "steps": total, "epochs": total / W, "train_loss": train_loss,
@@ -109,5 +101,5 @@ def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_aft
            "test_loss": test["loss"], "test_perplexity": test["perplexity"],
            "param_count": count_params(params), "seconds": seconds,
            "final": final_as or str(run_dir / "final")}
-    atomic_write_text(run_dir / "run.json", json.dumps(out, indent=1))
+    atomic_write_json(run_dir / "run.json", out)
     return out
