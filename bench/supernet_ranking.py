@@ -44,10 +44,10 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
-DATA = SHARED / "cifar10_jpeg_test5k" / "cifar10_jpeg_test5k.npz"
-TABLE = SHARED / "nasbench201" / "nb201_accuracies.csv.gz"
-RESULTS = REPO / "bench" / "results"
+# the leaderboard's data, table and locked results-file update (bench/nb201_oneshot.py)
+from nb201_oneshot import DATA, RESULTS, TABLE  # noqa: E402
+from nb201_oneshot import update as update_file  # noqa: E402
+
 OUT = RESULTS / "supernet_ranking.json"
 COLUMN = "cifar10_test"
 
@@ -152,15 +152,8 @@ def cells(table, space, n: int, top: int):
 
 
 def update(change) -> dict:
-    import fcntl
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(OUT.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = change(json.loads(OUT.read_text()) if OUT.exists() else {})
-        tmp = OUT.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, OUT)
-    return results
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    return update_file(OUT, change)
 
 
 def run_unit(name: str, steps: int, args, table) -> dict:
