@@ -184,6 +184,7 @@ def main():
             lr_p, ex_p = exp3_rates(K, T, printed=True)
             cum = {}
             for label, name, opts in (("manas", "manas", {}),
+                                      ("manas + baseline", "manas", {"baseline": True}),
                                       ("manas (lr x 10)", "manas", {"lr": 10 * exp3_rates(K, T)[0]}),
                                       ("manas (App. B.1 rates as printed)", "manas", {"lr": lr_p, "explore": ex_p}),
                                       ("reinforce", "reinforce", {"lr": 0.05}),
@@ -191,7 +192,8 @@ def main():
                 g, _ = run_strategy(name, opts, kind, n, T, args.seeds, n_chunks)
                 c = np.cumsum(g, 1)                           # [seeds, T]
                 cum[label] = {"R_T": [float(c[:, t - 1].mean()) for t in checkpoints],
-                              "R_T_std": [float(c[:, t - 1].std()) for t in checkpoints],
+                              "R_T_std": [float(c[:, t - 1].std(ddof=1)) for t in checkpoints],
+                              "R_T_se": [float(c[:, t - 1].std(ddof=1) / np.sqrt(len(c))) for t in checkpoints],
                               "R_T_over_T": [float(c[:, t - 1].mean() / t) for t in checkpoints]}
             row["cumulative_regret"] = cum
             row["bound_2N_sqrt_TKlnK"] = [2 * n * math.sqrt(t * K * math.log(K)) for t in checkpoints]
@@ -204,6 +206,7 @@ def main():
             simple = {}
             for label, name, opts in (("manas_ls", "manas_ls", {"collect_steps": 2 * T // n_chunks}),
                                       ("manas", "manas", {}),
+                                      ("manas + baseline", "manas", {"baseline": True}),
                                       ("reinforce (argmax)", "reinforce", {"lr": 0.05}),
                                       ("random (best sampled)", "random", {})):
                 _, hit = run_strategy(name, opts, kind, n, T, args.seeds if name != "manas_ls" else args.ls_seeds,

@@ -114,7 +114,9 @@ def config(name: str, args) -> dict:
 
 def summarise(name: str, cfg: dict, runs: list, seeds: int, build_seconds: float) -> dict:
     """A strategy's row from the seeds run so far; ``complete`` once all ``seeds`` are in."""
-    summary = {k: [round(float(np.mean([r[k] for r in runs])), 2), round(float(np.std([r[k] for r in runs])), 2)]
+    # [mean, std] over seeds, std with ddof = 1 (the README shows mean ± s.e. from the runs)
+    summary = {k: [round(float(np.mean([r[k] for r in runs])), 2),
+                   round(float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0, 2)]
                for k in COLUMNS}
     warm = [r["seconds"] for r in runs if not r.get("with_compile")] or [r["seconds"] for r in runs]
     cold = [r["seconds"] for r in runs if r.get("with_compile")]
@@ -181,15 +183,22 @@ def ranked(results: dict) -> list:
     return sorted(results["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
 
 
+def _mean_se(values) -> str:
+    """``mean ± s.e.`` with ddof = 1 (s.e. of the mean over seeds)."""
+    a = np.asarray(values, float)
+    se = a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else float("nan")
+    return f"{a.mean():.2f} ± {se:.2f}"
+
+
 def markdown(results: dict) -> str:
     """The leaderboard as the README shows it: rows by CIFAR-10 mean, published numbers beside."""
-    lines = ["| strategy | CIFAR-10 | CIFAR-100 | ImageNet16-120 | collapsed | s / search | published CIFAR-10 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | CIFAR-10 (mean ± s.e.) | CIFAR-100 | ImageNet16-120 | collapsed | s / search | "
+             "published CIFAR-10 (mean ± std) |", "|---|---|---|---|---|---|---|"]
     rows = ranked(results)
     for name, r in rows:
         pub = "; ".join(f"{src} {m:.2f} ± {sd:.2f}" for src, (m, sd) in (PUBLISHED.get(name) or {}).items())
         seeds = "" if r.get("complete", True) else f" ({r['seeds_done']} seeds so far)"
-        lines.append(f"| {name}{seeds} | " + " | ".join(f"{r[k][0]:.2f} ± {r[k][1]:.2f}" for k in COLUMNS)
+        lines.append(f"| {name}{seeds} | " + " | ".join(_mean_se([run[k] for run in r["runs"]]) for k in COLUMNS)
                      + f" | {r['collapsed_fraction']:.1f} | {r['seconds_per_search']:.0f} | {pub or '–'} |")
     return "\n".join(lines)
 

@@ -58,9 +58,15 @@ def variants(param_budget: float) -> dict:
         "mnas_soft": {"name": "mnas_soft", "target": param_budget, "beta": -0.07, **shaped},
         "mnas_hard": {"name": "mnas_hard", "target": param_budget, "beta": -1.0, **shaped},
         # MANAS: App. B.1 defaults (EXP3 rates from the budget; MANAS-LS solves every 31 queries)
+        # MANAS: the paper's update (sec. 4.1, no baseline) and our baseline option
         "manas (argmax)": {"name": "manas", "final": "argmax"},
         "manas (process best)": {"name": "manas", "final": "process_best"},
+        "manas + baseline (argmax)": {"name": "manas", "final": "argmax", "baseline": True},
+        "manas + baseline (process best)": {"name": "manas", "final": "process_best", "baseline": True},
         "manas_ls (argmax)": {"name": "manas_ls", "final": "argmax"},
+        # MA2ML on a plain cell space: one agent (its architecture agent), the tests' lr
+        "ma2ml_lite": {"name": "ma2ml_lite", "lr": 0.05},
+        "ma2ml": {"name": "ma2ml", "lr": 0.05},
     }
     return out
 
@@ -89,8 +95,9 @@ def run_variant(scfg: dict, table: str, seeds: int, budget: int) -> dict:
         if "budget" in scfg or "target" in scfg:
             feasible.append(float(exp.space.param_count(arch)) <= (scfg.get("budget") or scfg.get("target")))
     a = np.asarray(accs)
-    out = {"cifar10_test_mean": float(a.mean()), "cifar10_test_std": float(a.std()),
-           "cifar10_test_median": float(np.median(a)), "queries_mean": float(np.mean(queries)),
+    out = {"cifar10_test_mean": float(a.mean()), "cifar10_test_std": float(a.std(ddof=1)),
+           "cifar10_test_se": float(a.std(ddof=1) / np.sqrt(len(a))),
+           "cifar10_test_median": float(np.median(a)), "cifar10_test": a.round(4).tolist(), "queries_mean": float(np.mean(queries)),
            "steps_mean": float(np.mean(steps)), "seconds": time.perf_counter() - t0}
     if feasible:
         out["feasible_fraction"] = float(np.mean(feasible))
@@ -137,7 +144,8 @@ def main():
     out = {
         "command": "python bench/nb201_table.py " + " ".join(sys.argv[1:]),
         **({"previous_commands": _previous(args.out)} if args.only is not None else {}),
-        "what": "derived cell's 200-epoch CIFAR-10 test accuracy (%), mean ± std over seeds, per query budget",
+        "what": "derived cell's 200-epoch CIFAR-10 test accuracy (%) over seeds (std and s.e. with ddof = 1), "
+                "per query budget; the per-seed values in cifar10_test (seed i = list index i)",
         "seeds": args.seeds, "reward": "cifar10_valid_12ep / 100", "samples_per_step": 1,
         "table_best_cifar10_test": float(np.nanmax(test)),
         "table_mean_cifar10_test": float(np.nanmean(test)),
@@ -150,6 +158,32 @@ def main():
     }
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
+
+
+def markdown(results: dict, budgets=("100", "200")) -> str:
+    """The README table: per variant and query budget, mean ± s.e. (ddof = 1) over the seeds, and the
+    paired difference to random (the same seeds) with its s.e.; published numbers beside."""
+    rows = results["results"]
+    head = "| strategy | " + " | ".join(f"{b} queries: mean ± s.e. | − random (paired)" for b in budgets) + " |"
+    lines = [head, "|---|" + "---|---|" * len(budgets)]
+    pub = {"random": PUBLISHED["random"], "reinforce (process best)": PUBLISHED["reinforce"]}
+    for label in rows[budgets[0]]:
+        cells = []
+        for b in budgets:
+            r, ref = rows[b].get(label), rows[b].get("random")
+            if r is None or "cifar10_test" not in r:
+                cells += ["–", "–"]
+                continue
+            a = np.asarray(r["cifar10_test"])
+            cells.append(f"{a.mean():.2f} ± {a.std(ddof=1) / np.sqrt(len(a)):.2f}")
+            if label == "random" or ref is None or "cifar10_test" not in ref:
+                cells.append("–")
+            else:
+                d = a - np.asarray(ref["cifar10_test"])
+                cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}")
+        name = label + (f" (published {pub[label][0]:.2f} ± {pub[label][1]:.2f} std)" if label in pub else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _previous(out: str) -> list:

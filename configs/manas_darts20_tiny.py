@@ -1,6 +1,7 @@
 """A tiny MANAS search over 20 unique DARTS cells on a CPU (a smoke test of the whole path, not a result).
 
-The settings of ``manas_darts20.py`` on a small network and data set: C = 4, batch 16, 40 steps, on
+The settings of ``manas_darts20.py`` on a small network and data set, shortened: C = 4 (paper 16),
+batch 16 (64), 40 steps (the paper's 500 epochs x 391 steps), on
 the 5,000-image CIFAR-10 subset beside the repository (``../shared/data/cifar10_jpeg_test5k/``,
 split in halves: weights / validation loss); pass your own ``.npz`` (X uint8 [N, 32, 32, 3], y):
 

@@ -6,7 +6,8 @@ which weights and scores are frozen and rows of Z are collected "until the numbe
 than the number of columns" (280 x 8 = 2,240 columns: 6 epochs of 391 steps = 2,346 rows on one
 device; with D devices every step collects D rows), then the least-squares solve, and again. The
 strategy's default schedule does this (``strategy.train_steps``, ``strategy.collect_steps``):
-50 weight epochs need 50 x 7 epochs of steps in all.
+the paper's 500 search epochs for 20 cells (sec. 5), read as 500 weight epochs, need 500 x 7 epochs of
+steps in all.
 
     python -m jaxnas search configs/manas_ls_darts20.py data.data_dir=/path/to/tfds
 """
@@ -18,7 +19,7 @@ try:
     _HERE = Path(__file__).resolve().parent
 except NameError:  # exec'd without a file
     _HERE = Path("configs")
-COLLECT_EPOCHS, WEIGHT_EPOCHS = 6, 50
+COLLECT_EPOCHS, WEIGHT_EPOCHS = 6, 500
 
 
 def get_config():

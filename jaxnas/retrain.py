@@ -29,11 +29,9 @@ import numpy as np
 
 from jaxnas import protocols
 from jaxnas.config.settings import parse_override, raw_config
-from jaxnas.core.workdir import WorkdirLock, atomic_write_json, progress_line
-from jaxnas.protocols import RETRAIN_DIR, RunContext, read_search
-
-# keys that may be None, and the type their value has otherwise
-_OPTIONAL = {"grad_clip": float, "max_steps": int, "max_eval": int, "table": str}
+from jaxnas.core import schema as S
+from jaxnas.core.workdir import WorkdirLock, atomic_write_json, flatten, progress_line
+from jaxnas.protocols import RETRAIN_DIR, SETTINGS, RunContext, read_search
 
 
 def space_kind(cfg: dict) -> str:
@@ -64,8 +62,8 @@ def load_settings_file(path) -> dict:
 
 def resolve_settings(cfg: dict, overrides: Optional[dict] = None) -> tuple[dict, dict]:
     """``(settings, data_overrides)``: the defaults of ``cfg``'s space with ``overrides`` applied and
-    checked (every bad key or value is listed in one message). ``data.KEY`` overrides go to the
-    data section of the search config."""
+    checked against ``protocols.SETTINGS`` (every bad key or value is listed in one message).
+    ``data.KEY`` overrides go to the data section of the search config."""
     base = default_settings(cfg)
     settings, data_over, bad = dict(base), {}, []
     for k, v in (overrides or {}).items():
@@ -79,68 +77,13 @@ def resolve_settings(cfg: dict, overrides: Optional[dict] = None) -> tuple[dict,
                        f"valid: {', '.join(sorted(base))}, data.KEY")
             continue
         settings[k] = v
-    typed_bad: set = set()
-    for k, v in settings.items():
-        n_bad = len(bad)
-        _check_type(k, v, base, settings, bad)
-        if len(bad) > n_bad:
-            typed_bad.add(k)
-    s = {k: v for k, v in settings.items() if k not in typed_bad}
-    positive = [k for k in ("epochs", "steps", "batch_size", "top", "eval_batch", "checkpoint_every", "log_every",
-                            "chunk", "member_batch", "num_final_samples", "C", "num_cells", "cells_per_stage",
-                            "max_steps", "max_eval", "bptt") if s.get(k) is not None and s[k] < 1]
-    bad += [f"{k}={s[k]!r}: must be >= 1" for k in positive]
-    if "lr" in s and not s["lr"] > 0:
-        bad.append(f"lr={s['lr']!r}: must be > 0")
-    if "optimizer" in s and s["optimizer"] not in ("sgd", "adam"):
-        bad.append(f"optimizer={s['optimizer']!r}: sgd or adam")
-    if "schedule" in s and s["schedule"] not in ("cosine", "constant"):
-        bad.append(f"schedule={s['schedule']!r}: cosine or constant")
-    for k in ("weight_decay", "momentum", "cutout", "auxiliary_weight"):
-        if k in s and s[k] < 0:
-            bad.append(f"{k}={s[k]!r}: must be >= 0")
-    if "drop_path" in s and not 0 <= s["drop_path"] < 1:
-        bad.append(f"drop_path={s['drop_path']!r}: must be in [0, 1)")
-    if s.get("grad_clip") is not None and not s["grad_clip"] > 0:
-        bad.append(f"grad_clip={s['grad_clip']!r}: must be > 0 or None")
-    if cfg["space"]["name"] != "mlp" and s.get("top", 1) != 1:
-        bad.append(f"top={s['top']}: a {cfg['space']['name']} search derives one architecture "
+    settings, problems = S.check({k: SETTINGS[k] for k in base}, settings)
+    bad += problems
+    if cfg["space"]["name"] != "mlp" and settings.get("top", 1) != 1:
+        bad.append(f"top={settings['top']}: a {cfg['space']['name']} search derives one architecture "
                    f"(top=1); several candidates are the TabNAS (mlp) protocol")
-    if bad:
-        raise ValueError("bad retrain settings:\n  " + "\n  ".join(bad))
-    if isinstance(settings["seeds"], tuple):
-        settings["seeds"] = list(settings["seeds"])
+    S.raise_if(bad, "retrain settings")
     return settings, data_over
-
-
-def _check_type(k, v, base, settings, bad) -> None:
-    """Appends to ``bad`` what is wrong with the type of setting ``k`` (numbers become floats)."""
-    want = _OPTIONAL.get(k) or type(base[k])
-    if v is None:
-        if k not in _OPTIONAL:
-            bad.append(f"{k}=None: needs a value")
-        return
-    if k == "seeds":
-        if isinstance(v, bool) or not (isinstance(v, int) and v >= 1 or
-                                       isinstance(v, (list, tuple)) and v and
-                                       all(isinstance(s, int) and not isinstance(s, bool) for s in v)):
-            bad.append(f"seeds={v!r}: a count >= 1 or a non-empty list of integer seeds")
-        elif isinstance(v, (list, tuple)) and len(set(v)) != len(v):
-            bad.append(f"seeds={v!r}: repeated seeds")
-        return
-    if want is bool:
-        if not isinstance(v, bool):
-            bad.append(f"{k}={v!r}: must be True or False")
-    elif want is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            bad.append(f"{k}={v!r}: must be an integer")
-    elif want is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            bad.append(f"{k}={v!r}: must be a number")
-        else:
-            settings[k] = float(v)
-    elif want is str and not isinstance(v, str):
-        bad.append(f"{k}={v!r}: must be a string")
 
 
 def _fingerprint(obj) -> str:
@@ -154,17 +97,6 @@ def _identity(cfg: dict, result: dict, settings: dict, data_over: dict) -> dict:
                        "config": _fingerprint(cfg)}}
 
 
-def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return out
-
-
 def _prepare_dir(workdir: Path, ident: dict, force: bool, progress) -> Path:
     rdir = workdir / RETRAIN_DIR
     sfile = rdir / "settings.json"
@@ -173,7 +105,8 @@ def _prepare_dir(workdir: Path, ident: dict, force: bool, progress) -> Path:
         (workdir / "retrain.json").unlink(missing_ok=True)
     if sfile.exists():
         old = json.loads(sfile.read_text())
-        diff = _diff_keys(old, ident)
+        old, new = flatten(old), flatten(json.loads(json.dumps(ident, default=str)))
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if diff:
             what = ("of an earlier search result (the search in this work dir was rerun since)"
                     if any(d.startswith("search.") for d in diff) else "with other settings")

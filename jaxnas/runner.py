@@ -31,6 +31,7 @@ from jaxnas.config.settings import DEFAULTS
 from jaxnas.core import workdir as W
 from jaxnas.data import BatchSampler
 from jaxnas.engine import distributed as Dist
+from jaxnas.engine.fork import FORK_FILE, fork_state
 from jaxnas.engine.search import check_metrics, schedule_chunks, state_digest
 
 
@@ -147,6 +148,14 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
         state = restored
         if progress:
             progress.write(f"resuming from step {start} ({ckdir})\n")
+    elif s["init_from"]:             # a shared warm-up: start from another run's supernet (engine/fork.py)
+        state, record = fork_state(s["init_from"], state, W.fingerprint(cfg, data)["data_sha256"], progress)
+        start = record["step"]
+        if start >= total:
+            raise ValueError(f"search.init_from={s['init_from']!r} starts at step {start}, not before this run's "
+                             f"last step ({total}): raise search.steps or fork from an earlier step")
+        if primary:
+            W.atomic_write_json(workdir / FORK_FILE, record)
     # fresh and restored states alike placed (committed) on the devices: the same compiled chunk, so
     # a resume loads the first run's program from the compilation cache instead of compiling again
     state = search.replicate(state)
@@ -227,6 +236,9 @@ def finish(exp: Experiment, state, workdir, seconds: float, write: bool = True) 
         result["policy"] = exp.strategy.summary(jax.device_get(state.strategy), arch)
     if cfg["benchmark"]["nb201_table"]:
         result = annotate(result, cfg["benchmark"]["nb201_table"])
+    fork = Path(workdir) / FORK_FILE
+    if fork.exists():
+        result["init_from"] = json.loads(fork.read_text())
     if write:
         W.atomic_write_text(Path(workdir) / "result.json", json.dumps(result, indent=1))
     return result

@@ -69,13 +69,15 @@ def test_coordinated_estimator_is_unbiased_by_enumeration():
 
 
 def test_step_adds_the_importance_weighted_losses_of_every_lane():
-    """One step on 4 vmapped lanes: the score change is the sum of the 4 lanes' credits (no baseline;
-    with the baseline, of L - b with b the first step's mean loss)."""
+    """One step on 4 vmapped lanes: the score change is the sum of the 4 lanes' credits. The default
+    is sec. 4.1's update exactly (no baseline); with ``baseline=True``, of L - b with b the first
+    step's mean loss."""
     space, P = RAGGED, 4
     table = np.asarray(jax.random.uniform(jax.random.key(2), (space.num_archs,)) * 2, np.float32)
     reward_fn = _table_reward(space, table)
-    for baseline in (False, True):
-        s = make("manas", space, axis_name="lanes", total_steps=50, baseline=baseline)
+    for baseline in (None, True):
+        s = make("manas", space, axis_name="lanes", total_steps=50,
+                 **({} if baseline is None else {"baseline": baseline}))
         state = s.init(jax.random.key(0))
         state = state.replace(scores=jax.random.normal(jax.random.key(3), space.shape) * 5)
         keys = jax.random.split(jax.random.key(4), P)

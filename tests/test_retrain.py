@@ -114,7 +114,49 @@ def test_quickstart_retrain_cli(quickstart_dir, capsys):
     assert sum(l.startswith("candidate ") for l in out.splitlines()) == 3 and "best on validation:" in out
     assert main(["retrain", str(quickstart_dir), "epochs=zero", "nonsense=1", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "epochs='zero': must be an integer" in err and "unknown retrain setting 'nonsense'" in err
+    assert "epochs must be an int >= 1, got 'zero'" in err and "unknown retrain setting 'nonsense'" in err
+
+
+def test_mlp_retrain_resumes_bit_exactly(quickstart_dir, tmp_path):
+    """The MLP retrain runs on the checkpointed loop: stopped after 15 of 30 steps (checkpoint at 10)
+    and rerun, it ends exactly where the uninterrupted retrain ends."""
+    import shutil
+    settings = {**QS_SETTINGS, "checkpoint_every": 10, "chunk": 5}
+    dirs = []
+    for name in ("whole", "cut"):
+        wd = tmp_path / name
+        shutil.copytree(quickstart_dir, wd, ignore=shutil.ignore_patterns("retrain", "retrain.json"))
+        dirs.append(wd)
+    whole = retrain(dirs[0], settings, top=2, seeds=2, progress=None)
+    assert retrain(dirs[1], settings, top=2, seeds=2, progress=None, stop_after=15) == {"finished": False}
+    assert (dirs[1] / "retrain" / "members0" / "checkpoints" / "10").exists()
+    assert not (dirs[1] / "retrain.json").exists()
+    resumed = retrain(dirs[1], settings, top=2, seeds=2, progress=None)
+    for a, b in zip(whole["candidates"], resumed["candidates"]):
+        assert [{k: v for k, v in r.items() if k != "seconds"} for r in a["runs"]] == \
+            [{k: v for k, v in r.items() if k != "seconds"} for r in b["runs"]]
+    assert whole["best"] == resumed["best"]
+
+
+@pytest.mark.parametrize("config", ["quickstart.py", "advantagenas_nb201_tiny.py", "shapley_darts_tiny.py",
+                                    "advantagenas_ptb_tiny.py", "ma2ml_digits.py"])
+def test_retrain_settings_are_one_schema(config):
+    """Every protocol's defaults are typed by ``protocols.SETTINGS`` and pass it; bad values of any
+    protocol are listed together, in the config schema's words."""
+    from jaxnas.protocols import SETTINGS
+    from jaxnas.retrain import default_settings, resolve_settings
+    cfg = resolve(load_config(REPO / "configs" / config))
+    base = default_settings(cfg)
+    assert set(base) <= set(SETTINGS), set(base) - set(SETTINGS)
+    settings, data_over = resolve_settings(cfg)
+    assert settings == json.loads(json.dumps(settings)) and data_over == {}
+    bad = {"seeds": [1, 1], "batch_size": 0, "nonsense": 1}
+    with pytest.raises(ValueError) as e:
+        resolve_settings(cfg, bad)
+    msg = str(e.value)
+    assert "3 problems in the retrain settings" in msg, msg
+    assert "seeds must be a count >= 1 or a non-empty list of distinct integer seeds, got [1, 1]" in msg
+    assert "batch_size must be an int >= 1, got 0" in msg and "unknown retrain setting 'nonsense'" in msg
 
 
 def test_restore_search_state_is_the_final_state(quickstart_dir):

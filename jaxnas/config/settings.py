@@ -76,6 +76,9 @@ SCHEMA: dict = {
     "search": {
         "steps": S.Int(1000, ge=1),
         "warmup_steps": S.Int(0, ge=0),      # weights only (the strategy does not move)
+        # WORKDIR[:STEP]: start from that search's supernet and weight optimizer at STEP (newest when
+        # omitted) with a fresh strategy: one warm-up shared by several strategies (jaxnas/engine/fork.py)
+        "init_from": S.Optional(S.Path()),
         # or [[kind, steps], ...], kind weights | strategy | both (then steps = their sum)
         "phases": S.Optional(S.List(S.Tuple(S.Choice(*PHASE_KINDS), S.Int(ge=0)), min_len=1, doc=(
             "a non-empty list of [kind, steps] pairs, kind one of 'weights', 'strategy', 'both' and "

@@ -55,8 +55,9 @@ RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batc
 DATA_LOCATION_KEYS = ("data.path", "data.data_dir", "data.val_path")
 DATA_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 # what --force-restart deletes: everything the search wrote (report plots included)
+# what a search (and what is derived from it: the fork record, a retrain) wrote in its work dir
 RUN_FILES = ("checkpoints", "broken_checkpoints", "metrics.jsonl", "result.json", FINGERPRINT, "config.json",
-             "metrics.png", "entropy.png", "choices.png")
+             "metrics.png", "entropy.png", "choices.png", "fork.json", "retrain", "retrain.json")
 WAYS_OUT = ("give another --workdir to keep both runs, or pass --force-restart to delete this work dir's "
             "checkpoints, metrics and result and start over")
 

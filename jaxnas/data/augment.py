@@ -2,8 +2,8 @@
 
 Op definitions follow AutoAugment (Cubuk et al. 2019, App. A.1 and the authors' released
 ``augmentation_transforms.py``): a magnitude ``m`` in ``0..9`` maps to the op's parameter as
-``m / 10 * max`` (the released code's ``PARAMETER_MAX = 10``), geometric ops and the enhance factors
-take a random sign; every op works on uint8 values (float32 arrays in ``[0, 255]``, integral after
+``m / 10 * max`` (the released code's ``PARAMETER_MAX = 10``), the geometric ops (shear, translate,
+rotate) take a random sign, the enhance factors do not (``1.8 m/10 + 0.1`` is always positive); every op works on uint8 values (float32 arrays in ``[0, 255]``, integral after
 every op, as PIL):
 
 ==============  =============================================================================

@@ -19,10 +19,29 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from jaxnas.config.experiment import build_space, load_data
+from jaxnas.core import schema as S
 from jaxnas.core.registry import Registry
 
 RETRAIN_DIR = "retrain"
 PROTOCOLS = Registry("retrain protocol")
+
+_COUNT = S.Int(ge=1)
+# The type and range of every retrain setting a protocol may declare (its defaults give the values):
+# the one settings mechanism of the config (``jaxnas.core.schema``), so a bad value is reported the same way.
+SETTINGS: dict = {
+    "seeds": S.Either(S.Int(ge=1), S.List(S.Int(), min_len=1, unique=True),
+                      doc="a count >= 1 or a non-empty list of distinct integer seeds"),
+    **{k: _COUNT for k in ("top", "epochs", "steps", "batch_size", "eval_batch", "checkpoint_every", "log_every",
+                           "chunk", "member_batch", "num_final_samples", "C", "num_cells", "cells_per_stage",
+                           "bptt")},
+    "max_steps": S.Optional(_COUNT), "max_eval": S.Optional(_COUNT),
+    "lr": S.Float(gt=0), "eps": S.Float(gt=0), "b1": S.Float(ge=0, lt=1), "b2": S.Float(ge=0, lt=1),
+    "optimizer": S.Choice("sgd", "adam"), "schedule": S.Choice("cosine", "constant"),
+    "momentum": S.Float(ge=0), "weight_decay": S.Float(ge=0), "auxiliary_weight": S.Float(ge=0),
+    "cutout": S.Int(ge=0), "drop_path": S.Float(ge=0, lt=1), "dropout": S.Float(ge=0, lt=1),
+    "grad_clip": S.Optional(S.Float(gt=0)), "nesterov": S.Bool(), "augment": S.Bool(),
+    "table": S.Optional(S.Path()),
+}
 
 
 @dataclasses.dataclass(eq=False)   # not frozen: the registry records its schema on it

@@ -1,7 +1,8 @@
 """The ``mlp`` (TabNAS) retrain protocol: the Alg. 3 candidates (``select_final_n``: the ``top`` <= 3
 feasible, unique architectures of largest cost among ``num_final_samples`` policy samples; strategies
-without a budget: the most probable architectures) x ``seeds``, all trained in ONE compiled program
-(``jaxnas.training.standalone.train_archs``: a ``vmap`` over members), with the weight-training
+without a budget: the most probable architectures) x ``seeds``, trained as vmapped lanes of one compiled
+step (``member_batch`` members per program) by the checkpointed loop (``jaxnas.training.mlp_runs``:
+a killed retrain resumes in ``retrain/members<g>/``), with the weight-training
 settings of the search (its optimizer and batch size, Adam eps 1e-3) unless overridden; members are
 masked MLPs as wide as the widest candidate per layer (``NarrowedSpace``). The answer is the
 candidate with the lowest validation loss averaged over seeds (and its best seed's parameters).
@@ -26,9 +27,10 @@ from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_met
 from jaxnas.spaces.base import NEG_INF
 from jaxnas.strategies import budget as B
 from jaxnas.strategies.tabnas import select_final_n
-from jaxnas.tasks.classification import classification_loss
 from jaxnas.training.image_runs import test_split
-from jaxnas.training.standalone import TrainConfig, balanced_error, masked_apply, train_archs, train_config_from
+from jaxnas.training.loop import Schedule
+from jaxnas.training.mlp_runs import member_metrics, train_members
+from jaxnas.training.standalone import TrainConfig, train_config_from
 
 
 def default_settings(cfg: dict) -> dict:
@@ -37,7 +39,8 @@ def default_settings(cfg: dict) -> dict:
     return {"seeds": 3, "top": 3, "epochs": tc.epochs, "batch_size": tc.batch_size, "lr": tc.lr,
             "schedule": tc.schedule, "optimizer": tc.optimizer, "b1": float(tc.b1), "b2": float(tc.b2),
             "eps": TrainConfig.eps, "momentum": float(tc.momentum), "max_steps": None,
-            "num_final_samples": 500, "member_batch": 64, "eval_batch": 4096}
+            "num_final_samples": 500, "member_batch": 64, "eval_batch": 4096,
+            "chunk": 200, "log_every": 1000, "checkpoint_every": 2000}   # chunk: steps per compiled call
 
 
 def restore_search_state(exp, workdir: Path, result: Optional[dict] = None):
@@ -94,7 +97,7 @@ def mlp_candidates(exp, strategy_state, n: int, num_samples: int = 500) -> np.nd
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class NarrowedSpace:
-    """An MLP space seen through the widest candidate of each layer: ``train_archs`` trains every
+    """An MLP space seen through the widest candidate of each layer: ``train_members`` trains every
     member as the masked MLP of ``max_widths``; a member is the same child MLP for any max widths >=
     its own (masked units are exact zeros), so cutting them to the candidates' maxima trains the
     same networks (from other random draws) at a fraction of the cost of the space's widest choice
@@ -111,21 +114,6 @@ def narrowed_space(space, archs) -> NarrowedSpace:
     return NarrowedSpace(space, tuple(int(w) for w in widths.max(0)))
 
 
-def member_metrics(params, widths, max_widths, x, y, num_classes, prefix, eval_batch):
-    """Loss / accuracy / balanced error of every member (leading axes [M]) on (x, y)."""
-    x = jnp.asarray(x, jnp.float32)
-    y = jnp.asarray(y, jnp.int32)
-
-    @jax.jit
-    def one(p, w):
-        logits = jnp.concatenate([masked_apply(p, x[i:i + eval_batch], w, max_widths)
-                                  for i in range(0, x.shape[0], eval_batch)])
-        loss, acc = classification_loss(logits, y)
-        return {f"{prefix}_loss": loss, f"{prefix}_accuracy": acc,
-                f"{prefix}_balanced_error": balanced_error(logits, y, num_classes)}
-    return jax.device_get(jax.lax.map(lambda a: one(*a), (params, widths)))
-
-
 def run(ctx: RunContext) -> dict:
     workdir, rdir, cfg, result, s, progress = ctx.workdir, ctx.rdir, ctx.cfg, ctx.result, ctx.settings, ctx.progress
     exp = build(cfg)
@@ -137,31 +125,38 @@ def run(ctx: RunContext) -> dict:
                      optimizer=s["optimizer"], b1=s["b1"], b2=s["b2"], eps=s["eps"], momentum=s["momentum"],
                      max_steps=s["max_steps"])
     A, S = len(archs), len(seeds)
-    progress_line(progress, f"retraining {A} candidate(s) x {S} seed(s) = {A * S} MLPs in one program, "
-                   f"{tc.total_steps(len(data.y_train))} steps each: " +
-         ", ".join(space.encode(a) for a in archs))
     narrow = narrowed_space(space, archs)
-    r = train_archs(data, narrow, archs, seeds, tc, member_batch=s["member_batch"], eval_batch=s["eval_batch"],
-                    return_params=True)
-    params = r.pop("params")
-    # test metrics from the returned parameters
-    widths = np.repeat(np.asarray(space.arch_widths(archs)), S, 0)
-    flat = jax.tree.map(lambda a: a.reshape((A * S,) + a.shape[2:]), params)
+    widths = np.repeat(np.asarray(space.arch_widths(archs)), S, 0)        # member m = (a, s): a * S + s
+    mseeds = np.tile(np.asarray(seeds), A)
+    mb = int(s["member_batch"])
+    groups = range(0, A * S, mb)
+    progress_line(progress, f"retraining {A} candidate(s) x {S} seed(s) = {A * S} MLPs as vmapped lanes "
+                  f"({len(groups)} program(s)), {tc.total_steps(len(data.y_train))} steps each: " +
+                  ", ".join(space.encode(a) for a in archs))
+    schedule = Schedule(0, int(s["chunk"]), int(s["log_every"]), int(s["checkpoint_every"]))
+    parts = []
+    for g, i in enumerate(groups):
+        got = train_members(rdir / f"members{g}", data, narrow, widths[i:i + mb], mseeds[i:i + mb], tc,
+                            schedule=schedule, progress=progress, label=f"members {i}-{min(i + mb, A * S) - 1}",
+                            stop_after=ctx.stop_after)
+        if got is None:
+            return None
+        parts.append(got)
+    flat = jax.tree.map(lambda *a: np.concatenate(a), *[p["params"] for p in parts])
+    train_loss = np.concatenate([p["train_loss"] for p in parts])
+    ncls, mw = int(data.num_classes), tuple(narrow.max_widths)
+    vm = member_metrics(flat, jnp.asarray(widths), mw, data.x_val, data.y_val, ncls, "val", s["eval_batch"])
     test = test_split(data)
-    tm = (member_metrics(flat, jnp.asarray(widths), tuple(narrow.max_widths), test[0], test[1],
-                              int(data.num_classes), "test", s["eval_batch"]) if test else {})
+    tm = member_metrics(flat, jnp.asarray(widths), mw, test[0], test[1], ncls, "test", s["eval_batch"]) if test else {}
+    params = jax.tree.map(lambda a: a.reshape((A, S) + a.shape[1:]), flat)
     save_tree(rdir / "params", params)
     candidates = []
     for a in range(A):
         runs = []
         for si, seed in enumerate(seeds):
             m = a * S + si
-            run = {"seed": int(seed)}
-            for k in ("val_loss", "val_accuracy", "val_balanced_error", "train_loss"):
-                run[k] = float(r[k][a, si])
-            for k, v in tm.items():
-                run[k] = float(np.asarray(v)[m])
-            run["seconds"] = None  # trained together: see program_seconds
+            run = {"seed": int(seed), **{k: float(np.asarray(v)[m]) for k, v in {**vm, **tm}.items()},
+                   "train_loss": float(train_loss[m]), "seconds": None}  # trained together: see program_seconds
             runs.append(run)
         candidates.append({"arch": space.encode(archs[a]), "arch_indices": archs[a].tolist(),
                            "param_count": int(space.param_count(archs[a])), "runs": runs,
@@ -170,8 +165,8 @@ def run(ctx: RunContext) -> dict:
     progress_line(progress, f"best on validation: {best['arch']} (mean val loss {best['mean_val_loss']:.4f}, "
                    f"seed {best['seed']})")
     return {"protocol": "tabnas_alg3", "seeds": seeds, "candidates": candidates, "best": best,
-            "program_seconds": float(r["seconds"]), "steps_per_run": int(r["total_steps"]),
-            "members": A * S, "programs": -(-(A * S) // s["member_batch"]),
+            "program_seconds": float(sum(p["seconds"] for p in parts)), "steps_per_run": int(parts[0]["total_steps"]),
+            "members": A * S, "programs": len(parts),
             "member_max_widths": list(narrow.max_widths), "params_path": str(Path(RETRAIN_DIR) / "params"), "input": input_info(data)}
 
 

@@ -30,9 +30,6 @@ def spec(cfg: dict, space, arch, data, s: dict) -> dict:
 
 def run(ctx: RunContext):
     rdir, cfg, result, s, progress = ctx.rdir, ctx.cfg, ctx.result, ctx.settings, ctx.progress
-    if not 0 <= float(s["dropout"]) < 1 or int(s["bptt"]) < 1:
-        raise ValueError(f"bad retrain settings: dropout={s['dropout']!r} must be in [0, 1), "
-                         f"bptt={s['bptt']!r} must be >= 1")
     data, space, arch = searched_arch(cfg, result)
     net_spec = spec(cfg, space, arch, data, s)
     net = build_model(net_spec)

@@ -8,12 +8,14 @@ The loss is ``L = -reward`` (the engine's rewards are higher-better: ``-loss`` o
 
 Credit (sec. 4.1), per-op scores ``B[i, k]`` (lower = better):
 
-- ``coordinated``: ``B[i, k] += (L - b) 1{a_i = k} / pi_i[k]`` (the importance-weighted loss; sec. 4.1
-  "Coordinated Descent"). ``b`` (``baseline=True``, our addition, the paper is silent) is a moving
-  average of past losses, the same for every op of every agent: ``E[(L - b) 1{a_i=k} / pi_i[k]] =
-  E[L | a_i = k] - b``, so the expected scores move by the same constant for all ops of an agent,
-  which neither sampler sees, while the variance of the common loss level (~2.3 nats of a 10-class
-  cross-entropy against differences of ~0.01) no longer swamps the differences.
+- ``coordinated``: ``B[i, k] += L 1{a_i = k} / pi_i[k]`` (the importance-weighted loss; sec. 4.1
+  "Coordinated Descent"), the paper's update and the default. ``baseline=True`` (our option, not the
+  paper's) adds ``-b 1{a_i = k} / pi_i[k]`` with ``b`` a moving average of past losses, the same for
+  every op of every agent: ``E[(L - b) 1{a_i=k} / pi_i[k]] = E[L | a_i = k] - b``, so the expected
+  scores move by the same constant for all ops of an agent, which neither sampler sees, while the
+  variance of the common loss level (~2.3 nats of a 10-class cross-entropy against differences of
+  ~0.01) no longer swamps the differences. It is off by default because App. D.2's regret bound
+  assumes the paper's non-negative losses, which ``L - b`` is not.
 - ``linear``: ``L ~ beta^T Z`` with ``Z`` in {0,1}^{KN}; ``B = (Z Z^T)^+ Z L`` over all rows seen
   (sec. 4.1 "Linear Decomposition"). We accumulate the normal equations ``G = sum z z^T``,
   ``h = sum z L`` (constant memory) and solve every ``collect_steps`` strategy steps (App. B.1: rows
@@ -160,7 +162,7 @@ def _make(name: str, space: Space, axis_name, total_steps, credit, sampler, lr, 
     if sampler == "softmax" and (lr is None or explore is None) and total_steps is None:
         raise ValueError(f"strategy {name!r}: the default lr/explore (App. B.1) depend on the number of "
                          f"architectures the search sees: give total_steps (the engine does) or lr and explore")
-    baseline = (not linear) if baseline is None else bool(baseline)
+    baseline = bool(baseline)     # sec. 4.1 has none (default off); linear credit refuses it above
     decay = K.check_decay(name, decay)
     mask = np.asarray(space.mask)
     D, Kmax = space.shape
@@ -295,7 +297,7 @@ def make_manas(space: Space, *, axis_name: Optional[str] = None, total_steps: Op
                train_steps: Optional[int] = None) -> Strategy:
     """MANAS (sec. 5: coordinated credit + softmax/EXP3 sampling). credit: "coordinated" | "linear";
     sampler: "softmax" | "zipf"; lr, explore: EXP3's eta and gamma (default App. B.1 from
-    total_steps x lanes); baseline (coordinated; default True), decay: its moving average's weight
+    total_steps x lanes); baseline (coordinated; default False, the paper's update), decay: its moving average's weight
     of the old value; final: "argmax" | "sample" | "process_best"; collect_steps, train_steps (linear
     credit): the rows collected per solve (default columns + 1) and the weight steps per round of
     the default schedule (default collect_steps)."""

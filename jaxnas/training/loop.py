@@ -51,9 +51,11 @@ def finished_run(run_dir, progress=None, label: str = "") -> Optional[dict]:
 
 
 def run_chunks(run_dir, state, step: Callable, batches: Callable, schedule: Schedule, *, progress=None,
-               label: str = "", stop_after: Optional[int] = None) -> Optional[Finished]:
+               label: str = "", stop_after: Optional[int] = None, consts=None) -> Optional[Finished]:
     """Trains from the newest checkpoint in ``run_dir`` (or ``state``) to ``schedule.total`` steps;
-    None when ``stop_after`` steps of this session stopped it first (a rerun resumes)."""
+    None when ``stop_after`` steps of this session stopped it first (a rerun resumes). ``consts``:
+    arrays every step reads (a whole training set), passed to the compiled call as an argument (a
+    closed-over array would be baked into the program) and given to ``step(state, batch, consts)``."""
     run_dir = Path(run_dir)
     sc = schedule
     mgr = ocp.CheckpointManager((run_dir / "checkpoints").resolve(),
@@ -66,7 +68,11 @@ def run_chunks(run_dir, state, step: Callable, batches: Callable, schedule: Sche
         meta = run_dir / "progress.json"
         seconds = float(json.loads(meta.read_text())["seconds"]) if meta.exists() else 0.0
         progress_line(progress, f"[{label}] resuming from step {start} ({run_dir / 'checkpoints'})")
-    run = jax.jit(lambda state, batch: jax.lax.scan(step, state, batch))
+    if consts is None:
+        run = jax.jit(lambda state, batch: jax.lax.scan(step, state, batch))
+    else:
+        scanned = jax.jit(lambda state, batch, c: jax.lax.scan(lambda s, b: step(s, b, c), state, batch))
+        run = lambda state, batch: scanned(state, batch, consts)  # noqa: E731
     t0 = time.perf_counter()
     window: list = []
     last: dict = {}

@@ -181,6 +181,32 @@ def _vary_like(tree, *refs):
     return jax.tree.map(cast, tree)
 
 
+def member_init(widths, key, num_inputs: int, *, max_widths: Sequence[int], num_outputs: int, tx) -> tuple:
+    """``(params, opt_state)`` of one member (``key``: its seed; the init half of its split)."""
+    k_init, _ = jax.random.split(key)
+    params = init_masked(k_init, widths, max_widths, num_inputs, num_outputs)
+    return params, tx.init(params)
+
+
+def member_data_key(key):
+    """The key of a member's data order (the other half of its seed's split)."""
+    return jax.random.split(key)[1]
+
+
+def member_step(carry, idx, x_train, y_train, widths, *, max_widths: Sequence[int], tx) -> tuple:
+    """One optimizer step of one member on the rows ``idx``: ``((params, opt), loss)``. The one step
+    of every MLP training: the in-search scan (``train_member``) and the checkpointed retrain
+    (``train_members``)."""
+    params, opt = carry
+
+    def loss_fn(params):
+        return classification_loss(masked_apply(params, x_train[idx], widths, max_widths), y_train[idx])[0]
+
+    loss, g = jax.value_and_grad(loss_fn)(params)
+    upd, opt = tx.update(g, opt, params)
+    return (optax.apply_updates(params, upd), opt), loss
+
+
 def train_member(widths, key, arrays, *, max_widths: Sequence[int], num_outputs: int,
                  num_classes: int, cfg: TrainConfig, eval_batch: int = 4096,
                  return_params: bool = False) -> dict:
@@ -200,31 +226,22 @@ def train_member(widths, key, arrays, *, max_widths: Sequence[int], num_outputs:
     total = cfg.total_steps(n)
     epochs = -(-total // spe)
     tx = cfg.make_optimizer(total)
-
-    def loss_fn(params, idx):
-        loss, _ = classification_loss(masked_apply(params, x_train[idx], widths, max_widths), y_train[idx])
-        return loss
-
-    k_init, k_data = jax.random.split(key)
-    params = init_masked(k_init, widths, max_widths, num_inputs, num_outputs)
-    params, opt = _vary_like((params, tx.init(params)), key, widths, *arrays)  # per device (shard_map)
+    k_data = member_data_key(key)
+    carry = member_init(widths, key, num_inputs, max_widths=max_widths, num_outputs=num_outputs, tx=tx)
+    carry = _vary_like(carry, key, widths, *arrays)  # per device (shard_map)
 
     def step(carry, idx_t):
-        params, opt = carry
         idx, t = idx_t
-        loss, g = jax.value_and_grad(loss_fn)(params, idx)
-        upd, new_opt = tx.update(g, opt, params)
-        new_params = optax.apply_updates(params, upd)
+        new, loss = member_step(carry, idx, x_train, y_train, widths, max_widths=max_widths, tx=tx)
         live = t < total                      # the last epoch may stop early (max_steps)
-        keep = lambda a, b: jnp.where(live, a, b)
-        return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt)), loss
+        return jax.tree.map(lambda a, b: jnp.where(live, a, b), new, carry), loss
 
     def epoch(carry, e):
         idx = epoch_indices(k_data, e, n, cfg.batch_size)
         carry, losses = jax.lax.scan(step, carry, (idx, e * spe + jnp.arange(spe)))
         return carry, jnp.mean(losses)
 
-    (params, _), train_losses = jax.lax.scan(epoch, (params, opt), jnp.arange(epochs))
+    (params, _), train_losses = jax.lax.scan(epoch, carry, jnp.arange(epochs))
     out = _evaluate(params, widths, max_widths, x_val, y_val, num_classes, eval_batch)
     out["train_loss"] = train_losses[-1]
     if return_params:
