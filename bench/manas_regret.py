@@ -226,6 +226,27 @@ def main():
     print(f"wrote {args.out}")
 
 
+def markdown(results: dict) -> str:
+    """The README table: per bandit and method, R_T / T at the first and last checkpoint, R_T at T with
+    its s.e. (ddof = 1; '–' for rows run before the s.e. was stored), and the fraction of seeds whose
+    recommendation at T is the best joint action."""
+    lines = ["| bandit (N agents, T) | method | R_T/T first → last | R_T at T ± s.e. | best joint action at T |",
+             "|---|---|---|---|---|"]
+    for key, r in results["results"].items():
+        rec = r.get("recommendation", {})
+        for label, c in r["cumulative_regret"].items():
+            se = c.get("R_T_se")
+            hit = (rec.get(label) or rec.get(f"{label} (argmax)") or rec.get(f"{label} (best sampled)") or {})
+            frac = hit.get("best_joint_fraction")
+            lines.append(f"| {key.split('_', 1)[1]} ({r['N']}, {r['T']}) | {label} | {c['R_T_over_T'][0]:.3f} → "
+                         f"{c['R_T_over_T'][-1]:.3f} | {c['R_T'][-1]:.0f}" + (f" ± {se[-1]:.0f}" if se else " ± –")
+                         + f" | {'–' if frac is None else f'{frac[-1]:.2f}'} |")
+        if "manas_ls" in rec:
+            lines.append(f"| {key.split('_', 1)[1]} ({r['N']}, {r['T']}) | manas_ls | – | – | "
+                         f"{rec['manas_ls']['best_joint_fraction'][-1]:.2f} |")
+    return "\n".join(lines)
+
+
 def write(args, results, final: bool):
     cmd = "python bench/manas_regret.py " + " ".join(sys.argv[1:])
     commands = {cmd: sorted(results)}

@@ -36,7 +36,12 @@ def _nb201_oneshot() -> str:
     return markdown(json.loads((RESULTS / "nb201_oneshot.json").read_text()))
 
 
-SECTIONS = {"nb201_table": _nb201_table, "supernet_ranking": _supernet_ranking, "nb201_oneshot": _nb201_oneshot}
+def _manas_regret() -> str:
+    from manas_regret import markdown
+    return markdown(json.loads((RESULTS / "manas_regret.json").read_text()))
+
+
+SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "supernet_ranking": _supernet_ranking, "nb201_oneshot": _nb201_oneshot}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
 

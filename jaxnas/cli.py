@@ -127,8 +127,12 @@ def main(argv=None):
     if not getattr(args, "no_compile_cache", True):
         from jaxnas.engine.compile_cache import ensure
         ensure()   # a resume or a second run loads its compiled programs instead of compiling again
+    from jaxnas.core.signals import StopRequested
     try:
         args.fn(args)
+    except StopRequested as e:           # SIGTERM / SIGINT: a checkpoint of the stop step is on disk
+        print(f"jaxnas: {e}", file=sys.stderr)
+        return e.exit_code
     except (ValueError, OSError) as e:   # OSError: unwritable work dir, missing files, ...
         print(f"jaxnas: error: {e}", file=sys.stderr)
         return 2

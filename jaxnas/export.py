@@ -20,6 +20,7 @@ data file; uint8 images) to what the network takes. Networks: every spec of ``ja
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -30,12 +31,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxnas import protocols
+from jaxnas.benchmarks.nb201 import network_input
 from jaxnas.config.experiment import build_space, load_data
-from jaxnas.core.workdir import restore_tree
+from jaxnas.core.workdir import WorkdirLock, restore_tree
 from jaxnas.data.images import normalize
 from jaxnas.data.inputs import input_info
 from jaxnas.models.specs import build_model
-from jaxnas.protocols import read_search
+from jaxnas.protocols.base import is_table_search, read_json, read_search
 from jaxnas.retrain import default_settings, space_kind
 
 FORMAT = 1
@@ -71,14 +73,28 @@ def retrained_variables(workdir, retrain_result: dict) -> tuple[dict, dict]:
 
 
 def export(workdir, out=None, progress=None) -> Path:
-    """Writes the export of ``workdir`` to ``out`` (default ``<workdir>/export``); returns ``out``."""
+    """Writes the export of ``workdir`` to ``out`` (default ``<workdir>/export``); returns ``out``.
+    Takes the work dir's lock (no search or retrain meanwhile) and writes a temporary folder renamed
+    into place, so ``out`` always holds a whole export (the previous one until the new one is done)."""
     workdir = Path(workdir)
     cfg, result = read_search(workdir)
+    with WorkdirLock(workdir, progress):
+        return _export(workdir, cfg, result, Path(out) if out is not None else workdir / "export", progress)
+
+
+def _export(workdir: Path, cfg: dict, result: dict, out: Path, progress) -> Path:
     kind = space_kind(cfg)
-    out = Path(out) if out is not None else workdir / "export"
     rpath = workdir / "retrain.json"
-    retrained = json.loads(rpath.read_text()) if rpath.exists() else None
-    arch_info: dict[str, Any] = {"format": FORMAT, "source": str(workdir), "space": cfg["space"]}
+    retrained = read_json(rpath) if rpath.exists() else None
+    if retrained is not None:
+        made_from = retrained.get("identity", {}).get("search", {}).get("state_digest")
+        if made_from is not None and made_from != result.get("state_digest"):
+            raise ValueError(f"{rpath} is the retrain of an earlier search in {workdir} (the search was rerun "
+                             f"since: state digests differ); retrain this search first (`jaxnas retrain "
+                             f"{workdir} --force-restart`), or delete {rpath} to export its architecture "
+                             f"without variables")
+    arch_info: dict[str, Any] = {"format": FORMAT, "source": str(workdir), "space": cfg["space"],
+                                 "search_state_digest": result.get("state_digest")}
     if retrained is not None:
         spec, variables = retrained_variables(workdir, retrained)
         best = retrained["best"]
@@ -93,8 +109,8 @@ def export(workdir, out=None, progress=None) -> Path:
             data_cfg = dict(cfg)
             data_cfg["data"] = {**cfg["data"], **retrained.get("identity", {}).get("data_overrides", {})}
             inp = input_info(load_data(data_cfg))
-    else:
-        data = load_data(cfg)
+    else:   # a table search: the benchmark's network, described without loading its data
+        data = network_input() if is_table_search(cfg) else load_data(cfg)
         space = build_space(cfg, data)
         arch = np.asarray(result["arch_indices"], np.int32)
         spec = protocols.get(kind).spec(cfg, space, arch, data, default_settings(cfg))
@@ -104,16 +120,27 @@ def export(workdir, out=None, progress=None) -> Path:
             if k in result:
                 arch_info[k] = result[k]
         inp = input_info(data)
-    out.mkdir(parents=True, exist_ok=True)
-    vdir = (out / "variables").resolve()
-    if vdir.exists():
-        shutil.rmtree(vdir)
-    (out / "architecture.json").write_text(json.dumps(arch_info, indent=1))
-    (out / "model.json").write_text(json.dumps({"format": FORMAT, **spec, "input": inp}, indent=1))
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.writing-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    (tmp / "architecture.json").write_text(json.dumps(arch_info, indent=1))
+    (tmp / "model.json").write_text(json.dumps({"format": FORMAT, **spec, "input": inp}, indent=1))
     if variables is not None:
         with ocp.StandardCheckpointer() as ck:
-            ck.save(vdir, variables)
+            ck.save(tmp / "variables", variables)
             ck.wait_until_finished()
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        if not (out / "model.json").exists() and any(out.iterdir()):
+            shutil.rmtree(tmp)
+            raise ValueError(f"{out} exists and is not a jaxnas export (no model.json); give another --out")
+        out.rename(old)           # the previous export stays whole until the new one is in place
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
     if progress is not None:
         progress.write(f"exported {arch_info['arch']} ({spec['network']}"
                        f"{', retrained variables' if variables is not None else ', no retrained variables'})"

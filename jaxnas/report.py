@@ -165,6 +165,7 @@ def save_plots(workdir, rows, metrics=(), window: int = 100) -> list[Path]:
     cols = min(D, 4)
     nrows = -(-D // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
+    window = max(1, min(window, len(steps)))    # a run shorter than the window: one window over all of it
     kernel = np.ones(window) / window
     for d in range(D):
         ax = axes[d // cols][d % cols]
@@ -172,7 +173,7 @@ def save_plots(workdir, rows, metrics=(), window: int = 100) -> list[Path]:
             per_step = np.mean(archs[:, :, d] == k, axis=1)
             freq = np.convolve(per_step, kernel, mode="valid")
             if freq.size and freq.max() > 0.05:
-                ax.plot(steps[window - 1:] if len(steps) >= window else steps[:len(freq)], freq, label=str(k))
+                ax.plot(steps[window - 1:], freq, label=str(k))
         ax.set_title(f"decision {d}", fontsize=8); ax.set_ylim(0, 1)
         ax.legend(fontsize=6)
     for d in range(D, nrows * cols):

@@ -30,8 +30,10 @@ import numpy as np
 from jaxnas import protocols
 from jaxnas.config.settings import parse_override, raw_config
 from jaxnas.core import schema as S
+from jaxnas.core.signals import StopSignals
 from jaxnas.core.workdir import WorkdirLock, atomic_write_json, flatten, progress_line
 from jaxnas.protocols import RETRAIN_DIR, SETTINGS, RunContext, read_search
+from jaxnas.protocols.base import read_json
 
 
 def space_kind(cfg: dict) -> str:
@@ -126,13 +128,15 @@ def _prepare_dir(workdir: Path, ident: dict, force: bool, progress) -> Path:
 # ---- the entry point -----------------------------------------------------------------------------
 def retrain(workdir, overrides: Optional[dict] = None, *, top: Optional[int] = None,
             seeds=None, config=None, force: bool = False, progress=sys.stderr,
-            stop_after: Optional[int] = None) -> dict:
+            stop_after: Optional[int] = None, handle_signals: bool = True) -> dict:
     """Retrain the architecture(s) a finished search in ``workdir`` found; returns (and writes)
     ``retrain.json``. ``overrides``: retrain settings (``{"epochs": 5, "data.max_train": 500}``);
     ``config``: a retrain config file whose ``get_config()`` gives settings (overrides win);
     ``top`` / ``seeds``: the number of candidates / seeds (or a list of seeds); ``force``: delete
     a previous retrain with other settings instead of refusing. ``stop_after`` (tests of resume):
-    image runs stop after this many steps of their own; the result is then ``{"finished": False}``."""
+    image runs stop after this many steps of their own; the result is then ``{"finished": False}``.
+    ``handle_signals``: SIGTERM / SIGINT stop a run at its next chunk boundary with a checkpoint
+    (:class:`jaxnas.core.signals.StopRequested`; rerun to resume)."""
     workdir = Path(workdir)
     cfg, result = read_search(workdir)
     over: dict = {}
@@ -144,15 +148,16 @@ def retrain(workdir, overrides: Optional[dict] = None, *, top: Optional[int] = N
     if seeds is not None:
         over["seeds"] = seeds
     settings, data_over = resolve_settings(cfg, over)
-    with WorkdirLock(workdir, progress):   # no search or other retrain on this dir meanwhile
-        return _retrain_locked(workdir, cfg, result, settings, data_over, force, progress, stop_after)
+    with WorkdirLock(workdir, progress), StopSignals(progress, handle_signals) as stop:  # no search meanwhile
+        return _retrain_locked(workdir, cfg, result, settings, data_over, force, progress, stop_after, stop)
 
 
-def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, progress, stop_after=None) -> dict:
+def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, progress, stop_after=None,
+                    stop=None) -> dict:
     ident = _identity(cfg, result, settings, data_over)
     out_path = workdir / "retrain.json"
     if out_path.exists() and not force:
-        done = json.loads(out_path.read_text())
+        done = read_json(out_path)
         if done.get("identity") == json.loads(json.dumps(ident, default=str)):
             progress_line(progress, f"{out_path} is up to date (same settings); nothing to train")
             return done
@@ -161,7 +166,7 @@ def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, prog
     data_cfg["data"] = {**cfg["data"], **data_over}
     kind = space_kind(cfg)
     t0 = time.perf_counter()
-    out = protocols.get(kind).run(RunContext(workdir, rdir, data_cfg, result, settings, progress, stop_after))
+    out = protocols.get(kind).run(RunContext(workdir, rdir, data_cfg, result, settings, progress, stop_after, stop))
     if out is None:
         return {"finished": False}
     out = {"workdir": str(workdir), "space": kind, "search_arch": result["arch"], **out,

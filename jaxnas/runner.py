@@ -29,10 +29,11 @@ from jaxnas.benchmarks.nb201 import annotate
 from jaxnas.config.experiment import Experiment, build
 from jaxnas.config.settings import DEFAULTS
 from jaxnas.core import workdir as W
+from jaxnas.core.signals import StopRequested, StopSignals
 from jaxnas.data import BatchSampler
 from jaxnas.engine import distributed as Dist
 from jaxnas.engine.fork import FORK_FILE, fork_state
-from jaxnas.engine.search import check_metrics, schedule_chunks, state_digest
+from jaxnas.engine.search import check_divergence, check_metrics, schedule_chunks, state_digest
 
 
 def _checkpoint_manager(workdir: Path):
@@ -87,6 +88,7 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
 
     def take():                       # process 0: the lock and the config check, for the whole run
         nonlocal lock
+        W.check_ours(workdir)        # before the lock file is written into someone else's folder
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             lock = W.WorkdirLock(workdir, progress).acquire()
@@ -107,7 +109,8 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
                             "start every process with the same config file, overrides and data files")
         Dist.agree(lambda: W.check_run(workdir, cfg, exp.data, stored, progress, lanes, DEFAULTS), primary_only=True,
                    what=f"work dir {workdir}")
-        result = _run(exp, workdir, progress, stop_after, primary)
+        with StopSignals(progress, enabled=cfg["search"]["handle_signals"]) as stop:
+            result = _run(exp, workdir, progress, stop_after, primary, stop)
         Dist.barrier("jaxnas_run_done")    # the lock outlives every process's use of the dir
         return result
     finally:
@@ -125,7 +128,7 @@ class _Quiet:
         pass
 
 
-def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = True):
+def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = True, stop=None):
     cfg = exp.config
     s = cfg["search"]
     total = sum(p.steps for p in exp.phases)
@@ -173,6 +176,12 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
             W.say(progress, f"{metrics_path} has {len(kept)} rows for the {start} steps before the checkpoint "
                              f"(some were lost or duplicated); continuing")
         W.rewrite_metrics(metrics_path, kept)
+    # the divergence check's reference: the weight loss of the run's first weight step, before any update
+    # (read back on resume; every process reads the shared metrics file, so all stop at the same step)
+    reference = None
+    if start > 0 and metrics_path.exists():
+        first = [r["weights/train_loss"] for r in W.read_metrics(metrics_path)[0] if "weights/train_loss" in r][:1]
+        reference = float(first[0]) if first else None
     t0 = time.perf_counter()
     step = start
     end = total if stop_after is None else min(total, stop_after)
@@ -187,6 +196,9 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
                     state, m = search.run_chunk(state, kind=kind, length=n)
                 m = jax.device_get(m)
                 check_metrics(m, step)
+                if reference is None and "weights/train_loss" in m:
+                    reference = float(np.asarray(m["weights/train_loss"]).reshape(n, -1)[0].mean())
+                check_divergence(m, step, reference, s["divergence_factor"])
                 rows = []
                 for i in range(n):
                     row = {"step": step + i, "phase": kind}
@@ -199,10 +211,13 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
                 _progress(step - start, end - start, t0,
                           {k.split("/")[-1]: float(np.mean(m[k])) for k in ("weights/train_loss", "strategy/reward")
                            if k in m}, progress)
-                if step % s["checkpoint_every"] == 0 or step == total:
+                signum = Dist.any_stop(stop.requested() if stop is not None else None)
+                if step % s["checkpoint_every"] == 0 or step == total or signum:
                     import orbax.checkpoint as ocp
                     manager.save(step, args=ocp.args.StandardSave(state))
                     manager.wait_until_finished()
+                if signum and step < total:   # SIGTERM / SIGINT: stopped at this chunk boundary, resumable
+                    raise StopRequested(signum, step, "search")
     finally:
         manager.close()
     if step < total:

@@ -205,6 +205,20 @@ class NasBench201Table:
         return float(100.0 * np.sum(v <= x) / len(v))
 
 
+# The network a table search's cell belongs to: the benchmark's CIFAR-10 network (its default column).
+BENCHMARK_DATA = "cifar10"
+
+
+def network_input():
+    """The input and classes of the benchmark's CIFAR-10 network, without loading the data: what an
+    export of a table search (which has no data of its own) describes."""
+    from types import SimpleNamespace
+
+    from jaxnas.data.images import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
+    return SimpleNamespace(x_train=np.zeros((0, 32, 32, 3), np.uint8), y_train=np.zeros((0,), np.int32),
+                           num_classes=10, mean=CIFAR10_MEAN, std=CIFAR10_STD, class_names=CIFAR10_CLASSES)
+
+
 def annotate(result: dict, table_path, columns=None, rank_column: str = DEFAULT_COLUMN) -> dict:
     """A copy of a search ``result`` (``jaxnas.runner.run_search``) with ``result['nb201']``: the
     benchmark row of ``result['arch']`` (``index`` and ``columns``, default all) and the rank /

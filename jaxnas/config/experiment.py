@@ -73,7 +73,7 @@ def _tabular(d: dict, seed: int):
         raise ValueError("data.name='tabular' needs data.path (an .npz with X, y or a .csv/.tsv file)")
     return D.load_tabular(d["path"], label=d["label"], val_fraction=d["val_fraction"], seed=seed,
                           max_train=d["max_train"], standardize=d["standardize"],
-                          val_path=d["val_path"], test_path=d["test_path"])
+                          val_path=d["val_path"], test_path=d["test_path"], categorical=d.get("categorical") or ())
 
 
 @DATASETS.register("image_npz")

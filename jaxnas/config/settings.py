@@ -46,6 +46,8 @@ SCHEMA: dict = {
         "val_split": S.Str("test"),         # ... the strategy's reward (e.g. DARTS-style "train[50%:]")
         "test_split": S.Optional(S.Str()),  # tfds: a test split -> data.x_test / y_test (retrain reports it)
         "label": S.Optional(S.Str() | S.Int()),  # tabular: label column (CSV), name or index — default last
+        # tabular CSV: columns of strings, ordinal-encoded; any other column must be numeric in every row
+        "categorical": S.List(S.Str(), default=[]),
         "val_fraction": S.Float(0.2, gt=0, lt=1),   # share of data.path split off for validation
         "split_seed": S.Optional(S.Int(ge=0)),  # seed of that split (and of max_train); None: seed
         "max_train": S.Optional(S.Int(ge=1)),
@@ -74,11 +76,15 @@ SCHEMA: dict = {
         "nb201_table": S.Optional(S.Path()),  # CSV(.gz) of NAS-Bench-201 accuracies: the result gets the derived cell's
     },
     "search": {
-        "steps": S.Int(1000, ge=1),
+        "steps": S.Int(1000, ge=1, le=2**31 - 1),   # an int32 step counter
         "warmup_steps": S.Int(0, ge=0),      # weights only (the strategy does not move)
         # WORKDIR[:STEP]: start from that search's supernet and weight optimizer at STEP (newest when
         # omitted) with a fresh strategy: one warm-up shared by several strategies (jaxnas/engine/fork.py)
         "init_from": S.Optional(S.Path()),
+        # SIGTERM / SIGINT stop at the next chunk boundary with a checkpoint (jaxnas/core/signals.py)
+        "handle_signals": S.Bool(True),
+        # stop when the weight loss exceeds this many times its first chunk's mean (None: off)
+        "divergence_factor": S.Optional(S.Float(gt=1), default=100.0),
         # or [[kind, steps], ...], kind weights | strategy | both (then steps = their sum)
         "phases": S.Optional(S.List(S.Tuple(S.Choice(*PHASE_KINDS), S.Int(ge=0)), min_len=1, doc=(
             "a non-empty list of [kind, steps] pairs, kind one of 'weights', 'strategy', 'both' and "

@@ -46,7 +46,8 @@ import numpy as np
 LOCK = ".lock"
 FINGERPRINT = "fingerprint.json"
 FORMAT = 1
-RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size",
+RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size", "search.handle_signals",
+                    "search.divergence_factor",
                     "benchmark.nb201_table", "data.test_path", "data.test_split",
                     # how the processes of a multi-process run find each other (the lanes are compared)
                     "search.distributed.enabled", "search.distributed.coordinator_address",
@@ -55,9 +56,11 @@ RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batc
 DATA_LOCATION_KEYS = ("data.path", "data.data_dir", "data.val_path")
 DATA_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 # what --force-restart deletes: everything the search wrote (report plots included)
-# what a search (and what is derived from it: the fork record, a retrain) wrote in its work dir
+# what a search wrote in its work dir (deleted by --force-restart) and what was derived from it (moved
+# aside to stale/<time>/ by --force-restart: a retrain may have cost hours)
 RUN_FILES = ("checkpoints", "broken_checkpoints", "metrics.jsonl", "result.json", FINGERPRINT, "config.json",
-             "metrics.png", "entropy.png", "choices.png", "fork.json", "retrain", "retrain.json")
+             "metrics.png", "entropy.png", "choices.png", "fork.json")
+DERIVED_FILES = ("retrain", "retrain.json", "export")
 WAYS_OUT = ("give another --workdir to keep both runs, or pass --force-restart to delete this work dir's "
             "checkpoints, metrics and result and start over")
 
@@ -411,6 +414,29 @@ def check_run(workdir, cfg, data, stored: dict | None, stream=None, lanes: dict 
     return fp
 
 
+def check_ours(workdir) -> None:
+    """Refuses a folder that is neither empty nor a jaxnas work dir (a search would overwrite its
+    ``config.json`` / ``metrics.jsonl``; ``--force-restart`` would delete its ``checkpoints/``)."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        return
+    names = {p.name for p in workdir.iterdir()}
+    if not names or (workdir / FINGERPRINT).is_file():
+        return
+    known = set(RUN_FILES) | set(DERIVED_FILES) | {LOCK, "stale"}
+    cfg_ok = True
+    if (workdir / "config.json").exists():
+        try:
+            cfg_ok = "search" in json.loads((workdir / "config.json").read_text())
+        except (json.JSONDecodeError, TypeError):
+            cfg_ok = False
+    if names <= known and cfg_ok:
+        return                 # a run killed before its fingerprint was written
+    raise WorkdirError(f"{workdir} is not empty and holds no jaxnas run (no {FINGERPRINT}; it has "
+                       f"{', '.join(sorted(names)[:8])}{' ...' if len(names) > 8 else ''}); give an empty or new "
+                       f"--workdir: a search would overwrite files there")
+
+
 def clear_run(workdir, stream=None) -> list[str]:
     """``--force-restart``: deletes what a search wrote in ``workdir`` (:data:`RUN_FILES`)."""
     workdir = Path(workdir)
@@ -424,6 +450,13 @@ def clear_run(workdir, stream=None) -> list[str]:
         else:
             continue
         gone.append(name)
+    derived = [n for n in DERIVED_FILES if (workdir / n).exists()]
+    if derived:
+        aside = workdir / "stale" / time.strftime("%Y%m%d-%H%M%S")
+        aside.mkdir(parents=True, exist_ok=True)
+        for n in derived:
+            (workdir / n).rename(aside / n)
+        say(stream, f"--force-restart: moved {', '.join(derived)} of the old search to {aside}")
     if gone:
         say(stream, f"--force-restart: deleted {', '.join(gone)} in {workdir}; starting over")
     return gone

@@ -287,7 +287,7 @@ def _read_csv(p: Path, delimiter: str | None):
     return header, body
 
 
-def load_csv(path, label: str | int | None = None, *, delimiter: str | None = None,
+def load_csv(path, label: str | int | None = None, *, delimiter: str | None = None, categorical: Sequence[str] = (),
              val_path=None, test_path=None, **split_kwargs) -> TabularData:
     """Load a CSV/TSV (optionally gzip'd) with one header row.
 
@@ -296,8 +296,11 @@ def load_csv(path, label: str | int | None = None, *, delimiter: str | None = No
       delimiter: default ``\\t`` for ``.tsv`` files, ``,`` otherwise.
       val_path, test_path: files with the same columns holding the validation / test rows (then
         all of ``path`` trains); categorical columns and labels are encoded over all files.
-    Non-numeric feature columns are ordinal-encoded (sorted distinct values); empty, ``NA``, ``?``
-    and ``nan`` cells count as missing and raise a ValueError.
+      categorical: feature columns of strings, ordinal-encoded (sorted distinct values). A column of
+        which every cell is a string is categorical too; a column of numbers with a stray string
+        (``"10"``, ``"x"``, ``"100"``) is an error naming the column, the row and the value, since
+        encoding it would order ``100`` before ``9``.
+    Empty, ``NA``, ``?`` and ``nan`` cells count as missing and raise a ValueError.
     """
     p = _check_file(path)
     header, body = _read_csv(p, delimiter)
@@ -320,10 +323,15 @@ def load_csv(path, label: str | int | None = None, *, delimiter: str | None = No
         if label not in header:
             raise ValueError(f"label column {label!r} not in {str(p)!r}; columns are {header}")
         li = header.index(label)
+    unknown = sorted(set(categorical) - set(header))
+    if unknown:
+        raise ValueError(f"categorical columns {unknown} are not in {str(p)!r}; its columns are {header}")
     rows = [r for b in bodies for r in b]
+    where = [(f, i + 2) for f, b in zip([p] + [f for _, f in own], bodies) for i in range(len(b))]
     cols = list(zip(*rows))
     feats = [(h, c) for i, (h, c) in enumerate(zip(header, cols)) if i != li]
-    x = np.stack([_column(h, c) for h, c in feats], axis=1) if feats else np.zeros((len(rows), 0))
+    x = (np.stack([_column(h, c, h in categorical, where) for h, c in feats], axis=1) if feats
+         else np.zeros((len(rows), 0)))
     y_raw = cols[li]
     if any(v.strip().lower() in _MISSING for v in y_raw):
         raise ValueError(f"label column {header[li]!r} has missing values; drop those rows first")
@@ -344,15 +352,31 @@ def _maybe_numeric(values: Sequence[str]) -> np.ndarray:
         return np.array([v.strip() for v in values])
 
 
-def _column(name: str, values: Sequence[str]) -> np.ndarray:
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _column(name: str, values: Sequence[str], categorical: bool = False, where=None) -> np.ndarray:
     missing = np.array([v.strip().lower() in _MISSING for v in values])
     present = [v for v, m in zip(values, missing) if not m]
     num = _maybe_numeric(present)
     out = np.full(len(values), np.nan, np.float64)
-    if num.dtype.kind == "f":
+    if num.dtype.kind == "f" and not categorical:
         out[~missing] = num
-    else:  # categorical strings -> ordinal codes of the sorted distinct values
-        out[~missing] = np.unique(num, return_inverse=True)[1]
+        return out
+    if not categorical:   # strings among numbers: a typo, not a category
+        numeric = [_is_number(v) for v in present]
+        if sum(numeric) > len(present) // 2:
+            i = next(j for j, v in enumerate(values) if not missing[j] and not _is_number(v))
+            f, row = where[i] if where is not None else ("the file", i + 2)
+            raise ValueError(f"column {name!r} is numeric but row {row} of {str(f)!r} holds {values[i]!r}: "
+                             f"fix that cell, or declare the column categorical (data.categorical=[{name!r}])")
+    # categorical strings -> ordinal codes of the sorted distinct values
+    out[~missing] = np.unique(np.asarray([v.strip() for v in present]), return_inverse=True)[1]
     return out
 
 
@@ -366,7 +390,8 @@ def load_embedded(name: str = "connect4", **split_kwargs) -> TabularData:
     return make_tabular(x, y, feature_names=feats, class_names=classes, **split_kwargs)
 
 
-def load_tabular(path_or_name, *, label: str | int | None = None, **split_kwargs) -> TabularData:
+def load_tabular(path_or_name, *, label: str | int | None = None, categorical: Sequence[str] = (),
+                 **split_kwargs) -> TabularData:
     """Load a table by embedded name (``"connect4"``) or path (.npz, .csv[.gz], .tsv[.gz]).
 
     ``split_kwargs``: ``val_fraction`` (0.2, as TabNAS), ``seed`` (0, the split seed),
@@ -376,8 +401,9 @@ def load_tabular(path_or_name, *, label: str | int | None = None, **split_kwargs
     """
     own = _own_files(split_kwargs.get("val_path"), split_kwargs.get("test_path"))
     if str(path_or_name) in EMBEDDED and not Path(str(path_or_name)).exists():
-        if label is not None:
-            raise ValueError(f"label= applies to CSV files; embedded {path_or_name!r} has its labels")
+        if label is not None or categorical:
+            raise ValueError(f"label= and categorical= apply to CSV files; embedded {path_or_name!r} has "
+                             f"its own columns")
         if own:
             raise ValueError(f"{', '.join(k for k, _ in own)} need a data file (data.name='tabular', "
                              f"data.path); embedded {path_or_name!r} is split with val_fraction")
@@ -389,10 +415,10 @@ def load_tabular(path_or_name, *, label: str | int | None = None, **split_kwargs
         if _format(Path(str(f))) != kind:
             raise ValueError(f"{key} {str(f)!r} must have the format of {str(p)!r} ({kind})")
     if kind == "npz":
-        if label is not None:
-            raise ValueError("label= applies to CSV files; an npz keeps its labels in array 'y'")
+        if label is not None or categorical:
+            raise ValueError("label= and categorical= apply to CSV files; an npz keeps numeric arrays X, y")
         return load_npz(p, **split_kwargs)
-    return load_csv(p, label=label, **split_kwargs)
+    return load_csv(p, label=label, categorical=categorical, **split_kwargs)
 
 
 def _format(p: Path) -> str:

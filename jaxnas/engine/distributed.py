@@ -169,6 +169,16 @@ def check_same(name: str, value: str, fix: str) -> None:
         raise DistributedError(f"process(es) {odd} have another {name} than process 0: {fix}")
 
 
+def any_stop(signum: Optional[int]) -> Optional[int]:
+    """The stop signal any process received (None: none): every process stops at the same step
+    (``jaxnas.core.signals``). One process: ``signum`` itself; several: a tiny all-gather per chunk."""
+    if jax.process_count() == 1:
+        return signum
+    from jax.experimental import multihost_utils
+    got = np.asarray(multihost_utils.process_allgather(np.int32(signum or 0)))
+    return int(got.max()) or None
+
+
 def barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils

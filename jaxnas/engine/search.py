@@ -89,6 +89,10 @@ class NonFiniteError(FloatingPointError, ValueError):
     pass
 
 
+class DivergenceError(FloatingPointError, ValueError):
+    pass
+
+
 def check_phases(phases, evaluator, strategy) -> tuple[Phase, ...]:
     """Validates a schedule against what the evaluator and strategy can do; says what to change."""
     out = []
@@ -279,6 +283,24 @@ class Search:
             if length is None:
                 raise ValueError("give length= (steps) for an evaluator without batches")
             return no_batches(state, self.inputs, int(length))
+
+
+def check_divergence(metrics: dict, step0: int, reference: Optional[float], factor: Optional[float]):
+    """Stops a search whose weight loss grew past ``factor`` times ``reference`` (its loss at the first
+    weight step, before any update): a diverging optimizer (Adam at a huge lr) keeps finite but meaningless losses that
+    the NaN check never sees. Raised before the chunk is checkpointed, so the last checkpoint is
+    from before the divergence."""
+    name = "weights/train_loss"
+    if factor is None or reference is None or not reference > 0 or name not in metrics:
+        return
+    v = np.asarray(metrics[name], np.float64)
+    over = v > factor * reference
+    if over.any():
+        at = step0 + int(np.argmax(over))
+        raise DivergenceError(
+            f"{name} diverged: {v[over][0]:.4g} at step {at}, more than {factor:g} x its start ({reference:.4g}). "
+            f"Lower the weight learning rate (optimizer.lr) or enable gradient clipping (optimizer.clip); the "
+            f"last checkpoint is from before step {at}. search.divergence_factor=None turns this check off.")
 
 
 def check_metrics(metrics: dict, step0: int):

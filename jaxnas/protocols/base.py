@@ -18,7 +18,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from jaxnas.benchmarks.nb201 import BENCHMARK_DATA
 from jaxnas.config.experiment import build_space, load_data
+from jaxnas.config.settings import resolve
 from jaxnas.core import schema as S
 from jaxnas.core.registry import Registry
 
@@ -63,6 +65,7 @@ class RunContext:
     settings: dict
     progress: Any = None
     stop_after: Optional[int] = None      # image / LM runs stop after this many steps (tests of resume)
+    stop: Any = None                      # jaxnas.core.signals.StopSignals: SIGTERM / SIGINT end a run resumably
 
 
 def register(name: str, *, default_settings, spec, run) -> Protocol:
@@ -96,10 +99,25 @@ def read_search(workdir) -> tuple[dict, dict]:
     if not res_path.exists():
         raise FileNotFoundError(f"{str(wd)!r} has no result.json: the search has not finished; run "
                                 f"`jaxnas search CONFIG --workdir {wd}` to resume it to the end")
-    cfg, result = json.loads(cfg_path.read_text()), json.loads(res_path.read_text())
+    cfg, result = read_json(cfg_path), read_json(res_path)
     if not result.get("finished", True) or "arch_indices" not in result:
         raise ValueError(f"{res_path} describes an unfinished search; resume it to the end first")
+    if is_table_search(cfg):   # no data of its own: the benchmark's network is trained on its data set
+        cfg = {**cfg, "data": resolve({"data": {"name": BENCHMARK_DATA}, "space": cfg["space"]})["data"]}
     return cfg, result
+
+
+def is_table_search(cfg: dict) -> bool:
+    return cfg.get("evaluator", {}).get("name") == "table"
+
+
+def read_json(path: Path):
+    """The JSON in ``path``; a damaged file is an error that names it and the command that rewrites it."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is damaged ({e}); rerun the command that wrote it (for a search's "
+                         f"config.json / result.json: `jaxnas search CONFIG --workdir {path.parent}`)") from None
 
 
 def searched_arch(cfg: dict, result: dict):

@@ -58,7 +58,12 @@ def restore_search_state(exp, workdir: Path, result: Optional[dict] = None):
         if step is None or step not in steps:
             raise FileNotFoundError(f"{root} has no checkpoint of the final step {step} (has {sorted(steps)}); "
                                     f"rerun `jaxnas search` on this work dir to finish it")
-        state = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            state = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # noqa: BLE001  (orbax / tensorstore raise many types for a damaged file)
+            raise ValueError(f"the checkpoint of the final step {step} in {root} does not restore "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): Alg. 3 needs the final "
+                             f"policy; rerun the search with --force-restart to redo it") from None
     want = (result or {}).get("state_digest")
     if want is not None and state_digest(state) != want:
         raise ValueError(f"the checkpoint of step {step} in {root} is not the state result.json describes "
@@ -138,7 +143,7 @@ def run(ctx: RunContext) -> dict:
     for g, i in enumerate(groups):
         got = train_members(rdir / f"members{g}", data, narrow, widths[i:i + mb], mseeds[i:i + mb], tc,
                             schedule=schedule, progress=progress, label=f"members {i}-{min(i + mb, A * S) - 1}",
-                            stop_after=ctx.stop_after)
+                            stop_after=ctx.stop_after, stop=ctx.stop)
         if got is None:
             return None
         parts.append(got)

@@ -37,7 +37,7 @@ def run(ctx: RunContext):
     for seed in seed_list(s):
         label = f"c0_s{seed}"
         run = train_lm_run(net, data, s, seed, Path(rdir) / label, progress, ctx.stop_after,
-                           final_as=f"{RETRAIN_DIR}/{label}/final")
+                           final_as=f"{RETRAIN_DIR}/{label}/final", stop=ctx.stop)
         if run is None:
             return None
         runs.append(run)

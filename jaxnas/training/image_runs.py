@@ -68,7 +68,7 @@ def evaluate_split(eval_fn, variables, x, y, num_classes: int, eval_batch: int, 
 
 
 def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None, label: str = "",
-                    stop_after: Optional[int] = None, final_as: Optional[str] = None) -> Optional[dict]:
+                    stop_after: Optional[int] = None, final_as: Optional[str] = None, stop=None) -> Optional[dict]:
     """Train ``net`` (a discrete cell network with tracked BN) from scratch on ``data`` (ImageData)
     with settings ``s`` and ``seed``; checkpoints / resumes in ``run_dir``; returns the run's
     metrics (also ``run_dir/run.json``; final variables in ``run_dir/final``). ``stop_after``: stop
@@ -143,7 +143,7 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
                             f"{param_count(state['params']):,} parameters")
     schedule = Schedule(total, int(s.get("chunk") or 1), int(s["log_every"]), int(s["checkpoint_every"]))
     done_ = run_chunks(run_dir, state, train_step, batches, schedule, progress=progress, label=label,
-                       stop_after=stop_after)
+                       stop_after=stop_after, stop=stop)
     if done_ is None:
         return None
     state, seconds = done_.state, done_.seconds

@@ -39,7 +39,7 @@ def lm_train_step(net, opt, **apply_kwargs):
 
 
 def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_after=None,
-                 final_as: Optional[str] = None) -> Optional[dict]:
+                 final_as: Optional[str] = None, stop=None) -> Optional[dict]:
     """Trains ``net`` with settings ``s`` (batch_size, bptt, epochs, lr, momentum, weight_decay,
     grad_clip, schedule, eval_batch, max_steps, log_every, checkpoint_every, chunk) and ``seed`` with
     the one checkpointed training loop (``jaxnas.training.loop``): a killed run resumes to the
@@ -83,7 +83,7 @@ def train_lm_run(net, data, s: dict, seed: int, run_dir, progress=None, stop_aft
     schedule = Schedule(total, int(s.get("chunk") or 1), int(s["log_every"] or total),
                         int(s.get("checkpoint_every") or total))
     done_ = run_chunks(run_dir, state, step, batches, schedule, progress=progress, label=f"seed {seed}",
-                       stop_after=stop_after)
+                       stop_after=stop_after, stop=stop)
     if done_ is None:
         return None
     state, seconds = done_.state, done_.seconds

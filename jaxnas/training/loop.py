@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxnas.core.signals import StopRequested
 from jaxnas.core.workdir import atomic_write_text, progress_line
 
 
@@ -51,9 +52,11 @@ def finished_run(run_dir, progress=None, label: str = "") -> Optional[dict]:
 
 
 def run_chunks(run_dir, state, step: Callable, batches: Callable, schedule: Schedule, *, progress=None,
-               label: str = "", stop_after: Optional[int] = None, consts=None) -> Optional[Finished]:
+               label: str = "", stop_after: Optional[int] = None, consts=None, stop=None) -> Optional[Finished]:
     """Trains from the newest checkpoint in ``run_dir`` (or ``state``) to ``schedule.total`` steps;
-    None when ``stop_after`` steps of this session stopped it first (a rerun resumes). ``consts``:
+    None when ``stop_after`` steps of this session stopped it first (a rerun resumes). ``stop``: a
+    :class:`jaxnas.core.signals.StopSignals`; a signal ends the run at the next chunk boundary with a
+    checkpoint of that step (:class:`jaxnas.core.signals.StopRequested`). ``consts``:
     arrays every step reads (a whole training set), passed to the compiled call as an argument (a
     closed-over array would be baked into the program) and given to ``step(state, batch, consts)``."""
     run_dir = Path(run_dir)
@@ -94,11 +97,15 @@ def run_chunks(run_dir, state, step: Callable, batches: Callable, schedule: Sche
             progress_line(progress, f"[{label}] step {t}/{sc.total} " +
                           " ".join(f"{k} {v:.4f}" for k, v in last.items()) +
                           f" ({seconds + time.perf_counter() - t0:.1f} s)")
-        if t % sc.checkpoint_every == 0 or t == sc.total:
+        signum = stop.requested() if stop is not None else None
+        if t % sc.checkpoint_every == 0 or t == sc.total or signum:
             mgr.save(t, args=ocp.args.StandardSave(state))
             mgr.wait_until_finished()
             atomic_write_text(run_dir / "progress.json",
                               json.dumps({"step": t, "seconds": seconds + time.perf_counter() - t0}))
+        if signum and t < sc.total:
+            mgr.close()
+            raise StopRequested(signum, t, f"retrain [{label}]" if label else "retrain")
     mgr.close()
     if end < sc.total:
         return None

@@ -42,7 +42,7 @@ def member_metrics(params, widths, max_widths, x, y, num_classes: int, prefix: s
 
 def train_members(run_dir, data, space, widths, seeds: Sequence[int], cfg: TrainConfig, *,
                   schedule: Optional[Schedule] = None, progress=None, label: str = "mlp",
-                  stop_after: Optional[int] = None) -> Optional[dict]:
+                  stop_after: Optional[int] = None, stop=None) -> Optional[dict]:
     """Trains members ``m`` (hidden ``widths[m]`` of ``space``'s masked max MLP, seed ``seeds[m]``)
     on ``data.x_train`` for ``cfg.total_steps`` steps, checkpointing in ``run_dir``. Returns
     ``params`` (numpy leaves [M, ...]), ``train_loss`` [M] (mean over the last epoch's steps),
@@ -82,7 +82,7 @@ def train_members(run_dir, data, space, widths, seeds: Sequence[int], cfg: Train
 
     sc = schedule or Schedule(total)
     sc = Schedule(total, sc.chunk, sc.log_every, sc.checkpoint_every)
-    done = run_chunks(run_dir, state, step, batches, sc, progress=progress, label=label, stop_after=stop_after,
+    done = run_chunks(run_dir, state, step, batches, sc, progress=progress, label=label, stop_after=stop_after, stop=stop,
                       consts=(x_train, y_train, widths))
     if done is None:
         return None

@@ -1,0 +1,160 @@
+"""Nothing lost, nothing silently wrong (issue 28): each test is a reproduction that went wrong before
+(a stale export, a table export shaped for Connect-4, a half-written export, an overwritten folder, an
+unnoticed divergence, a scrambled CSV column, a crashing report, an overflow after compiling, a
+damaged JSON) and the message or result expected now. Signals: tests/test_signals.py; MLP retrain
+checkpoints: tests/test_retrain.py."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxnas.config.settings import load_config, resolve
+from jaxnas.core import workdir as W
+from jaxnas.data.tabular import load_csv
+from jaxnas.engine.search import DivergenceError
+from jaxnas.export import export, load
+from jaxnas.report import report
+from jaxnas.retrain import retrain
+from jaxnas.runner import run_search
+from tests.helpers.tiny import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE = REPO.parent / "shared" / "data" / "nasbench201" / "nb201_accuracies.csv.gz"
+RETRAIN = {"epochs": 1, "max_steps": 20, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory):
+    """A tiny search, retrained (2 candidates x 1 seed) and exported."""
+    wd = tmp_path_factory.mktemp("retrained")
+    run_search(resolve(tiny_config()), wd, progress=None)
+    retrain(wd, RETRAIN, top=2, seeds=1, progress=None)
+    export(wd)
+    return wd
+
+
+def test_force_restart_moves_the_old_retrain_aside_and_export_refuses_a_stale_one(retrained, tmp_path):
+    wd = tmp_path / "w"
+    shutil.copytree(retrained, wd)
+    old_digest = json.loads((wd / "result.json").read_text())["state_digest"]
+    run_search(resolve(tiny_config(steps=30)), wd, progress=None, force_restart=True)   # another search
+    assert not (wd / "retrain.json").exists() and not (wd / "retrain").exists()
+    stale = list((wd / "stale").iterdir())
+    assert len(stale) == 1 and {p.name for p in stale[0].iterdir()} == {"retrain", "retrain.json", "export"}
+    out = export(wd)                                  # the new search, not the old retrained network
+    info = json.loads((out / "architecture.json").read_text())
+    assert info["retrained"] is False and info["search_state_digest"] != old_digest
+    shutil.copy(stale[0] / "retrain.json", wd / "retrain.json")   # an old retrain put back by hand
+    with pytest.raises(ValueError, match="retrain of an earlier search"):
+        export(wd)
+
+
+def test_export_is_atomic_and_locked(retrained, tmp_path, monkeypatch):
+    wd = tmp_path / "w"
+    shutil.copytree(retrained, wd)
+    before = {p.name: p.read_bytes() for p in (wd / "export").iterdir() if p.is_file()}
+    _, variables = load(wd / "export")
+    assert variables is not None
+
+    def killed(self, *a, **k):
+        raise KeyboardInterrupt("killed while writing the variables")
+    monkeypatch.setattr(ocp.StandardCheckpointer, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export(wd)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (wd / "export").iterdir() if p.is_file()} == before
+    _, again = load(wd / "export")                   # the previous export, whole
+    np.testing.assert_array_equal(np.asarray(again["params"]["logits"]["kernel"]),
+                                  np.asarray(variables["params"]["logits"]["kernel"]))
+    with W.WorkdirLock(wd, None):                     # a search or retrain holds the work dir
+        with pytest.raises(W.WorkdirLockedError):
+            export(wd)
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
+    p = tmp_path / "mine"
+    p.mkdir()
+    (p / "config.json").write_text("{}")
+    (p / "checkpoints").mkdir()
+    (p / "checkpoints" / "notes.txt").write_text("keep me")
+    for force in (False, True):
+        with pytest.raises(W.WorkdirError, match="holds no jaxnas run"):
+            run_search(resolve(tiny_config()), p, progress=None, force_restart=force)
+    assert (p / "config.json").read_text() == "{}" and (p / "checkpoints" / "notes.txt").exists()
+    assert not (p / ".lock").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_search(resolve(tiny_config(steps=10)), empty, progress=None)["finished"]
+
+
+def test_adam_divergence_stops_the_search(tmp_path):
+    cfg = resolve(load_config(REPO / "configs" / "quickstart.py",
+                              ["optimizer.lr=1e6", "search.steps=400", "search.chunk=20", "search.checkpoint_every=20",
+                               "strategy.num_mc_samples=256", "data.max_train=4000"]))
+    with pytest.raises(DivergenceError, match=r"diverged: .* at step \d+, more than 100 x its start") as e:
+        run_search(cfg, tmp_path / "w", progress=None)
+    at = int(str(e.value).split(" at step ")[1].split(",")[0])
+    saved = [int(p.name) for p in (tmp_path / "w" / "checkpoints").iterdir() if p.name.isdigit()]
+    assert all(s <= at for s in saved)                 # nothing checkpointed past the divergence
+    assert "optimizer.lr" in str(e.value)
+    off = resolve(load_config(REPO / "configs" / "quickstart.py",
+                              ["optimizer.lr=1e6", "search.steps=40", "search.chunk=20", "search.checkpoint_every=20",
+                               "strategy.num_mc_samples=256", "data.max_train=4000", "search.divergence_factor=None"]))
+    assert run_search(off, tmp_path / "off", progress=None)["finished"]    # the check can be turned off
+
+
+def test_a_stray_string_in_a_numeric_csv_column_is_an_error(tmp_path):
+    f = tmp_path / "t.csv"
+    rows = ["a,b,y"] + [f"{v},{c},{i % 2}" for i, (v, c) in enumerate(zip(
+        ["9", "10", "100", "-20", "-1", "x", "3", "4"], ["u", "v", "u", "w", "v", "u", "w", "v"]))]
+    f.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"column 'a' is numeric but row 7 of .*t.csv' holds 'x'.*"
+                                         r"data.categorical=\['a'\]"):
+        load_csv(f, val_fraction=0.25)
+    d = load_csv(f, val_fraction=0.25, categorical=["a"], standardize=False)   # declared: ordinal codes
+    assert d.num_inputs == 2
+    g = tmp_path / "ok.csv"
+    g.write_text("\n".join("7" + r[1:] if r.startswith("x,") else r for r in rows) + "\n")
+    x = load_csv(g, val_fraction=0.25, standardize=False)
+    vals = np.sort(np.concatenate([x.x_train[:, 0], x.x_val[:, 0]]))
+    np.testing.assert_array_equal(vals, np.sort([9, 10, 100, -20, -1, 7, 3, 4]))   # numbers stay numbers
+    with pytest.raises(ValueError, match="categorical columns \\['nope'\\] are not in"):
+        load_csv(g, categorical=["nope"])
+
+
+def test_report_on_a_run_shorter_than_its_smoothing_window(tmp_path):
+    run_search(resolve(tiny_config(steps=20)), tmp_path, progress=None)
+    text = report(tmp_path, plots=True)
+    assert "20" in text and (tmp_path / "choices.png").exists()
+
+
+def test_steps_past_the_step_counter_are_a_config_error():
+    with pytest.raises(ValueError, match=r"search.steps must be an int in \[1, 2147483647\], got 1000000000000"):
+        resolve(load_config(REPO / "configs" / "quickstart.py", ["search.steps=1000000000000"]))
+
+
+def test_a_damaged_result_is_named(retrained, tmp_path):
+    wd = tmp_path / "w"
+    shutil.copytree(retrained, wd)
+    (wd / "result.json").write_text('{"finished": tr')
+    with pytest.raises(ValueError, match=r"result.json is damaged"):
+        retrain(wd, RETRAIN, progress=None)
+
+
+@pytest.mark.skipif(not TABLE.exists(), reason="the NAS-Bench-201 table is in ../shared (development machines)")
+def test_a_table_search_exports_the_benchmark_network(tmp_path):
+    cfg = load_config(REPO / "configs" / "nb201_table.py", [f"evaluator.path='{TABLE}'", "search.steps=20",
+                                                            "search.chunk=10", "search.checkpoint_every=10"])
+    run_search(cfg, tmp_path, progress=None)
+    out = export(tmp_path)
+    model = json.loads((out / "model.json").read_text())
+    assert model["network"] == "nb201" and model["space"]["num_classes"] == 10
+    assert model["input"]["kind"] == "image" and model["input"]["shape"] == [32, 32, 3]
+    with pytest.raises(Exception, match="data_dir|tensorflow_datasets|tfds") as e:
+        retrain(tmp_path, {"epochs": 1, "max_steps": 2}, progress=None)
+    assert "AttributeError" not in type(e.value).__name__
