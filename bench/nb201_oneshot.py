@@ -242,6 +242,34 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _main_v2(args) -> None:
+    import oneshot_v2 as V
+    table = NasBench201Table.load(args.table)
+    out_path = args.out or RESULTS / "nb201_oneshot.json"
+    png = out_path.with_name(out_path.stem + "_v2.png")
+    if args.report:
+        v2 = V.load(out_path)
+        print(V.markdown_v2(v2))
+        if v2.get("strategies"):
+            V.plot_v2(v2, png, V.uniform_mean(table), OPTIMUM)
+        return
+    ranking = json.loads((RESULTS / "supernet_ranking.json").read_text())
+    key, why = V.choose_protocol(ranking)
+    unit = ranking["units"][key]
+    tau = unit["ranking"]["val_accuracy"]["uniform_cells"]["kendall_tau"]
+    from supernet_ranking import BATCH, CONFIGS
+    args.channels, args.cells, args.warm_mode, args.augment = CONFIGS[unit["config"]]
+    args.warmup, args.batch = int(unit["steps"]), BATCH
+    args.source = (f"supernet_ranking unit {key} ({why['chosen_because']}): tau {tau[0]:+.3f} "
+                   f"[{tau[1]:+.3f}, {tau[2]:+.3f}]")
+    print(f"v2 protocol: {args.source}", flush=True)
+    names = [n for n in args.strategies.split(",") if n]
+    if "random" not in names:
+        names = ["random"] + names              # the paired reference
+    V.main_v2(args, names, table, theta_options, out_path, update)
+    V.plot_v2(V.load(out_path), png, V.uniform_mean(table), OPTIMUM)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
@@ -257,7 +285,15 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 40 steps (20 warm-up)")
     p.add_argument("--report", action="store_true",
                    help="run nothing: print the stored rows as a markdown table and redraw the plot")
+    p.add_argument("--protocol", choices=("v1", "v2"), default="v1",
+                   help="v2: forks of one shared warm-up per seed on the supernet protocol that ranks cells best "
+                        "(bench/results/supernet_ranking.json); --steps search steps after it (default 400), "
+                        "--every: policy-movement records")
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--out", type=Path, default=None, help="v2: results file (a smoke run: another path)")
     args = p.parse_args(argv)
+    if args.protocol == "v2":
+        return _main_v2(args)
     out_path = RESULTS / ("nb201_oneshot_quick.json" if args.quick else "nb201_oneshot.json")
     if args.report:
         results = json.loads(out_path.read_text())

@@ -29,9 +29,9 @@ def _problems(overrides, config=None) -> str:
 BAD = [
     ("seed='abc'", "seed must be an int >= 0, got 'abc'"),
     ("seed=1.5", "seed must be an int >= 0, got 1.5"),
-    ("search.steps='abc'", "search.steps must be an int >= 1, got 'abc'"),
-    ("search.steps=100.5", "search.steps must be an int >= 1, got 100.5"),
-    ("search.steps=0", "search.steps must be an int >= 1, got 0"),
+    ("search.steps='abc'", "search.steps must be an int in [1, 2147483647], got 'abc'"),
+    ("search.steps=100.5", "search.steps must be an int in [1, 2147483647], got 100.5"),
+    ("search.steps=0", "search.steps must be an int in [1, 2147483647], got 0"),
     ("search.chunk=2.5", "search.chunk must be an int >= 1"),
     ("search.checkpoint_every='often'", "search.checkpoint_every must be an int >= 1"),
     ("search.batch_size=0", "search.batch_size must be an int >= 1"),
@@ -261,7 +261,7 @@ def test_cli_reports_all_bad_overrides_and_exits_2(capsys):
                "--workdir", "/nonexistent/never-created"])
     err = capsys.readouterr().err
     assert rc == 2 and "2 problems in the config" in err
-    assert "search.steps must be an int >= 1, got 'abc'" in err and "seed must be an int >= 0" in err
+    assert "search.steps must be an int in [1, 2147483647], got 'abc'" in err and "seed must be an int >= 0" in err
 
 
 # ---- single-class labels ---------------------------------------------------------------------------

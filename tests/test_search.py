@@ -105,7 +105,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     (["search.phases=[['weights', 5], ['bogus', 5]]"], "search.phases must be None or a non-empty list of [kind, steps] pairs"),
     (["strategy.lrr=0.1"], "its options are"),
     (["search.checkpoint_every=15"], "multiple of search.chunk"),
-    (["search.steps='abc'"], "search.steps must be an int >= 1, got 'abc'"),
+    (["search.steps='abc'"], "search.steps must be an int in [1, 2147483647], got 'abc'"),
     (["space.widths=[]"], "space.widths must be None or a non-empty"),
     (["strategy.lr=-1"], "strategy.lr must be a float > 0, got -1"),
     (["search.devices='many'"], "search.devices must be an int >= 1 or one of 'all', got 'many'"),
