@@ -551,7 +551,8 @@ def test_final_rules_and_policy_summary():
 
 def test_q_offset_defaults_to_one_and_multiplicative_rewards_refuse_q_not_positive():
     """Q = reward + q_offset, default 1 (Q = 1 - loss from a reward of -loss); a MnasNet reward
-    with Q <= 0 stops with an error that names q_offset (the penalty would be reversed)."""
+    with Q <= 0 stops the search (the engine's check after the chunk) with an error that names
+    q_offset (the penalty would be reversed)."""
     space, _, loss, _ = _toy()
     neg_loss = lambda w: (-loss[jnp.argmax(w[0]), jnp.argmax(w[1])], None)
     s = make("tabnas", space, budget=1e9, pv="exact", warmup_frac=0.0)
@@ -559,15 +560,14 @@ def test_q_offset_defaults_to_one_and_multiplicative_rewards_refuse_q_not_positi
     y = space.sample(jax.random.split(jax.random.key(1))[0], s.init(jax.random.key(0)).logits)
     np.testing.assert_allclose(float(m["reward"]), 1.0 - float(loss[y[0], y[1]]), rtol=1e-6)
     big_loss = lambda w: (neg_loss(w)[0] - 1.0, None)            # loss > 1: Q = 1 - loss < 0
+    from jaxnas.engine.search import check_metrics
     for name in ("mnas_soft", "mnas_hard"):
         s = make(name, space, target=25, beta=-0.5, warmup_frac=0.0)
-        step = jax.jit(lambda st, k: s.step(st, k, big_loss))
-        with pytest.raises(Exception, match="q_offset"):
-            jax.block_until_ready(step(s.init(jax.random.key(0)), jax.random.key(1)))
-            jax.effects_barrier()
-    # with lanes (vmap here, devices under shard_map alike) nothing raises inside the program: the
-    # step counts the lanes with Q <= 0 and the engine's host-side check stops the search
-    from jaxnas.engine.search import check_metrics
+        _, m1 = jax.jit(lambda st, k: s.step(st, k, big_loss))(s.init(jax.random.key(0)), jax.random.key(1))
+        assert float(m1["q_nonpositive"]) == 1.0
+        with pytest.raises(ValueError, match="q_offset"):
+            check_metrics({"strategy/q_nonpositive": np.asarray([float(m1["q_nonpositive"])])}, 0)
+    # with lanes (vmap here, devices under shard_map alike) the step counts the lanes with Q <= 0
     s = make("mnas_soft", space, target=25, beta=-0.5, warmup_frac=0.0, axis_name="data")
     lanes = jax.jit(jax.vmap(lambda st, k: s.step(st, k, big_loss)[1], in_axes=(None, 0), out_axes=None,
                              axis_name="data"))

@@ -284,6 +284,20 @@ class Search:
                 raise ValueError("give length= (steps) for an evaluator without batches")
             return no_batches(state, self.inputs, int(length))
 
+    def export_chunk(self, platforms, state: SearchState, train_batches=None, val_batches=None, kind: str = "both",
+                     length: Optional[int] = None):
+        """The compiled chunk of :meth:`run_chunk` exported with ``jax.export`` for ``platforms`` (e.g.
+        ``("cuda", "tpu")``) on any machine: lowering it proves the program (its accelerator branches
+        included) builds for those devices without one at hand. Returns the ``jax.export.Exported``."""
+        from jax import export
+        with_batches, no_batches = self._chunk_fn(kind)
+        ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+        with ctx:
+            if self.evaluator.needs_batches:
+                return export.export(with_batches, platforms=tuple(platforms))(
+                    state, self.inputs, self.shard_batches((train_batches, val_batches)))
+            return export.export(no_batches, platforms=tuple(platforms))(state, self.inputs, int(length))
+
 
 def check_divergence(metrics: dict, step0: int, reference: Optional[float], factor: Optional[float]):
     """Stops a search whose weight loss grew past ``factor`` times ``reference`` (its loss at the first

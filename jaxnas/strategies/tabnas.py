@@ -252,13 +252,11 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
             q = jax.lax.cond(active,
                              lambda: vary(f32(reward_fn(space.one_hot(y))[0]) + q_offset),
                              lambda: vary(f32(0.0)))
-            if multiplicative and axis_name is None:
-                # Q (T/T0)^beta with Q <= 0 would reverse the resource penalty: one lane stops at
-                # once. With lanes the engine stops after the chunk (q_nonpositive, check_metrics):
-                # a callback raising on one device of a shard_map leaves the others waiting at the
-                # next all-reduce until XLA aborts the process
-                jax.lax.cond(active & (q <= 0), lambda: jax.debug.callback(_q_not_positive, q, active),
-                             lambda: None)
+            # Q (T/T0)^beta with Q <= 0 would reverse the resource penalty: the step counts such
+            # lanes (q_nonpositive) and the engine stops the search after the chunk, before it is
+            # checkpointed (search.check_metrics). No host callback in the step: it would not export
+            # for GPU/TPU (tests/test_lowering.py), and one raising on one device of a shard_map
+            # leaves the others waiting at the next all-reduce
             r = q if shape_reward is None else shape_reward(q, cost)
             adv = jax.lax.stop_gradient(r - qbar)
 
@@ -336,12 +334,6 @@ def _build(space: Space, name: str, *, budget, cost_fn, cost_terms, rejection: b
 
     return Strategy(name=name, space=space, mode="sparse", init=init, sample=sample, step=step,
                     derive=derive, probs=probs, needs="reward", summary=summary)
-
-
-def _q_not_positive(q, active):
-    q, active = np.asarray(q), np.asarray(active)
-    if np.any(active & (q <= 0)):
-        raise ValueError(q_not_positive_message(f"= {float(np.min(np.where(active, q, np.inf))):.4g}"))
 
 
 def q_not_positive_message(where: str) -> str:
