@@ -38,6 +38,11 @@ def _search(args):
     print(json.dumps(result))
 
 
+def _list(args):
+    from jaxnas.catalog import details, overview
+    print(overview() if args.kind is None else details(args.kind, args.name or ""))
+
+
 def _report(args):
     from jaxnas.report import report
     metrics = [m for m in (args.metrics or "").split(",") if m]
@@ -112,6 +117,11 @@ def main(argv=None):
                    help="delete a previous retrain of this work dir with other settings and start over")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
     t.set_defaults(fn=_retrain)
+    li = sub.add_parser("list", help="what is registered (spaces, strategies, evaluators, data sets) and every "
+                                     "option with its type, range and default")
+    li.add_argument("kind", nargs="?", choices=("space", "strategy", "evaluator", "data"))
+    li.add_argument("name", nargs="?")
+    li.set_defaults(fn=_list)
     e = sub.add_parser("export", parents=[cache], help="write the found network (architecture, constructor arguments, "
                                       "retrained variables) for use with jaxnas.export.load")
     e.add_argument("workdir")

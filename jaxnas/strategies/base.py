@@ -119,6 +119,13 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def factory(name: str) -> Callable[..., Strategy]:
+    """The registered factory of strategy ``name`` (its signature holds the options and defaults)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown strategy {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name]
+
+
 # ---- option types: one name, one meaning, one (type, range) for every strategy -------------------
 _UNIT = dict(ge=0, lt=1)
 OPTION_FIELDS: dict[str, S.Field] = {
