@@ -254,7 +254,7 @@ def _main_v2(args) -> None:
             V.plot_v2(v2, png, V.uniform_mean(table), OPTIMUM)
         return
     ranking = json.loads((RESULTS / "supernet_ranking.json").read_text())
-    key, why = V.choose_protocol(ranking)
+    key, why = V.choose_protocol(ranking, force=args.force)
     unit = ranking["units"][key]
     tau = unit["ranking"]["val_accuracy"]["uniform_cells"]["kendall_tau"]
     from supernet_ranking import BATCH, CONFIGS
@@ -290,6 +290,7 @@ def main(argv=None):
                         "(bench/results/supernet_ranking.json); --steps search steps after it (default 400), "
                         "--every: policy-movement records")
     p.add_argument("--every", type=int, default=50)
+    p.add_argument("--force", action="store_true", help="v2 even on a protocol whose tau interval is not above 0")
     p.add_argument("--out", type=Path, default=None, help="v2: results file (a smoke run: another path)")
     args = p.parse_args(argv)
     if args.protocol == "v2":

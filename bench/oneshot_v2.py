@@ -36,9 +36,12 @@ WORK = REPO / "bench" / "work" / "nb201_oneshot_v2"
 CONV_OPS = ("nor_conv_1x1", "nor_conv_3x3")
 
 
-def choose_protocol(ranking: dict) -> tuple[str, dict]:
+def choose_protocol(ranking: dict, force: bool = False) -> tuple[str, dict]:
     """The ranking unit v2 searches on: the cheapest trained protocol whose tau (validation accuracy,
-    uniform cells) has its 95 % interval above 0.2; without one, the best tau measured."""
+    uniform cells) has its 95 % interval above 0.2; without one, the best tau measured, but only if
+    its interval lies above 0 (``force``: even then). Untrained supernets are left out: their -loss
+    ranks cells (tau about +0.3) only because a cell whose output is zero (a disconnected one, 10 % in
+    the table) has the lowest loss, so a search would find exactly the worst cells."""
     units = {k: u for k, u in ranking.get("units", {}).items() if u["steps"] > 0}
     if not units:
         raise SystemExit("bench/results/supernet_ranking.json has no trained protocol yet: run "
@@ -48,6 +51,11 @@ def choose_protocol(ranking: dict) -> tuple[str, dict]:
     if good:
         return min(good, key=lambda k: units[k]["seconds_train"]), {"chosen_because": "cheapest with tau > 0.2"}
     best = max(units, key=lambda k: tau(units[k])[0])
+    if tau(units[best])[1] <= 0 and not force:
+        raise SystemExit(f"no trained supernet protocol measured so far ranks cells: the best, {best}, has tau "
+                         f"{tau(units[best])[0]:+.3f} [{tau(units[best])[1]:+.3f}, {tau(units[best])[2]:+.3f}]. "
+                         f"A leaderboard on it would measure the supernet's bias again; run "
+                         f"bench/supernet_ranking.py longer (or pass --force)")
     return best, {"chosen_because": "no measured protocol reached tau > 0.2: the best tau measured"}
 
 
