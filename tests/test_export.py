@@ -31,13 +31,14 @@ NB201_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|n
 
 def _tabular_search(wd: Path) -> dict:
     """A tiny finished REINFORCE search on 2,500 Connect-4 rows with its own 500-row test file."""
-    wd.mkdir(parents=True)
+    files = wd.parent / f"{wd.name}_data"       # beside the work dir: a work dir holds only its run
+    files.mkdir(parents=True)
     with np.load(CONNECT4) as d:
         x, y, cls = d["X"], d["y"], d["class_names"]
     rows = np.random.default_rng(0).permutation(len(y))[:3000]
-    np.savez(wd / "train.npz", X=x[rows[:2500]], y=y[rows[:2500]], class_names=cls)
-    np.savez(wd / "test.npz", X=x[rows[2500:]], y=y[rows[2500:]], class_names=cls)
-    cfg = resolve({"data": {"name": "tabular", "path": str(wd / "train.npz"), "test_path": str(wd / "test.npz"),
+    np.savez(files / "train.npz", X=x[rows[:2500]], y=y[rows[:2500]], class_names=cls)
+    np.savez(files / "test.npz", X=x[rows[2500:]], y=y[rows[2500:]], class_names=cls)
+    cfg = resolve({"data": {"name": "tabular", "path": str(files / "train.npz"), "test_path": str(files / "test.npz"),
                             "val_fraction": 0.2},
                    "space": {"name": "mlp", "num_layers": 2, "widths": [4, 8, 16]},
                    "strategy": {"name": "reinforce", "lr": 0.05}, "optimizer": {"name": "adam", "lr": 1e-2},
@@ -86,7 +87,7 @@ def test_mlp_export_round_trip(tmp_path):
     chex.assert_trees_all_close(float(balanced_error(logits, jnp.asarray(data.y_val), 3)),
                                 best["val_balanced_error"], rtol=1e-5)
     # the recorded input transform standardises raw rows as the loader did
-    with np.load(wd / "test.npz") as d:
+    with np.load(tmp_path / "tab_data" / "test.npz") as d:
         raw = d["X"].astype(np.float32)
     chex.assert_trees_all_close(np.asarray(input_transform(out)(raw)), data.x_test, atol=1e-5)
 

@@ -30,7 +30,8 @@ def test_eight_devices():
     assert {"random", "reinforce", "parsec", "tabnas"} <= set(table), sorted(table)
     for name, r in table.items():
         assert r["replicated"] and r["ints_equal"] and r["samples_equal"] and r["derive_equal"], (name, r)
-        assert r["float_max_diff"] < 1e-6, (name, r)
+        # the lanes' sums in another order: float32 ulps of the state's scale (MANAS's cumulative scores)
+        assert r["float_max_diff"] < 1e-6 * max(1.0, r["float_scale"]), (name, r)
         if name in ("random", "reinforce", "parsec"):
             assert r["evaluations"] == 12 * 8, (name, r)           # one query per sample and step
         else:

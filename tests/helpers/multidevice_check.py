@@ -47,6 +47,12 @@ def max_diff(a, b) -> float:
                 for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if np.size(x)), default=0.0)
 
 
+def max_abs(a) -> float:
+    """The largest magnitude among the float leaves of ``a`` (the scale of their rounding)."""
+    return max((float(np.max(np.abs(np.asarray(x, np.float64)))) for x in jax.tree.leaves(a)
+                if np.size(x) and jnp.issubdtype(np.asarray(raw(x)).dtype, jnp.floating)), default=0.0)
+
+
 def with_lanes(cfg_over, mesh=None, samples=1, base=None):
     """The experiment of ``base`` built for ``mesh``/``samples`` lanes."""
     exp = build(resolve(base, cfg_over), lanes=(mesh, samples))
@@ -148,6 +154,7 @@ for name in reward_only:
                      for a, b in zip(jax.tree.leaves(sv), jax.tree.leaves(sd_host))
                      if not jnp.issubdtype(np.asarray(raw(a)).dtype, jnp.floating))
     r = {"replicated": replicated(sd), "ints_equal": ints_equal, "float_max_diff": max_diff(sv, sd_host),
+         "float_scale": max_abs(sv),
          "bitwise": state_digest(sv) == state_digest(sd_host),
          "samples_equal": bool(np.array_equal(np.asarray(mv["sample/arch"]), np.asarray(md["sample/arch"]))),
          "derive_equal": bool(np.array_equal(np.asarray(exp.strategy.derive(sv.strategy)),
