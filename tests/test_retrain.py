@@ -43,10 +43,11 @@ QS_SETTINGS = {"epochs": 1, "max_steps": 30, "batch_size": 64}
 
 @pytest.fixture(scope="module")
 def quickstart_dir(tmp_path_factory):
-    """A finished quickstart search (TabNAS on Connect-4, budget 20,000), 40 steps."""
+    """A finished quickstart search (TabNAS on Connect-4, budget 20,000), 40 steps, answering with the
+    paper's final rule (Alg. 3) so the search's answer is the first retrain candidate."""
     cfg = load_config(REPO / "configs" / "quickstart.py",
                       ["search.steps=40", "search.chunk=20", "search.checkpoint_every=20",
-                       "strategy.num_mc_samples=256"])
+                       "strategy.num_mc_samples=256", "strategy.final='alg3'"])
     wd = tmp_path_factory.mktemp("quickstart")
     result = run_search(cfg, wd, progress=None)
     assert result["finished"]
