@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jaxnas.core import workdir as W
+from jaxnas.engine.search import state_digest
 
 FORK_FILE = "fork.json"
 
@@ -43,16 +44,6 @@ def _by_path(tree) -> dict:
     """``{("opt_state", "0", "mu", ...): leaf}``: the same names for a dataclass / namedtuple field and
     the dict key orbax restores it as."""
     return {tuple(_name(e) for e in p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _digest(tree) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
-        h.update(np.asarray(leaf).tobytes())
-    return h.hexdigest()
 
 
 def fork_state(spec: str, state, data_sha: Optional[str], stream=None):
@@ -103,7 +94,7 @@ def fork_state(spec: str, state, data_sha: Optional[str], stream=None):
         getattr(key, "dtype", np.uint32), jax.dtypes.prng_key) else key
     state = state.replace(evaluator=evaluator, step=jax.numpy.asarray(raw["step"], state.step.dtype),
                           key=key, evaluations=jax.numpy.asarray(raw["evaluations"], state.evaluations.dtype))
-    record = {"source": str(src.resolve()), "step": int(step), "evaluator_digest": _digest(evaluator),
+    record = {"source": str(src.resolve()), "step": int(step), "evaluator_digest": state_digest(evaluator),
               "source_config_sha256": fp.get("config_sha256")}
     W.progress_line(stream, f"forked from {src} at step {step} (supernet and weight optimizer; fresh strategy)")
     return state, record
