@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxnas.core.workdir import read_metrics
+from jaxnas.drawing import draw
 
 
 def load_metrics(workdir, notes: list | None = None) -> list[dict]:
@@ -108,7 +109,24 @@ def report(workdir, plots: bool = True, metrics=None) -> str:
         lines.append("no result.json yet: the search has not finished (re-run `jaxnas search` to resume)")
     if plots and rows:
         lines.extend(f"plot: {p}" for p in save_plots(workdir, rows, wanted))
+    if plots and result and "arch_indices" in result:
+        lines.append(draw_result(workdir, result))
     return "\n".join(lines)
+
+
+def draw_result(workdir, result: dict) -> str:
+    """Draws the derived architecture of ``workdir`` to ``arch.png`` / ``arch.svg`` (the space from
+    its config; data loaded only where the space needs it, e.g. an MLP's input width)."""
+    from jaxnas.config.experiment import build_space, load_data
+    cfg = json.loads((Path(workdir) / "config.json").read_text())
+    try:
+        space = build_space(cfg, None)
+    except Exception:  # noqa: BLE001  (a space that needs its data: MLP input width, a vocabulary)
+        space = build_space(cfg, load_data(cfg))
+    path = Path(workdir) / "arch"
+    fig = draw(np.asarray(result["arch_indices"], np.int32), space, path, title=str(result.get("arch")))
+    _plt().close(fig)
+    return f"picture: {path.with_suffix('.png')} (and .svg)"
 
 
 def _plt():
