@@ -126,7 +126,11 @@ def runs(tmp_path_factory):
         return {"name": name, "config": cfg, "workdir": str(tmp / where / name), "dump": str(tmp / where / name),
                 **kw}
     t0 = time.perf_counter()
+    # SIGTERM to process 1 only (a preemption notice), then the same command: resumes to the uninterrupted run
+    termed_dir = str(tmp / "two" / "termed")
     a = Launch(tmp, "two", [run("reinforce", reinforce, "two"), run("advantage", advantage, "two"),
+                            {**run("termed_stop", advantage, "two", term_at=6, term_process=1), "workdir": termed_dir},
+                            {**run("termed", advantage, "two"), "workdir": termed_dir},
                             run("killed", advantage, "two", kill_at=12, kill_process=1)], n=2, devices=4)
     ref = Launch(tmp, "one", [run("reinforce", reinforce, "one"), run("advantage", advantage, "one")],
                  n=1, devices=8)
@@ -225,6 +229,15 @@ def test_resume_after_a_killed_process_equals_uninterrupted(runs):
         assert r == ref, (r, ref)
     assert (tmp / "two" / "killed" / "metrics.jsonl").read_text() == \
         (tmp / "two" / "advantage" / "metrics.jsonl").read_text()
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resumes_exactly(runs):
+    """A preemption notice (SIGTERM) to process 1 alone: both processes stop at the same chunk boundary
+    with a checkpoint of it, and the resumed run equals the uninterrupted one."""
+    stops = [runs["two"]["termed_stop", p] for p in (0, 1)]
+    assert stops[0] == stops[1] and 6 <= stops[0]["stopped_at"] < 24, stops
+    for p in (0, 1):
+        assert runs["two"]["termed", p] == runs["two"]["advantage", p], p
 
 
 def test_process_zero_writes_the_work_dir(runs):

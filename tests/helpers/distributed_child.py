@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from jaxnas import runner  # noqa: E402
 from jaxnas.config.settings import resolve  # noqa: E402
+from jaxnas.core.signals import StopRequested  # noqa: E402
 
 plan = json.loads(Path(sys.argv[1]).read_text())
 pid = int(sys.argv[2])
@@ -72,12 +73,17 @@ if plan["port"] is None:      # one process: feed() puts exactly the gathered gl
 
 for run in plan["runs"]:
     kill_at = run.get("kill_at") if pid == run.get("kill_process", 1) else None
+    term_at = run.get("term_at") if pid == run.get("term_process", 1) else None
+    termed: list = []
 
-    def check(metrics, step0, kill_at=kill_at):
+    def check(metrics, step0, kill_at=kill_at, term_at=term_at, termed=termed):
         if kill_at is not None and step0 >= kill_at:
             sys.stderr.write(f"process {pid}: SIGKILL at the chunk from step {step0}\n")
             sys.stderr.flush()
             os.kill(os.getpid(), signal.SIGKILL)
+        if term_at is not None and step0 >= term_at and not termed:   # a preemption notice to this process only
+            termed.append(step0)
+            os.kill(os.getpid(), signal.SIGTERM)
         return _check(metrics, step0)
     runner.check_metrics = check
     cfg = resolve(run["config"], run.get("overrides", []) + run.get("process_overrides", {}).get(str(pid), []) + dist)
@@ -91,7 +97,12 @@ for run in plan["runs"]:
             error = f"{type(e).__name__}: {e}"
         print(json.dumps({"name": run["name"], "process": jax.process_index(), "error": error}), flush=True)
         continue
-    result = runner.run_search(cfg, run["workdir"], progress=sys.stderr if pid == 0 else None)
+    try:
+        result = runner.run_search(cfg, run["workdir"], progress=sys.stderr if pid == 0 else None)
+    except StopRequested as e:       # SIGTERM: every process stops at the same step with a checkpoint
+        print(json.dumps({"name": run["name"], "process": jax.process_index(), "result": {"stopped_at": e.step}}),
+              flush=True)
+        continue
     result.pop("search_seconds", None)
     if captured:
         dump(captured[-1], f"{run['dump']}.{jax.process_index()}.npz")
