@@ -124,7 +124,10 @@ def draw_result(workdir, result: dict) -> str:
     except Exception:  # noqa: BLE001  (a space that needs its data: MLP input width, a vocabulary)
         space = build_space(cfg, load_data(cfg))
     path = Path(workdir) / "arch"
-    fig = draw(np.asarray(result["arch_indices"], np.int32), space, path, title=str(result.get("arch")))
+    try:
+        fig = draw(np.asarray(result["arch_indices"], np.int32), space, path, title=str(result.get("arch")))
+    except ImportError:
+        return "picture: none (matplotlib is not installed: pip install 'jaxnas[plots]')"
     _plt().close(fig)
     return f"picture: {path.with_suffix('.png')} (and .svg)"
 
