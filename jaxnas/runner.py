@@ -176,6 +176,9 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
             W.say(progress, f"{metrics_path} has {len(kept)} rows for the {start} steps before the checkpoint "
                              f"(some were lost or duplicated); continuing")
         W.rewrite_metrics(metrics_path, kept)
+    elif restored is not None:       # a resume whose metrics file was deleted: say what is lost
+        W.say(progress, f"{metrics_path} is missing: the rows of steps 0-{start - 1} are lost; resuming from the "
+                         f"checkpoint of step {start}, the file restarts there")
     # the divergence check's reference: the weight loss of the run's first weight step, before any update
     # (read back on resume; every process reads the shared metrics file, so all stop at the same step)
     reference = None

@@ -158,3 +158,15 @@ def test_a_table_search_exports_the_benchmark_network(tmp_path):
     with pytest.raises(Exception, match="data_dir|tensorflow_datasets|tfds") as e:
         retrain(tmp_path, {"epochs": 1, "max_steps": 2}, progress=None)
     assert "AttributeError" not in type(e.value).__name__
+
+
+def test_a_deleted_metrics_file_is_reported_on_resume(tmp_path):
+    import io
+    cfg = resolve(tiny_config(steps=20))
+    run_search(cfg, tmp_path, progress=None, stop_after=10)
+    (tmp_path / "metrics.jsonl").unlink()
+    said = io.StringIO()
+    assert run_search(cfg, tmp_path, progress=said)["finished"]
+    assert "metrics.jsonl is missing: the rows of steps 0-9 are lost" in said.getvalue(), said.getvalue()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(10, 20))
