@@ -134,8 +134,10 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
     total = sum(p.steps for p in exp.phases)
     data, search = exp.data, exp.search
     if search.evaluator.needs_batches:
-        train_sampler = BatchSampler(len(data.y_train), s["batch_size"], cfg["seed"])
-        val_sampler = BatchSampler(len(data.y_val), s["val_batch_size"] or s["batch_size"], cfg["seed"] + 1)
+        train_sampler = BatchSampler(len(data.y_train), s["batch_size"], cfg["seed"], "search.batch_size", "training")
+        val_sampler = BatchSampler(len(data.y_val), s["val_batch_size"] or s["batch_size"], cfg["seed"] + 1,
+                                   "search.val_batch_size" if s["val_batch_size"] else "search.batch_size (the "
+                                   "validation batch unless search.val_batch_size is given)", "validation")
     state = search.init(jax.random.key(cfg["seed"]))
     ckdir = workdir / "checkpoints"
     start, restored, broken, manager = W.restore_newest(lambda: _checkpoint_manager(workdir),

@@ -170,3 +170,10 @@ def test_a_deleted_metrics_file_is_reported_on_resume(tmp_path):
     assert "metrics.jsonl is missing: the rows of steps 0-9 are lost" in said.getvalue(), said.getvalue()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(10, 20))
+
+
+def test_a_too_large_validation_batch_is_named_as_such(tmp_path):
+    cfg = resolve(tiny_config(steps=4, val_batch_size=100000))
+    with pytest.raises(ValueError, match=r"search.val_batch_size 100000 is larger than the \d+ validation examples; "
+                                         r"lower search.val_batch_size"):
+        run_search(cfg, tmp_path, progress=None)

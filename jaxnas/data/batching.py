@@ -25,13 +25,16 @@ class BatchSampler:
     num_examples: int
     batch_size: int
     seed: int = 0
+    name: str = "batch_size"     # the setting, in messages (e.g. search.val_batch_size)
+    split: str = ""              # the examples' split, in messages (e.g. validation)
 
     def __post_init__(self):
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ValueError(f"{self.name} must be >= 1, got {self.batch_size}")
         if self.num_examples < self.batch_size:
-            raise ValueError(f"batch_size {self.batch_size} is larger than the {self.num_examples} "
-                             "examples; lower batch_size")
+            where = f" {self.split}" if self.split else ""
+            raise ValueError(f"{self.name} {self.batch_size} is larger than the {self.num_examples}{where} "
+                             f"examples; lower {self.name}")
 
     @property
     def steps_per_epoch(self) -> int:
