@@ -125,6 +125,10 @@ def test_a_stray_string_in_a_numeric_csv_column_is_an_error(tmp_path):
     np.testing.assert_array_equal(vals, np.sort([9, 10, 100, -20, -1, 7, 3, 4]))   # numbers stay numbers
     with pytest.raises(ValueError, match="categorical columns \\['nope'\\] are not in"):
         load_csv(g, categorical=["nope"])
+    h = tmp_path / "dupes.csv"
+    h.write_text("a,a,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
+    with pytest.raises(ValueError, match=r"repeats the column name\(s\) \['a'\]"):
+        load_csv(h, val_fraction=0.5)
 
 
 def test_report_on_a_run_shorter_than_its_smoothing_window(tmp_path):

@@ -281,6 +281,10 @@ def _read_csv(p: Path, delimiter: str | None):
     if len(rows) < 2:
         raise ValueError(f"{str(p)!r} has no data rows (expected a header row, then one row per example)")
     header, body = rows[0], rows[1:]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise ValueError(f"{str(p)!r}: the header repeats the column name(s) {dupes}; give every column its own "
+                         f"name (a label or categorical column is chosen by name)")
     widths = {len(r) for r in body}
     if widths != {len(header)}:
         raise ValueError(f"{str(p)!r}: header has {len(header)} columns but rows have {sorted(widths)}")
