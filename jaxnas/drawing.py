@@ -25,7 +25,8 @@ _NODE = dict(boxstyle="round,pad=0.35", lw=1.0)
 _COLORS = {"input": "#8fbcd4", "mid": "#e8d9a0", "output": "#a8d5a2"}
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported on use: matplotlib is the plots extra)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -115,7 +116,7 @@ def graphs(arch, space) -> list[dict]:
 def draw(arch, space, path=None, title: Optional[str] = None):
     """The picture of ``arch`` in ``space`` as a matplotlib figure; with ``path``, also written as
     ``path`` with suffixes ``.png`` and ``.svg``. Returns the figure."""
-    plt = _plt()
+    plt = pyplot()
     arch = np.asarray(arch, np.int32)
     pipeline = hasattr(space, "agents") and hasattr(space, "subspaces")
     if pipeline:                                                   # an MA2ML pipeline: axes placed by hand

@@ -28,12 +28,11 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxnas import protocols
 from jaxnas.benchmarks.nb201 import network_input
 from jaxnas.config.experiment import build_space, load_data
-from jaxnas.core.workdir import WorkdirLock, restore_tree
+from jaxnas.core.workdir import WorkdirLock, restore_tree, save_tree
 from jaxnas.data.images import normalize
 from jaxnas.data.inputs import input_info
 from jaxnas.models.specs import build_model
@@ -83,6 +82,9 @@ def export(workdir, out=None, progress=None) -> Path:
 
 
 def _export(workdir: Path, cfg: dict, result: dict, out: Path, progress) -> Path:
+    out = out.resolve()
+    if out.is_dir() and not (out / "model.json").exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not a jaxnas export (no model.json); give another --out")
     kind = space_kind(cfg)
     rpath = workdir / "retrain.json"
     retrained = read_json(rpath) if rpath.exists() else None
@@ -120,7 +122,6 @@ def _export(workdir: Path, cfg: dict, result: dict, out: Path, progress) -> Path
             if k in result:
                 arch_info[k] = result[k]
         inp = input_info(data)
-    out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.writing-{os.getpid()}"
     if tmp.exists():
@@ -129,14 +130,9 @@ def _export(workdir: Path, cfg: dict, result: dict, out: Path, progress) -> Path
     (tmp / "architecture.json").write_text(json.dumps(arch_info, indent=1))
     (tmp / "model.json").write_text(json.dumps({"format": FORMAT, **spec, "input": inp}, indent=1))
     if variables is not None:
-        with ocp.StandardCheckpointer() as ck:
-            ck.save(tmp / "variables", variables)
-            ck.wait_until_finished()
+        save_tree(tmp / "variables", variables)
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
-        if not (out / "model.json").exists() and any(out.iterdir()):
-            shutil.rmtree(tmp)
-            raise ValueError(f"{out} exists and is not a jaxnas export (no model.json); give another --out")
         out.rename(old)           # the previous export stays whole until the new one is in place
     tmp.rename(out)
     if old.exists():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxnas.core.workdir import read_metrics
-from jaxnas.drawing import draw
+from jaxnas.drawing import draw, pyplot
 
 
 def load_metrics(workdir, notes: list | None = None) -> list[dict]:
@@ -128,21 +128,14 @@ def draw_result(workdir, result: dict) -> str:
         fig = draw(np.asarray(result["arch_indices"], np.int32), space, path, title=str(result.get("arch")))
     except ImportError:
         return "picture: none (matplotlib is not installed: pip install 'jaxnas[plots]')"
-    _plt().close(fig)
+    pyplot().close(fig)
     return f"picture: {path.with_suffix('.png')} (and .svg)"
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def save_metric_plot(workdir, rows, names, window: int = 100) -> Path:
     """One panel per metric over steps (vector metrics: one line per entry); scalar metrics also get
     their running mean over ``window`` steps (per-step values such as ``feasible`` are 0/1)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.4 * len(names)), squeeze=False, sharex=True)
     for ax, n in zip(axes[:, 0], names):
         steps, v = series(rows, n)
@@ -164,7 +157,7 @@ def save_metric_plot(workdir, rows, names, window: int = 100) -> Path:
 def save_plots(workdir, rows, metrics=(), window: int = 100) -> list[Path]:
     """The requested metrics, the entropy per decision, and the running frequency of each choice of
     the sampled architectures (a window of ``window`` steps, all samples of a step)."""
-    plt = _plt()
+    plt = pyplot()
     out = []
     if metrics:
         out.append(save_metric_plot(workdir, rows, list(metrics)))

@@ -165,15 +165,17 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
     # a resume loads the first run's program from the compilation cache instead of compiling again
     state = search.replicate(state)
     metrics_path = workdir / "metrics.jsonl"
+    # a resume's earlier rows, read once: process 0 trims them, every process takes the divergence
+    # reference from them (the shared metrics file, so all processes stop at the same step)
+    prior, note = W.read_metrics(metrics_path) if start > 0 and metrics_path.exists() else ([], None)
     if not primary:
         pass              # process 0 keeps the metrics
     elif start == 0 and metrics_path.exists():
         metrics_path.unlink()
     elif metrics_path.exists():  # drop lines past the checkpoint (written before a kill) and a torn one
-        rows, note = W.read_metrics(metrics_path)
         if note:
             W.say(progress, note)
-        kept = [r for r in rows if r["step"] < start]
+        kept = [r for r in prior if r["step"] < start]
         if [r["step"] for r in kept] != list(range(start)):
             W.say(progress, f"{metrics_path} has {len(kept)} rows for the {start} steps before the checkpoint "
                              f"(some were lost or duplicated); continuing")
@@ -182,11 +184,8 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
         W.say(progress, f"{metrics_path} is missing: the rows of steps 0-{start - 1} are lost; resuming from the "
                          f"checkpoint of step {start}, the file restarts there")
     # the divergence check's reference: the weight loss of the run's first weight step, before any update
-    # (read back on resume; every process reads the shared metrics file, so all stop at the same step)
-    reference = None
-    if start > 0 and metrics_path.exists():
-        first = [r["weights/train_loss"] for r in W.read_metrics(metrics_path)[0] if "weights/train_loss" in r][:1]
-        reference = float(first[0]) if first else None
+    first = [r["weights/train_loss"] for r in prior if "weights/train_loss" in r][:1]
+    reference = float(first[0]) if first else None
     t0 = time.perf_counter()
     step = start
     end = total if stop_after is None else min(total, stop_after)

@@ -367,18 +367,16 @@ def _is_number(v: str) -> bool:
 def _column(name: str, values: Sequence[str], categorical: bool = False, where=None) -> np.ndarray:
     missing = np.array([v.strip().lower() in _MISSING for v in values])
     present = [v for v, m in zip(values, missing) if not m]
-    num = _maybe_numeric(present)
+    numeric = [_is_number(v) for v in present]
     out = np.full(len(values), np.nan, np.float64)
-    if num.dtype.kind == "f" and not categorical:
-        out[~missing] = num
+    if all(numeric) and not categorical:
+        out[~missing] = [float(v) for v in present]
         return out
-    if not categorical:   # strings among numbers: a typo, not a category
-        numeric = [_is_number(v) for v in present]
-        if sum(numeric) > len(present) // 2:
-            i = next(j for j, v in enumerate(values) if not missing[j] and not _is_number(v))
-            f, row = where[i] if where is not None else ("the file", i + 2)
-            raise ValueError(f"column {name!r} is numeric but row {row} of {str(f)!r} holds {values[i]!r}: "
-                             f"fix that cell, or declare the column categorical (data.categorical=[{name!r}])")
+    if not categorical and sum(numeric) > len(present) // 2:   # strings among numbers: a typo, not a category
+        i = next(j for j, v in enumerate(values) if not missing[j] and not _is_number(v))
+        f, row = where[i] if where is not None else ("the file", i + 2)
+        raise ValueError(f"column {name!r} is numeric but row {row} of {str(f)!r} holds {values[i]!r}: "
+                         f"fix that cell, or declare the column categorical (data.categorical=[{name!r}])")
     # categorical strings -> ordinal codes of the sorted distinct values
     out[~missing] = np.unique(np.asarray([v.strip() for v in present]), return_inverse=True)[1]
     return out

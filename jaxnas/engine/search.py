@@ -299,6 +299,12 @@ class Search:
             return export.export(no_batches, platforms=tuple(platforms))(state, self.inputs, int(length))
 
 
+def _first_step(flags, step0: int) -> Optional[int]:
+    """The step of the first true entry of a chunk's per-step ``flags`` (None: none)."""
+    flags = np.asarray(flags)
+    return step0 + int(np.argmax(flags)) if flags.any() else None
+
+
 def check_divergence(metrics: dict, step0: int, reference: Optional[float], factor: Optional[float]):
     """Stops a search whose weight loss grew past ``factor`` times ``reference`` (its loss at the first
     weight step, before any update): a diverging optimizer (Adam at a huge lr) keeps finite but meaningless losses that
@@ -309,8 +315,8 @@ def check_divergence(metrics: dict, step0: int, reference: Optional[float], fact
         return
     v = np.asarray(metrics[name], np.float64)
     over = v > factor * reference
-    if over.any():
-        at = step0 + int(np.argmax(over))
+    at = _first_step(over, step0)
+    if at is not None:
         raise DivergenceError(
             f"{name} diverged: {v[over][0]:.4g} at step {at}, more than {factor:g} x its start ({reference:.4g}). "
             f"Lower the weight learning rate (optimizer.lr) or enable gradient clipping (optimizer.clip); the "
@@ -324,17 +330,17 @@ def check_metrics(metrics: dict, step0: int):
         if name in metrics:
             v = np.asarray(metrics[name])
             bad = ~np.isfinite(v)
-            if bad.any():
-                at = step0 + int(np.argmax(bad))
+            at = _first_step(bad, step0)
+            if at is not None:
                 raise NonFiniteError(
                     f"{name} became {v[bad][0]} at step {at}: the search cannot continue. Lower the "
                     f"weight learning rate (optimizer.lr) or enable gradient clipping (optimizer.clip), "
                     f"check the data for NaN/inf values, and make sure the reward is finite.")
-    if "strategy/q_nonpositive" in metrics and np.asarray(metrics["strategy/q_nonpositive"]).any():
-        at = step0 + int(np.argmax(np.asarray(metrics["strategy/q_nonpositive"]) > 0))
+    at = _first_step(np.asarray(metrics.get("strategy/q_nonpositive", [])) > 0, step0)
+    if at is not None:
         raise ValueError(q_not_positive_message(f"at step {at}"))
-    if "strategy/nonfinite" in metrics and np.asarray(metrics["strategy/nonfinite"]).any():
-        at = step0 + int(np.argmax(np.asarray(metrics["strategy/nonfinite"]) > 0))
+    at = _first_step(np.asarray(metrics.get("strategy/nonfinite", [])) > 0, step0)
+    if at is not None:
         raise NonFiniteError(
             f"the strategy got a NaN/inf reward or gradient at step {at} (it skipped the update). "
             f"Lower the learning rates (optimizer.lr, strategy.lr), enable clipping, or check the reward.")

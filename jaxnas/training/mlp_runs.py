@@ -5,6 +5,7 @@ the step the in-search evaluator scans), trained by the one checkpointed loop
 of the uninterrupted run (a member's batches are ``standalone.epoch_indices`` of its seed)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional, Sequence
 
@@ -80,8 +81,7 @@ def train_members(run_dir, data, space, widths, seeds: Sequence[int], cfg: Train
         idx = np.stack([perms[int(t // spe)][:, t % spe] for t in steps])
         return idx, steps.astype(np.int32)
 
-    sc = schedule or Schedule(total)
-    sc = Schedule(total, sc.chunk, sc.log_every, sc.checkpoint_every)
+    sc = dataclasses.replace(schedule or Schedule(total), total=total)
     done = run_chunks(run_dir, state, step, batches, sc, progress=progress, label=label, stop_after=stop_after, stop=stop,
                       consts=(x_train, y_train, widths))
     if done is None:
