@@ -12,6 +12,7 @@ import inspect
 
 from jaxnas import evaluators, strategies
 from jaxnas.config.experiment import DATASETS, SPACES
+from jaxnas.config.settings import shipped_configs
 from jaxnas.core import schema as S
 from jaxnas.spaces.cells import NasBench201Space
 from jaxnas.strategies.base import OPTION_FIELDS
@@ -53,6 +54,7 @@ def overview() -> str:
     for name in strategies.available():
         p = strategy_profile(name)
         lines.append(f"  {name:20s} needs {p['needs']:8s} {p['mode']:6s} on {', '.join(p['evaluators'])}")
+    lines.append("configs:     " + ", ".join(shipped_configs()) + " (jaxnas search NAME)")
     lines.append("details: jaxnas list strategy NAME | space NAME | evaluator NAME | data NAME")
     return "\n".join(lines)
 

@@ -88,7 +88,8 @@ def main(argv=None):
                        help="do not use the persistent compilation cache (default: on, in "
                             "$JAXNAS_COMPILE_CACHE or ~/.cache/jaxnas/xla; see jaxnas/engine/compile_cache.py)")
     s = sub.add_parser("search", parents=[cache], help="run (or resume) a search from a config file")
-    s.add_argument("config", help="Python file with get_config(), e.g. configs/quickstart.py")
+    s.add_argument("config", help="Python file with get_config(), e.g. configs/quickstart.py, or the name of a "
+                                     "shipped config (quickstart; jaxnas list shows them)")
     s.add_argument("overrides", nargs="*", help="dotted.key=value overrides (Python literals)")
     s.add_argument("--workdir", help="where checkpoints, metrics and the result go "
                                      "(default workdirs/<config name>); resumes if it has a checkpoint")

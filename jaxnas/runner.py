@@ -28,7 +28,9 @@ import numpy as np
 from jaxnas.benchmarks.nb201 import annotate
 from jaxnas.config.experiment import Experiment, build
 from jaxnas.config.settings import DEFAULTS
+from jaxnas.core import tensorboard as TB
 from jaxnas.core import workdir as W
+from jaxnas.core.progress import Progress
 from jaxnas.core.signals import StopRequested, StopSignals
 from jaxnas.data import BatchSampler
 from jaxnas.engine import distributed as Dist
@@ -47,19 +49,6 @@ def _restore(manager, step, state):
     import orbax.checkpoint as ocp
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-
-
-def _progress(done, total, t0, metrics, stream):
-    if stream is None:
-        return
-    frac = done / total
-    bar = "#" * int(30 * frac)
-    rate = done / max(time.perf_counter() - t0, 1e-9)
-    extra = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    stream.write(f"\r[{bar:<30}] {done}/{total} {rate:.1f} steps/s {extra}   ")
-    if done == total:
-        stream.write("\n")
-    stream.flush()
 
 
 def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None = None,
@@ -189,6 +178,9 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
     t0 = time.perf_counter()
     step = start
     end = total if stop_after is None else min(total, stop_after)
+    events = _event_log(workdir, s["tensorboard"], start) if primary else None
+    bar = Progress(end - start, progress if primary else None)
+    drawn = time.monotonic()      # when the architecture was last drawn into the event log
     try:
         with (W.MetricsWriter(metrics_path) if primary else _NoMetrics()) as mf:
             for kind, step, n in schedule_chunks(exp.phases, start, end, s["chunk"]):
@@ -211,22 +203,58 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
                         row[k] = v.tolist() if v.ndim else float(v)
                     rows.append(row)
                 mf.write(rows)      # one write(2) per chunk: a kill tears at most the last line
+                if events is not None:
+                    events.rows(rows)
                 step += n
-                _progress(step - start, end - start, t0,
-                          {k.split("/")[-1]: float(np.mean(m[k])) for k in ("weights/train_loss", "strategy/reward")
-                           if k in m}, progress)
+                bar.update(n, kind, **{k.split("/")[-1]: float(np.mean(m[k]))
+                                       for k in ("weights/train_loss", "strategy/reward") if k in m})
                 signum = Dist.any_stop(stop.requested() if stop is not None else None)
                 if step % s["checkpoint_every"] == 0 or step == total or signum:
                     import orbax.checkpoint as ocp
                     manager.save(step, args=ocp.args.StandardSave(state))
                     manager.wait_until_finished()
+                    if events is not None:
+                        drawn = _log_architecture(events, exp, state, step, drawn, final=step == end)
                 if signum and step < total:   # SIGTERM / SIGINT: stopped at this chunk boundary, resumable
                     raise StopRequested(signum, step, "search")
     finally:
+        bar.close()
+        if events is not None:
+            events.close()
         manager.close()
     if step < total:
         return {"step": step, "finished": False}
     return finish(exp, state, workdir, time.perf_counter() - t0, write=primary)
+
+
+def _event_log(workdir: Path, enabled, start: int):
+    """The run's TensorBoard log (``search.tensorboard``: None = when tensorboardX is installed)."""
+    if enabled is False or (enabled is None and not TB.available()):
+        return None
+    if not TB.available():
+        raise ImportError("search.tensorboard=True needs tensorboardX: pip install tensorboardX "
+                          "(or set search.tensorboard=False)")
+    return TB.EventLog(workdir / TB.DIR, purge_step=start)
+
+
+def _log_architecture(events, exp: Experiment, state, step: int, drawn: float, final: bool) -> float:
+    """The architecture the strategy would derive now, as text and (with matplotlib) a drawing: at
+    most one drawing per ``DRAW_EVERY_S`` seconds (a drawing costs about a second; tiny runs checkpoint
+    often) and at the last step. Returns when it last drew."""
+    arch = np.asarray(jax.device_get(exp.strategy.derive(state.strategy)))
+    text = "  \n".join(f"{k}: {v}" for k, v in exp.space.describe(arch).items())   # markdown line breaks
+    figure, now = None, time.monotonic()
+    if final or now - drawn >= DRAW_EVERY_S:
+        try:
+            from jaxnas.drawing import draw
+            figure, drawn = draw(arch, exp.space, title=f"step {step}"), now
+        except (ImportError, ValueError):      # no matplotlib (the plots extra), or a space without a drawing
+            pass
+    events.architecture(step, text, figure)
+    return drawn
+
+
+DRAW_EVERY_S = 60.0
 
 
 class _NoMetrics:

@@ -85,6 +85,9 @@ SCHEMA: dict = {
         "handle_signals": S.Bool(True),
         # stop when the weight loss exceeds this many times its first chunk's mean (None: off)
         "divergence_factor": S.Optional(S.Float(gt=1), default=100.0),
+        # TensorBoard event files in WORKDIR/tensorboard (jaxnas/core/tensorboard.py); None: on when
+        # tensorboardX is installed (a dependency of jaxnas)
+        "tensorboard": S.Optional(S.Bool()),
         # or [[kind, steps], ...], kind weights | strategy | both (then steps = their sum)
         "phases": S.Optional(S.List(S.Tuple(S.Choice(*PHASE_KINDS), S.Int(ge=0)), min_len=1, doc=(
             "a non-empty list of [kind, steps] pairs, kind one of 'weights', 'strategy', 'both' and "
@@ -184,15 +187,33 @@ def _where(exc: BaseException, p: Path) -> str:
     return f"{p}:{line}" if line else str(p)
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped inside the package (``jaxnas search NAME`` runs one)."""
+    return sorted(f.stem for f in SHIPPED.glob("*.py") if not f.name.startswith("_"))
+
+
+def resolve_config_path(path) -> Path:
+    """``path`` if it exists, else a shipped config's file when ``path`` is its bare name
+    (``quickstart`` or ``quickstart.py``), so a pip-installed jaxnas runs its configs without a clone."""
+    p = Path(path)
+    if p.exists():
+        return p
+    name = p.name[:-3] if p.name.endswith(".py") else p.name
+    if str(p) in (name, name + ".py") and (SHIPPED / f"{name}.py").exists() and not name.startswith("_"):
+        return SHIPPED / f"{name}.py"
+    raise FileNotFoundError(f"config file {str(p)!r} not found: give the path of a Python file with get_config() "
+                            f"or the name of a shipped config ({', '.join(shipped_configs())})")
+
+
 def raw_config(path) -> dict:
     """``get_config()`` of a config file, unresolved (configs that extend another one call this).
 
     A syntax error or an exception while running the file raises :class:`ConfigFileError` (a
     ValueError) naming ``file:line``."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"config file {str(p)!r} not found (give the path of a Python file with "
-                                f"get_config(), e.g. configs/quickstart.py)")
+    p = resolve_config_path(path)
     spec = importlib.util.spec_from_file_location(f"jaxnas_config_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)
     try:

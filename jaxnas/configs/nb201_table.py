@@ -13,7 +13,7 @@ to it (development machines); pass your own (same columns, see jaxnas/benchmarks
 from pathlib import Path
 
 try:
-    _REPO = Path(__file__).resolve().parents[1]
+    _REPO = Path(__file__).resolve().parents[2]
 except NameError:  # exec'd without a file
     _REPO = Path(".")
 DEFAULT_TABLE = (_REPO / "..").resolve() / "shared" / "data" / "nasbench201" / "nb201_accuracies.csv.gz"

@@ -29,7 +29,7 @@ as sec. 5.3), ``parsec``, ``proxyless``, ``gdas`` (``final=process_best``), ``da
 from pathlib import Path
 
 try:
-    _REPO = Path(__file__).resolve().parents[1]
+    _REPO = Path(__file__).resolve().parents[2]
 except NameError:  # exec'd without a file: relative to the working directory
     _REPO = Path(".")
 DEFAULT_DIR = (_REPO / "..").resolve() / "shared" / "data" / "ptb"

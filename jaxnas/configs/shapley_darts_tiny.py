@@ -10,7 +10,7 @@ from pathlib import Path
 from jaxnas.config import raw_config
 
 try:
-    _REPO = Path(__file__).resolve().parents[1]
+    _REPO = Path(__file__).resolve().parents[2]
 except NameError:
     _REPO = Path(".")
 DEFAULT_PATH = (_REPO / "..").resolve() / "shared" / "data" / "cifar10_jpeg_test5k" / "cifar10_jpeg_test5k.npz"

@@ -9,7 +9,7 @@ pipelines of 100 SGD steps of batch 32; 6 rounds x 8 pipelines; the same FLOPs-c
 from pathlib import Path
 
 try:
-    _REPO = Path(__file__).resolve().parents[1]
+    _REPO = Path(__file__).resolve().parents[2]
 except NameError:  # exec'd without a file
     _REPO = Path(".")
 DEFAULT_PATH = (_REPO / "..").resolve() / "shared" / "data" / "cifar10_jpeg_test5k" / "cifar10_jpeg_test5k.npz"
