@@ -47,7 +47,7 @@ LOCK = ".lock"
 FINGERPRINT = "fingerprint.json"
 FORMAT = 1
 RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size", "search.handle_signals",
-                    "search.divergence_factor",
+                    "search.divergence_factor", "search.tensorboard",
                     "benchmark.nb201_table", "data.test_path", "data.test_split",
                     # how the processes of a multi-process run find each other (the lanes are compared)
                     "search.distributed.enabled", "search.distributed.coordinator_address",
@@ -59,7 +59,7 @@ DATA_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 # what a search wrote in its work dir (deleted by --force-restart) and what was derived from it (moved
 # aside to stale/<time>/ by --force-restart: a retrain may have cost hours)
 RUN_FILES = ("checkpoints", "broken_checkpoints", "metrics.jsonl", "result.json", FINGERPRINT, "config.json",
-             "metrics.png", "entropy.png", "choices.png", "fork.json")
+             "metrics.png", "entropy.png", "choices.png", "fork.json", "tensorboard")
 DERIVED_FILES = ("retrain", "retrain.json", "export")
 WAYS_OUT = ("give another --workdir to keep both runs, or pass --force-restart to delete this work dir's "
             "checkpoints, metrics and result and start over")
