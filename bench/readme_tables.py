@@ -1,11 +1,12 @@
-"""The README's benchmark tables, regenerated from ``bench/results/*.json`` (no hand-copied numbers).
+"""The benchmark tables of README.md and the docs site, regenerated from ``bench/results/*.json``.
 
-    python bench/readme_tables.py           # rewrite every generated section of README.md
+    python bench/readme_tables.py           # rewrite every generated section of every file
     python bench/readme_tables.py --check   # exit 1 if a section differs from its JSON (the CI test)
 
-A generated section sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in README.md;
-NAME is a key of ``SECTIONS``, whose function renders the table from its results file (each bench
-script's own ``markdown``).
+A generated section sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in README.md or
+any ``docs/**/*.md`` (:func:`files`); NAME is a key of ``SECTIONS``, whose function renders the table
+from its results file (a bench script's own ``markdown``, or a renderer here). Spreads over seeds are
+mean ± s.e. with ddof = 1 (:func:`mean_se`) unless a header says otherwise.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 sys.path.insert(0, str(REPO / "bench"))
 
 
@@ -41,17 +43,129 @@ def _manas_regret() -> str:
     return markdown(json.loads((RESULTS / "manas_regret.json").read_text()))
 
 
-SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "supernet_ranking": _supernet_ranking, "nb201_oneshot": _nb201_oneshot}
+def mean_se(values) -> tuple[float, float]:
+    """Mean and standard error (ddof = 1) of per-seed values."""
+    v = [float(x) for x in values]
+    n = len(v)
+    m = sum(v) / n
+    if n < 2:
+        return m, float("nan")
+    var = sum((x - m) ** 2 for x in v) / (n - 1)
+    return m, (var / n) ** 0.5
+
+
+def _pm(values, digits: int) -> str:
+    m, s = mean_se(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _ptb_tiny() -> str:
+    """AdvantageNAS sec. 5.3 at CPU size: per strategy the retrained cells' perplexities over seeds."""
+    r = _load("ptb_tiny")
+    rows = []
+    for name, s in r["strategies"].items():
+        val = [run["val_perplexity"] for run in s["runs"]]
+        test = [run["test_perplexity"] for run in s["runs"]]
+        t3 = s.get("table3")
+        pub = f"{t3['val'][0]:.2f} / {t3['test'][0]:.2f}" if t3 else "–"
+        rows.append((mean_se(val)[0], f"| {name} | {s['final']} | {len(val)} | {_pm(val, 1)} | {_pm(test, 1)} | {pub} |"))
+    head = ("| strategy | final rule | seeds | val perplexity (mean ± s.e.) | test perplexity (mean ± s.e.) "
+            "| Table 3 val / test (App. E size) |\n|---|---|---|---|---|---|")
+    return "\n".join([head] + [row for _, row in sorted(rows, key=lambda x: x[0])])
+
+
+def _tabnas_connect4() -> str:
+    """TabNAS on Connect-4: per budget and RL lr, the searches' choices and the retrained answers."""
+    r = _load("tabnas_connect4")
+    out = ["| budget | best in budget (val loss ± std, 3 trainings) | method | Alg. 3 choice per seed | concentrated "
+           "| answer after retrain per seed | answer's stand-alone val loss (mean ± s.e.) | within 2 std |",
+           "|---|---|---|---|---|---|---|---|"]
+    for b in r["budgets"]:
+        best = f"{b['best']['arch']} {b['best']['val_loss_mean']:.4f} ± {b['best']['val_loss_std']:.4f}"
+        methods = []
+        for s in b["searches"]:
+            if s["method"] not in methods:
+                methods.append(s["method"])
+        for meth in methods:
+            runs = sorted((s for s in b["searches"] if s["method"] == meth), key=lambda s: s["seed"])
+            chosen = ", ".join(s["arch"] for s in runs)
+            conc = sum(bool(s["policy"]["concentrated"]) for s in runs)
+            answers = ", ".join(s["retrain"]["answer"] for s in runs)
+            losses = [s["retrain"]["answer_standalone_val_loss_mean"] for s in runs]
+            within = sum(bool(s["retrain"]["answer_within_2std_of_best"]) for s in runs)
+            out.append(f"| {b['budget']:,}: {b['where']} | {best} | {meth} | {chosen} | {conc} of {len(runs)} "
+                       f"| {answers} | {_pm(losses, 4)} | {within} of {len(runs)} |")
+    return "\n".join(out)
+
+
+def _shapley_kendall() -> str:
+    """Shapley-NAS vs DARTS alpha as op rankers (NB201 Fig. 2 setting): mean per-edge Kendall tau per seed."""
+    r = _load("shapley_kendall")
+    out = ["| seed | V(N) (val acc) | mean tau, DARTS alpha | mean tau, Shapley phi |",
+           "|---|---|---|---|"]
+    ta, tp = [], []
+    for run in r["runs"]:
+        d = run["darts"]
+        ta.append(d["mean_tau_alpha"])
+        tp.append(d["mean_tau_phi"])
+        out.append(f"| {run['seed']} | {d['V_N']:.3f} | {d['mean_tau_alpha']:+.3f} | {d['mean_tau_phi']:+.3f} |")
+    out.append(f"| mean ± s.e. | – | {_pm(ta, 3)} | {_pm(tp, 3)} |")
+    return "\n".join(out)
+
+
+def _ma2ml_synthetic() -> str:
+    """The MA2ML pipeline game: best-so-far / optimum after the last round (mean ± s.e. over seeds)."""
+    r = _load("ma2ml_synthetic")
+    out = [f"| method | best / optimum after {r['methods'][next(iter(r['methods']))]['evaluated'][-1]} pipelines "
+           f"(mean ± s.e., {r['seeds']} seeds) | top-{r['topk']} distinct (mean ± s.e.) | found the optimum "
+           "| rounds to 0.97: median (fraction reached) | s |",
+           "|---|---|---|---|---|---|"]
+    rows = []
+    for name, m in r["methods"].items():
+        rt = m["rounds_to_0.97"]
+        med = "never" if rt["median"] == float("inf") else f"{rt['median']:g}"
+        rows.append((-m["best_mean"][-1],
+                     f"| {name} | {m['best_mean'][-1]:.3f} ± {m['best_se'][-1]:.3f} | {m['topk_mean'][-1]:.3f} ± "
+                     f"{m['topk_se'][-1]:.3f} | {m['found_optimum']:.2f} | {med} ({rt['fraction_reached']:.2f}) "
+                     f"| {m['seconds']:.0f} |"))
+    return "\n".join(out + [row for _, row in sorted(rows, key=lambda x: x[0])])
+
+
+def _ma2ml_cifar_tiny() -> str:
+    """MA2ML on real CIFAR-10-subset pipelines: best reward so far per round, mean over the seeds."""
+    r = _load("ma2ml_cifar_tiny")
+    rounds = r["rounds"]
+    out = ["| method | " + " | ".join(f"best after round {i + 1} (mean of {r['seeds']} seeds)" for i in range(rounds))
+           + " | best pipeline found (reward) | s |",
+           "|---|" + "---|" * (rounds + 2)]
+    for name, m in r["methods"].items():
+        cells = " | ".join(f"{v:.4f}" for v in m["best_so_far_mean"])
+        out.append(f"| {name} | {cells} | {m['best_reward']:.4f} | {m['seconds']:.0f} |")
+    return "\n".join(out)
+
+
+SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "supernet_ranking": _supernet_ranking,
+            "nb201_oneshot": _nb201_oneshot, "ptb_tiny": _ptb_tiny, "tabnas_connect4": _tabnas_connect4,
+            "shapley_kendall": _shapley_kendall, "ma2ml_synthetic": _ma2ml_synthetic,
+            "ma2ml_cifar_tiny": _ma2ml_cifar_tiny}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
 
 def render(text: str) -> str:
-    """``text`` (the README) with every generated section rendered from its JSON."""
+    """``text`` (README.md or a docs page) with every generated section rendered from its JSON."""
+    cache: dict[str, str] = {}
+
     def one(m):
         name = m.group(2)
         if name not in SECTIONS:
-            raise KeyError(f"README section bench:{name} has no generator in bench/readme_tables.py")
-        return m.group(1) + SECTIONS[name]().rstrip("\n") + "\n" + m.group(4)
+            raise KeyError(f"section bench:{name} has no generator in bench/readme_tables.py")
+        if name not in cache:
+            cache[name] = SECTIONS[name]().rstrip("\n")
+        return m.group(1) + cache[name] + "\n" + m.group(4)
     return _SECTION.sub(one, text)
 
 
@@ -59,19 +173,31 @@ def sections(text: str) -> list[str]:
     return [m.group(2) for m in _SECTION.finditer(text)]
 
 
+def files() -> list[Path]:
+    """Every file with generated sections: README.md and the docs pages (``docs/**/*.md``)."""
+    candidates = [README] + sorted(DOCS.rglob("*.md"))
+    return [p for p in candidates if p.is_file() and sections(p.read_text())]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--check", action="store_true", help="compare only; exit 1 when a section is stale")
     args = p.parse_args(argv)
-    old = README.read_text()
-    new = render(old)
-    if args.check:
+    stale = []
+    for path in files():
+        old = path.read_text()
+        new = render(old)
+        if args.check:
+            if new != old:
+                stale.append(path.relative_to(REPO))
+            continue
         if new != old:
-            print("README.md's generated tables differ from bench/results: run python bench/readme_tables.py")
-            return 1
-        return 0
-    README.write_text(new)
-    print(f"rendered {', '.join(sections(new))} in {README}")
+            path.write_text(new)
+        print(f"rendered {', '.join(sections(new))} in {path.relative_to(REPO)}")
+    if stale:
+        print(f"generated tables differ from bench/results in {', '.join(map(str, stale))}: "
+              "run python bench/readme_tables.py")
+        return 1
     return 0
 
 

@@ -19,6 +19,7 @@ data file; uint8 images) to what the network takes. Networks: every spec of ``ja
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ import numpy as np
 from jaxnas import protocols
 from jaxnas.benchmarks.nb201 import network_input
 from jaxnas.config.experiment import build_space, load_data
-from jaxnas.core.workdir import WorkdirLock, restore_tree, save_tree
+from jaxnas.core.workdir import WorkdirError, WorkdirLock, read_only_message, restore_tree, save_tree, writable
 from jaxnas.data.images import normalize
 from jaxnas.data.inputs import input_info
 from jaxnas.models.specs import build_model
@@ -77,8 +78,20 @@ def export(workdir, out=None, progress=None) -> Path:
     into place, so ``out`` always holds a whole export (the previous one until the new one is done)."""
     workdir = Path(workdir)
     cfg, result = read_search(workdir)
-    with WorkdirLock(workdir, progress):
-        return _export(workdir, cfg, result, Path(out) if out is not None else workdir / "export", progress)
+    out = Path(out) if out is not None else workdir / "export"
+    with _hold(workdir, out, progress):
+        return _export(workdir, cfg, result, out, progress)
+
+
+def _hold(workdir: Path, out: Path, progress):
+    """The work dir's lock; a read-only work dir (nothing can change it, and no lock can be written
+    there) needs none when ``out`` is elsewhere, and is refused when ``out`` is inside it."""
+    if writable(workdir):
+        return WorkdirLock(workdir, progress)
+    if out.resolve().is_relative_to(workdir.resolve()):
+        raise WorkdirError(read_only_message(workdir, f"the export goes to {out}",
+                                             "give --out DIR outside it (export(workdir, out=DIR))"))
+    return contextlib.nullcontext()
 
 
 def _export(workdir: Path, cfg: dict, result: dict, out: Path, progress) -> Path:

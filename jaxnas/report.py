@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxnas.core.workdir import read_metrics
+from jaxnas.core.workdir import read_metrics, writable
 from jaxnas.drawing import draw, pyplot
 
 
@@ -107,6 +107,10 @@ def report(workdir, plots: bool = True, metrics=None) -> str:
         lines.extend(policy_lines(result.get("policy")))
     else:
         lines.append("no result.json yet: the search has not finished (re-run `jaxnas search` to resume)")
+    if plots and (rows or result) and not writable(workdir):   # a finished run kept read-only: say, draw nothing
+        lines.append(f"plots: none drawn, {workdir} is read-only for this process (they are saved in the work "
+                     f"dir): report a writable copy of it to draw them, or pass --no-plots")
+        plots = False
     if plots and rows:
         lines.extend(f"plot: {p}" for p in save_plots(workdir, rows, wanted))
     if plots and result and "arch_indices" in result:

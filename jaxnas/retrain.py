@@ -31,7 +31,8 @@ from jaxnas import protocols
 from jaxnas.config.settings import parse_override, raw_config
 from jaxnas.core import schema as S
 from jaxnas.core.signals import StopSignals
-from jaxnas.core.workdir import WorkdirLock, atomic_write_json, flatten, progress_line
+from jaxnas.core.workdir import (WorkdirError, WorkdirLock, atomic_write_json, flatten, progress_line,
+                                 read_only_message, writable)
 from jaxnas.protocols import RETRAIN_DIR, SETTINGS, RunContext, read_search
 from jaxnas.protocols.base import read_json
 
@@ -125,6 +126,15 @@ def _prepare_dir(workdir: Path, ident: dict, force: bool, progress) -> Path:
     return rdir
 
 
+def _drop_if_untrained(rdir: Path, progress) -> None:
+    """After a failed start: ``rdir`` goes (its ``settings.json`` with it) when no run wrote a file there,
+    so a retrain with other settings is not refused for a retrain that never trained."""
+    if any(p.is_file() and p.name != "settings.json" for p in rdir.rglob("*")):
+        return                        # something trained: kept, the same settings resume it
+    shutil.rmtree(rdir, ignore_errors=True)
+    progress_line(progress, f"the retrain stopped before it saved anything: removed {rdir} (its settings are not kept)")
+
+
 # ---- the entry point -----------------------------------------------------------------------------
 def retrain(workdir, overrides: Optional[dict] = None, *, top: Optional[int] = None,
             seeds=None, config=None, force: bool = False, progress=sys.stderr,
@@ -148,25 +158,55 @@ def retrain(workdir, overrides: Optional[dict] = None, *, top: Optional[int] = N
     if seeds is not None:
         over["seeds"] = seeds
     settings, data_over = resolve_settings(cfg, over)
+    if not writable(workdir):      # nothing to write when it is done; else a message, before any work
+        return _read_only(workdir, _identity(cfg, result, settings, data_over), force, progress)
     with WorkdirLock(workdir, progress), StopSignals(progress, handle_signals) as stop:  # no search meanwhile
         return _retrain_locked(workdir, cfg, result, settings, data_over, force, progress, stop_after, stop)
 
 
-def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, progress, stop_after=None,
-                    stop=None) -> dict:
-    ident = _identity(cfg, result, settings, data_over)
+def _up_to_date(workdir: Path, ident: dict, force: bool, progress) -> Optional[dict]:
+    """``retrain.json`` when it is the retrain of these settings and this search (else None)."""
     out_path = workdir / "retrain.json"
     if out_path.exists() and not force:
         done = read_json(out_path)
         if done.get("identity") == json.loads(json.dumps(ident, default=str)):
             progress_line(progress, f"{out_path} is up to date (same settings); nothing to train")
             return done
+    return None
+
+
+def _read_only(workdir: Path, ident: dict, force: bool, progress) -> dict:
+    """A read-only work dir: its finished retrain of these settings, else a message (a retrain writes
+    its runs, checkpoints and ``retrain.json`` there, and they belong to the search they retrain)."""
+    done = _up_to_date(workdir, ident, force, progress)
+    if done is None:
+        raise WorkdirError(read_only_message(
+            workdir, f"retraining writes its runs and checkpoints to {workdir / RETRAIN_DIR} and the result "
+                     f"to {workdir / 'retrain.json'}",
+            f"retrain a writable copy of it (cp -r {workdir} COPY && jaxnas retrain COPY ...)"))
+    return done
+
+
+def _retrain_locked(workdir: Path, cfg, result, settings, data_over, force, progress, stop_after=None,
+                    stop=None) -> dict:
+    ident = _identity(cfg, result, settings, data_over)
+    done = _up_to_date(workdir, ident, force, progress)
+    if done is not None:
+        return done
+    out_path = workdir / "retrain.json"
+    fresh = force or not (workdir / RETRAIN_DIR / "settings.json").exists()
     rdir = _prepare_dir(workdir, ident, force, progress)
     data_cfg = copy.deepcopy(cfg)
     data_cfg["data"] = {**cfg["data"], **data_over}
     kind = space_kind(cfg)
     t0 = time.perf_counter()
-    out = protocols.get(kind).run(RunContext(workdir, rdir, data_cfg, result, settings, progress, stop_after, stop))
+    try:
+        out = protocols.get(kind).run(RunContext(workdir, rdir, data_cfg, result, settings, progress, stop_after,
+                                                 stop))
+    except BaseException:
+        if fresh:
+            _drop_if_untrained(rdir, progress)
+        raise
     if out is None:
         return {"finished": False}
     out = {"workdir": str(workdir), "space": kind, "search_arch": result["arch"], **out,

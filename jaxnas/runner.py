@@ -210,9 +210,7 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
                                        for k in ("weights/train_loss", "strategy/reward") if k in m})
                 signum = Dist.any_stop(stop.requested() if stop is not None else None)
                 if step % s["checkpoint_every"] == 0 or step == total or signum:
-                    import orbax.checkpoint as ocp
-                    manager.save(step, args=ocp.args.StandardSave(state))
-                    manager.wait_until_finished()
+                    W.save_checkpoint(manager, step, state)    # a full disk: one message, not orbax's log
                     if events is not None:
                         drawn = _log_architecture(events, exp, state, step, drawn, final=step == end)
                 if signum and step < total:   # SIGTERM / SIGINT: stopped at this chunk boundary, resumable

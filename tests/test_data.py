@@ -300,3 +300,66 @@ def test_batchify_and_bptt_windows():
         np.testing.assert_array_equal(xs[w], wx)
         np.testing.assert_array_equal(ys[w], wy)
     np.testing.assert_array_equal(ys[:, :-1], xs[:, 1:])
+
+
+# ---- bad labels and files (issue 28, low) ----------------------------------------------------
+def _images(n=40, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)
+
+
+def test_float_labels_are_accepted_when_whole_and_refused_naming_the_file(tmp_path):
+    whole = tmp_path / "whole.npz"
+    np.savez(whole, X=_images(), y=np.repeat([0.0, 1.0], 20))
+    d = D.load_image_npz(whole)
+    assert d.num_classes == 2 and d.y_train.dtype == np.int32
+    frac = tmp_path / "frac.npz"                      # silently truncated to 0 / 1 before
+    np.savez(frac, X=_images(), y=np.repeat([0.5, 1.5], 20))
+    with pytest.raises(ValueError, match=r"labels of '.*frac.npz' are float64 .* not whole numbers \(first: 0.5 at y\[0\]\)"):
+        D.load_image_npz(frac)
+    target = np.random.default_rng(0).random(40)      # a regression target: "leaves an empty split" before
+    np.savez(tmp_path / "t.npz", X=np.random.default_rng(1).normal(size=(40, 3)), y=target)
+    with pytest.raises(ValueError, match=r"labels of '.*t.npz' are float64 with 40 of 40 values that are not whole"):
+        D.load_tabular(tmp_path / "t.npz")
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(target)))
+    with pytest.raises(ValueError, match=r"labels of column 'y' of '.*t.csv' are float64 .* at row 2\)"):
+        D.load_tabular(csv)
+    csv.write_text("a,y\n" + "".join(f"{i},{float(i % 2)}\n" for i in range(40)))   # 0.0 / 1.0: classes
+    assert D.load_tabular(csv).class_names == ("0", "1")
+
+
+def test_a_stray_image_label_is_an_error_naming_it_and_its_row(tmp_path):
+    y = np.repeat([0, 1], 20)
+    y[7] = 57                                         # a silent 58-class head before
+    np.savez(tmp_path / "s.npz", X=_images(), y=y)
+    with pytest.raises(ValueError, match=r"would get 58 classes of which 55 \(ids 2..56\) have no example: "
+                                         r"label 57 at y\[7\] of '.*s.npz'.*class_names \(58 names\)"):
+        D.load_image_npz(tmp_path / "s.npz")
+    names = np.array([str(i) for i in range(58)])     # declared: classes without examples are wanted
+    np.savez(tmp_path / "n.npz", X=_images(), y=y, class_names=names)
+    assert D.load_image_npz(tmp_path / "n.npz").num_classes == 58
+
+
+def test_a_class_only_in_validation_is_warned_of_naming_the_file(tmp_path):
+    np.savez(tmp_path / "tr.npz", X=_images(), y=np.repeat([0, 1], 20))
+    np.savez(tmp_path / "va.npz", X=_images(10, 1), y=np.array([0, 1, 2, 2, 0, 1, 0, 1, 2, 0]))
+    with pytest.warns(UserWarning, match=r"validation split \('.*va.npz'\) has class\(es\) 2 \(3 rows\) that never "
+                                         r"occur in training"):
+        D.load_image_npz(tmp_path / "tr.npz", val_path=tmp_path / "va.npz")
+    (tmp_path / "tr.csv").write_text("a,y\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(20)))
+    (tmp_path / "va.csv").write_text("a,y\n" + "".join(f"{i},{'abc'[i % 3]}\n" for i in range(9)))
+    with pytest.warns(UserWarning, match=r"validation split \('.*va.csv'\) has class\(es\) c \(3 rows\)"):
+        D.load_tabular(tmp_path / "tr.csv", val_path=tmp_path / "va.csv")
+    with pytest.warns(UserWarning, match=r"class\(es\) .* never occur in training.*kept by max_train"):
+        D.make_tabular(np.zeros((40, 2)), np.r_[np.zeros(18), np.ones(18), np.full(4, 2.0)], max_train=6, seed=1)
+
+
+def test_an_empty_ptb_file_is_named(tmp_path):
+    for split, text in (("train", ""), ("valid", "a b\n"), ("test", "a\n")):
+        (tmp_path / f"ptb.{split}.txt").write_text(text)
+    with pytest.raises(ValueError, match=r"the PTB train file .*ptb.train.txt is empty \(no words\)"):
+        D.load_ptb(tmp_path)        # "3 words of ptb.valid.txt are not in the training vocabulary" before
+    (tmp_path / "ptb.train.txt").write_text("a b\n")
+    (tmp_path / "ptb.test.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"the PTB test file .*ptb.test.txt is empty"):
+        D.load_ptb(tmp_path)

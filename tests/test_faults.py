@@ -181,3 +181,113 @@ def test_a_too_large_validation_batch_is_named_as_such(tmp_path):
     with pytest.raises(ValueError, match=r"search.val_batch_size 100000 is larger than the \d+ validation examples; "
                                          r"lower search.val_batch_size"):
         run_search(cfg, tmp_path, progress=None)
+
+
+# ---- messages (issue 28, low) --------------------------------------------------------------------
+def _searched(retrained, tmp_path) -> Path:
+    """A copy of the finished search without its retrain and export."""
+    wd = tmp_path / "w"
+    shutil.copytree(retrained, wd, ignore=shutil.ignore_patterns("retrain", "retrain.json", "export"))
+    return wd
+
+
+def test_a_full_disk_ends_in_one_message(retrained, tmp_path, monkeypatch, caplog):
+    import errno
+    import logging
+
+    def full(self, *a, **k):
+        for _ in range(300):                          # what orbax's threads log on a full disk
+            logging.getLogger("absl").error("_SignalingThread.run() raised an exception: RESOURCE_EXHAUSTED")
+        raise ValueError("RESOURCE_EXHAUSTED: Error writing local file \"x/_sharding\": Failed to write 3705 bytes "
+                         "to file 15: No space left on device [tensorstore_spec='...']")
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    wd = _searched(retrained, tmp_path)
+    with pytest.raises(W.SaveError, match=r"could not save the checkpoint of step 20 in .*retrain/members0/checkpoints: "
+                                          r"the disk is full \(No space left on device\); .* free on that file "
+                                          r"system. Free space there .* run the same command again") as e:
+        retrain(wd, RETRAIN, top=1, seeds=1, progress=None)
+    log = str(e.value).split("orbax's log of the failure: ")[1]
+    assert Path(log).read_text().count("RESOURCE_EXHAUSTED") >= 300       # kept, in a file
+    Path(log).unlink()
+    assert "RESOURCE_EXHAUSTED" not in caplog.text                          # not on the terminal
+    assert not (wd / "retrain").exists()           # nothing was saved: no settings left to refuse a rerun
+    # a search's checkpoint: the same one message, and the half-written step removed
+    with pytest.raises(W.SaveError, match=r"could not save the checkpoint of step 10 in .*search/checkpoints: "
+                                          r"the disk is full"):
+        run_search(resolve(tiny_config(steps=20)), tmp_path / "search", progress=None)
+    assert not list((tmp_path / "search" / "checkpoints").glob("10*"))
+
+    def no_space(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(ocp.StandardCheckpointer, "save", no_space)
+    with pytest.raises(W.SaveError, match=r"could not save the arrays params in .*: the disk is full"):
+        W.save_tree(tmp_path / "params", {"a": np.zeros(3)})
+    monkeypatch.undo()
+    logging.getLogger("absl").error("said after a save")    # the filter is gone again
+    assert "said after a save" in caplog.text
+
+
+def _read_only(monkeypatch, wd: Path):
+    """``wd`` as on a read-only mount: not writable, and a lock file cannot be created there (root
+    can write through permissions, so this emulates the mount)."""
+    import errno
+    import os
+    real_access, real_acquire = os.access, W.WorkdirLock.acquire
+
+    def access(path, mode, *a, **k):
+        if Path(path).resolve() == wd.resolve() and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *a, **k)
+
+    def acquire(self):
+        if self.path.parent.resolve() == wd.resolve():
+            raise OSError(errno.EROFS, f"Read-only file system: '{self.path}'")
+        return real_acquire(self)
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(W.WorkdirLock, "acquire", acquire)
+
+
+def test_a_read_only_finished_work_dir_reports_and_says_what_a_retrain_needs(retrained, tmp_path, monkeypatch):
+    wd = tmp_path / "w"
+    shutil.copytree(retrained, wd, ignore=shutil.ignore_patterns("*.png", "*.svg"))
+    _read_only(monkeypatch, wd)
+    text = report(wd, plots=True)                  # "[Errno 30] Read-only file system: .../entropy.png" before
+    assert "derived architecture" in text and "plots: none drawn" in text and "read-only" in text
+    assert not list(wd.glob("*.png"))
+    done = retrain(wd, RETRAIN, top=2, seeds=1, progress=None)      # finished: nothing to write, no lock
+    assert done == json.loads((wd / "retrain.json").read_text())
+    with pytest.raises(W.WorkdirError, match=rf"{wd} is read-only for this process, and retraining writes its runs "
+                                             rf".* make it writable, or retrain a writable copy of it \(cp -r {wd} COPY"):
+        retrain(wd, {**RETRAIN, "epochs": 2}, top=2, seeds=1, progress=None)
+    assert not (wd / "retrain" / "settings.json").read_text().count('"epochs": 2')
+    with pytest.raises(W.WorkdirError, match=r"read-only .* the export goes to .*export: .* give --out DIR outside it"):
+        export(wd)
+    out = export(wd, tmp_path / "elsewhere")        # nothing written in the work dir: no lock needed
+    assert json.loads((out / "architecture.json").read_text())["retrained"] is True
+
+
+def test_a_damaged_fingerprint_can_be_moved_aside_keeping_the_checkpoints(tmp_path):
+    import io
+    cfg = resolve(tiny_config(steps=20))
+    run_search(cfg, tmp_path, progress=None, stop_after=10)
+    (tmp_path / W.FINGERPRINT).write_text('{"format": 1, "conf')
+    with pytest.raises(W.WorkdirError, match=rf"fingerprint.json is damaged .* To keep the checkpoints, move it aside "
+                                             rf"\(mv {tmp_path}/fingerprint.json {tmp_path}/fingerprint.json.damaged\) "
+                                             rf"and run the same command again.*or give another --workdir"):
+        run_search(cfg, tmp_path, progress=None)
+    (tmp_path / W.FINGERPRINT).rename(tmp_path / W.DAMAGED)        # the way out it names
+    said = io.StringIO()
+    assert run_search(cfg, tmp_path, progress=said)["finished"]
+    assert "its config.json matches, recording this run's fingerprint" in said.getvalue()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(20))            # resumed at step 10, nothing redone
+    assert W.read_fingerprint(tmp_path) is not None and (tmp_path / W.DAMAGED).exists()
+
+
+def test_a_failed_retrain_start_leaves_no_settings_behind(retrained, tmp_path):
+    wd = _searched(retrained, tmp_path)
+    with pytest.raises(ValueError, match="batch_size 100000 exceeds"):
+        retrain(wd, {**RETRAIN, "batch_size": 100000}, top=1, seeds=1, progress=None)
+    assert not (wd / "retrain").exists()           # settings.json stayed and refused the next retrain before
+    out = retrain(wd, RETRAIN, top=1, seeds=1, progress=None)       # other settings: trains
+    assert out["settings"]["batch_size"] == 32 and (wd / "retrain" / "settings.json").exists()

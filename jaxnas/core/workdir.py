@@ -26,18 +26,25 @@ checkpoints.
 - **Metrics** (:class:`MetricsWriter`): the rows of a chunk go out in one ``write(2)`` on an
   ``O_APPEND`` descriptor (no user-space buffer), so a kill leaves whole lines and at most one torn
   last line; :func:`read_metrics` skips a torn last line and says so (a bad line elsewhere is an error).
+- **Saves** (:func:`saving`, :func:`save_checkpoint`, :func:`save_tree`): an orbax save that fails on the
+  file system (disk full, read-only, ...) ends in one :class:`SaveError` naming the folder, the free
+  space and what to do; orbax's log of the failure (hundreds of lines) goes to a file, not the terminal.
 - **Checkpoints** (:func:`restore_newest`): when the newest checkpoint does not restore, the newest
   one that does is used (said on stderr) and the broken ones move to ``broken_checkpoints/``; when
   none restores, an error names the directory and ``--force-restart``.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +52,7 @@ import numpy as np
 
 LOCK = ".lock"
 FINGERPRINT = "fingerprint.json"
+DAMAGED = FINGERPRINT + ".damaged"     # where a damaged fingerprint is moved aside (kept, not read)
 FORMAT = 1
 RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size", "search.handle_signals",
                     "search.divergence_factor", "search.tensorboard",
@@ -58,7 +66,7 @@ DATA_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 # what --force-restart deletes: everything the search wrote (report plots included)
 # what a search wrote in its work dir (deleted by --force-restart) and what was derived from it (moved
 # aside to stale/<time>/ by --force-restart: a retrain may have cost hours)
-RUN_FILES = ("checkpoints", "broken_checkpoints", "metrics.jsonl", "result.json", FINGERPRINT, "config.json",
+RUN_FILES = ("checkpoints", "broken_checkpoints", "metrics.jsonl", "result.json", FINGERPRINT, DAMAGED, "config.json",
              "metrics.png", "entropy.png", "choices.png", "fork.json", "tensorboard")
 DERIVED_FILES = ("retrain", "retrain.json", "export")
 WAYS_OUT = ("give another --workdir to keep both runs, or pass --force-restart to delete this work dir's "
@@ -79,6 +87,10 @@ class RunMismatchError(WorkdirError):
 
 class NoRestorableCheckpointError(WorkdirError):
     pass
+
+
+class SaveError(WorkdirError):
+    """An orbax save failed on the file system (disk full, read-only, ...)."""
 
 
 def say(stream, msg: str):
@@ -111,14 +123,151 @@ def atomic_write_json(path, obj) -> None:
 
 
 def save_tree(path, tree) -> None:
-    """Saves the pytree ``tree`` at ``path`` with orbax (a tree already there is replaced)."""
+    """Saves the pytree ``tree`` at ``path`` with orbax (a tree already there is replaced); a failure on
+    the file system is a :class:`SaveError` (:func:`saving`)."""
     import orbax.checkpoint as ocp
     path = Path(path).resolve()
     if path.exists():
         shutil.rmtree(path)
-    with ocp.StandardCheckpointer() as ck:
+    with saving(path, f"the arrays {path.name}"), ocp.StandardCheckpointer() as ck:
         ck.save(path, tree)
         ck.wait_until_finished()
+
+
+def save_checkpoint(manager, step: int, state) -> None:
+    """``manager.save(step, state)`` (an orbax ``CheckpointManager``) and its wait; a failure on the file
+    system is a :class:`SaveError` and the half-written checkpoint is removed (it holds the space)."""
+    import orbax.checkpoint as ocp
+    directory = Path(manager.directory)
+    try:
+        with saving(directory, f"the checkpoint of step {step}"):
+            manager.save(step, args=ocp.args.StandardSave(state))
+            manager.wait_until_finished()
+    except SaveError:
+        held = _HeldLog()             # the failed manager is closed quietly (its threads would log more)
+        logging.getLogger("absl").addFilter(held)
+        try:
+            manager.close()
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            logging.getLogger("absl").removeFilter(held)
+        for tmp in directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---- failed saves --------------------------------------------------------------------------------
+_SPACE_WORDS = ("RESOURCE_EXHAUSTED", "No space left", "Disk quota exceeded")
+_FS_WORDS = _SPACE_WORDS + ("PERMISSION_DENIED", "Read-only file system", "Permission denied")
+
+
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def file_system_failure(e: BaseException) -> bool:
+    """Whether ``e`` (an orbax / TensorStore save error) is the file system's: an OSError in its chain,
+    or TensorStore's status text for one (it raises ValueError: ``RESOURCE_EXHAUSTED: ...``)."""
+    return any(isinstance(x, OSError) or any(w in str(x) for w in _FS_WORDS) for x in _chain(e))
+
+
+def _disk_full(e: BaseException) -> bool:
+    return any((isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT))
+               or any(w in str(x) for w in _SPACE_WORDS) for x in _chain(e))
+
+
+def free_space(path) -> str:
+    """``"1.2 GB free"`` on the file system of ``path`` (its nearest existing parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        free = shutil.disk_usage(p).free
+    except OSError:
+        return "free space unknown"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if free < 1000 or unit == "TB":
+            return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
+        free /= 1000
+
+
+class _HeldLog(logging.Filter):
+    """Holds back the records of a logger (orbax logs through absl's) while attached."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record):
+        self.records.append(record)
+        return False
+
+
+def _write_log(records) -> str | None:
+    """The held records in a file of the temporary folder (the work dir's disk may be full); its path."""
+    if not records:
+        return None
+    fmt = logging.Formatter("%(levelname)s:%(name)s:%(message)s")
+    try:
+        fd, name = tempfile.mkstemp(prefix="jaxnas-save-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(fmt.format(r) for r in records) + "\n")
+        return name
+    except OSError:
+        return None
+
+
+def _fs_cause(e: BaseException) -> str:
+    """The operating system's words for a failed write (TensorStore buries them in a long line)."""
+    for x in _chain(e):
+        if isinstance(x, OSError) and x.strerror:
+            return x.strerror
+        for words in ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied"):
+            if words in str(x):
+                return words
+    return _why(e)
+
+
+def save_failed_message(path, what: str, e: BaseException, log: str | None) -> str:
+    path = Path(path)
+    full = _disk_full(e)
+    cause = "the disk is full" if full else "the file system refused the write"
+    todo = ("free space there (or give a --workdir on a larger disk)" if full else
+            f"make {path.parent} writable (or give a --workdir where you can write)")
+    return (f"could not save {what} in {path}: {cause} ({_fs_cause(e)}); {free_space(path)} on that file system. "
+            f"{todo[0].upper()}{todo[1:]}, then run the same command again: it resumes from the last checkpoint "
+            f"saved" + (f". orbax's log of the failure: {log}" if log else ""))
+
+
+@contextlib.contextmanager
+def saving(path, what: str):
+    """Around an orbax save to ``path``: orbax's log lines are held back; a failure on the file system
+    becomes one :class:`SaveError` (:func:`save_failed_message`; the log goes to a temporary file), any
+    other failure and a success pass the held lines on."""
+    logger = logging.getLogger("absl")
+    held = _HeldLog()
+    logger.addFilter(held)
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001  (orbax / TensorStore raise ValueError for I/O errors)
+        logger.removeFilter(held)
+        if not file_system_failure(e):
+            _replay(logger, held.records)
+            raise
+        raise SaveError(save_failed_message(path, what, e, _write_log(held.records))) from None
+    finally:
+        logger.removeFilter(held)
+    _replay(logger, held.records)
+
+
+def _replay(logger, records):
+    for r in records:
+        logger.handle(r)
 
 
 def restore_tree(path):
@@ -126,6 +275,16 @@ def restore_tree(path):
     import orbax.checkpoint as ocp
     with ocp.StandardCheckpointer() as ck:
         return ck.restore(Path(path).resolve())
+
+
+def writable(directory) -> bool:
+    """Whether this process can create files in ``directory`` (permissions, read-only mounts)."""
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def read_only_message(workdir, needs: str, way_out: str) -> str:
+    """A read-only work dir: what needed writing there and what to do instead."""
+    return f"{Path(workdir)} is read-only for this process, and {needs}: make it writable, or {way_out}"
 
 
 # ---- lock ----------------------------------------------------------------------------------------
@@ -353,8 +512,18 @@ def read_fingerprint(workdir) -> dict | None:
         assert isinstance(fp, dict) and "config" in fp
         return fp
     except (ValueError, AssertionError) as e:
-        raise WorkdirError(f"{p} is damaged ({e}); the run in {Path(workdir)} cannot be verified: "
-                           f"{WAYS_OUT}") from None
+        raise WorkdirError(damaged_fingerprint_message(workdir, e)) from None
+
+
+def damaged_fingerprint_message(workdir, e) -> str:
+    """The ways out of a damaged fingerprint: the one that keeps the checkpoints first."""
+    w = Path(workdir)
+    keep = (f"to keep the checkpoints, move it aside (mv {w / FINGERPRINT} {w / DAMAGED}) and run the same "
+            f"command again: the resume is then checked against {w / 'config.json'} (not the data) and a new "
+            f"fingerprint is recorded" if (w / "config.json").is_file() else
+            f"{w / 'config.json'} is missing too, so the checkpoints cannot be matched to a config")
+    return (f"{w / FINGERPRINT} is damaged ({str(e) or 'not a fingerprint'}); the run in {w} cannot be verified. "
+            f"{keep[0].upper()}{keep[1:]}; or {WAYS_OUT}")
 
 
 def has_run(workdir) -> bool:

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.data.tabular import DataNotFoundError, SplitSizes, check_classes, stratified_split
+from jaxnas.data.tabular import (DataNotFoundError, SplitSizes, check_classes, check_label_values, check_unseen,
+                                 stratified_split)
 
 # Per-channel mean / std of the training images, in [0, 1] units (NAS-Bench-201's constants).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -210,6 +211,10 @@ def load_tfds_images(name: str = "cifar10", data_dir=None, *, train_split: str =
     if test_split is not None:
         te = open_tfds(name, test_split, data_dir, image_key=image_key, label_key=label_key)
         x_test, y_test = te.load()
+    every = np.concatenate([y for y in (y_train, y_val, y_test) if y is not None])   # a prepared set's classes
+    check_unseen(y_train, every, [("validation", y_val, f"tfds {name!r} {val_split!r}"),   # are its own: a
+                                  ("test", y_test, f"tfds {name!r} {test_split!r}")],     # warning, no error
+                 tr.class_names or None, max_train=f"max_train (data.max_train) or the train split {train_split!r}")
     mean, std = _resolve_stats(stats, name, x_train)
     return ImageData(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
                      num_classes=tr.num_classes, class_names=tr.class_names, mean=mean, std=std,
@@ -231,7 +236,41 @@ def _image_npz(path, what: str = "image file"):
         raise ValueError(f"{str(p)!r}: X must be uint8 [N, H, W, C], got {x.dtype} {x.shape}")
     if y.shape != (x.shape[0],):
         raise ValueError(f"{str(p)!r}: y must have shape ({x.shape[0]},), got {y.shape}")
+    check_label_values(y, repr(str(p)))
+    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        raise ValueError(f"{str(p)!r}: y holds NaN/inf labels ({y.dtype}); drop the unlabelled images first")
     return p, x, y.astype(np.int64), names
+
+
+def _ranges(ids) -> str:
+    """``[2, 3, 4, 9]`` -> ``"2..4, 9"``."""
+    out, ids = [], sorted(ids)
+    start = prev = ids[0]
+    for i in ids[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(str(start) if start == prev else f"{start}..{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(out)
+
+
+def check_label_ids(files) -> None:
+    """Without ``class_names`` the class count is the largest label + 1, so every id below it must have
+    an example; a stray label far above the others (57 among 0 and 1: a 58-class head) is an error
+    naming it and its rows. ``files``: ``(name, labels)`` pairs."""
+    present = sorted(set().union(*(np.unique(y).tolist() for _, y in files)))
+    missing = sorted(set(range(present[-1] + 1)) - set(present))
+    if not missing:
+        return
+    stray = [c for c in present if c > missing[0]]
+    rows = "; ".join(f"label {c} at " + ", ".join(f"y[{i}] of {f}" for f, y in files
+                                                  for i in np.flatnonzero(y == c)[:3]) for c in stray[:5])
+    raise ValueError(f"the labels are {_ranges(present)} and there are no class_names, so the network would get "
+                     f"{present[-1] + 1} classes of which {len(missing)} (ids {_ranges(missing)}) have no example: "
+                     f"{rows}. Fix those labels, or store class_names ({present[-1] + 1} names) with the images to "
+                     f"keep classes without examples")
 
 
 def load_image_npz(path, *, val_fraction: float = 0.5, seed: int = 0, stats=None,
@@ -260,19 +299,26 @@ def load_image_npz(path, *, val_fraction: float = 0.5, seed: int = 0, stats=None
     num_classes = len(names) if names is not None else hi + 1
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"labels span {lo}..{hi} but there are {num_classes} classes")
+    sources = {"path": repr(str(p)), **{k: repr(str(f)) for k, f in (("val_path", val_path), ("test_path", test_path))
+                                        if f is not None}}
+    if names is None:
+        check_label_ids(list(zip(sources.values(), ys)))
     names = names or tuple(str(i) for i in range(num_classes))
     if "val_path" in parts:
-        train_idx = np.arange(len(y))
+        train_idx = all_train = np.arange(len(y))
         if max_train is not None:
             train_idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:max_train])
         x_val, y_val = parts["val_path"]
     else:
-        train_idx, val_idx = stratified_split(y, val_fraction, seed)
+        train_idx, val_idx = all_train, _ = stratified_split(y, val_fraction, seed)
         if max_train is not None:
             train_idx = train_idx[:max_train]  # already a seeded random order
         x_val, y_val = x[val_idx], y[val_idx]
     x_train, y_train = x[train_idx], y[train_idx]
     check_classes(y_train, names, f"the labels of {str(p)!r}")
+    check_unseen(y_train, y[all_train], [("validation", y_val, sources.get("val_path", f"split off {sources['path']}")),
+                                         ("test", parts.get("test_path", (None, None))[1], sources.get("test_path"))],
+                 names)
     if stats is None and names == CIFAR10_CLASSES:
         stats = "cifar10"
     mean, std = _resolve_stats(stats, None, x_train)

@@ -14,6 +14,7 @@ import gzip
 import importlib.resources
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -123,18 +124,64 @@ def check_classes(y_train: np.ndarray, class_names: Sequence[str], where: str = 
                          f"needs at least 2 classes; check the label column (data.label) or the file")
 
 
+def check_label_values(y: np.ndarray, where: str, row=lambda i: f"y[{i}]") -> None:
+    """Float labels are class ids only when they are whole numbers (``0.0`` / ``1.0`` are accepted);
+    other values (a regression target, fractions) would each become a class of one row. ``where``
+    names the file (and column), ``row(i)`` the row of index ``i``; NaN is left to the caller."""
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.floating):
+        return
+    with np.errstate(invalid="ignore"):
+        bad = np.isfinite(y) & (y != np.round(y))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"the labels of {where} are {y.dtype} with {int(bad.sum())} of {len(y)} values that are not "
+                         f"whole numbers (first: {float(y[i])!r} at {row(i)}): a classifier needs class labels. "
+                         f"Store the class ids as integers (or the class names as strings); a continuous target "
+                         f"(regression) cannot be searched")
+
+
+def _counts(y: np.ndarray, ids, names=None) -> str:
+    """``"2 (3 rows), 7 (1 row)"``: classes (by name when given) and their rows in ``y``."""
+    c = {int(k): int((y == k).sum()) for k in ids}
+    return ", ".join(f"{names[k] if names is not None else k} ({n} row{'s' if n != 1 else ''})" for k, n in c.items())
+
+
+def check_unseen(y_train: np.ndarray, y_all_train: np.ndarray, others, class_names=None,
+                 max_train: str = "max_train (data.max_train)") -> None:
+    """A class in validation or test that training never shows can never be predicted: a warning naming
+    the classes, their counts and the file, and what to change (``max_train`` when a subsample of the
+    training rows ``y_all_train`` left it out). Not an error: the labels of every file are encoded
+    together on purpose, and the search still ranks architectures on the same validation rows.
+    ``others``: ``(split, labels, source)`` triples."""
+    seen, full = set(np.unique(y_train).tolist()), set(np.unique(y_all_train).tolist())
+    for split, y, source in others:
+        if y is None:
+            continue
+        unseen = sorted(set(np.unique(y).tolist()) - seen)
+        if not unseen:
+            continue
+        fix = (f"the training rows kept by {max_train} hold none of them; keep more training rows"
+               if set(unseen) <= full else f"add training rows of these classes, or drop their rows from the {split} data")
+        warnings.warn(f"the {split} split ({source}) has class(es) {_counts(np.asarray(y), unseen, class_names)} that "
+                      f"never occur in training, so the network can never predict them: {fix}", stacklevel=3)
+
+
 def make_tabular(x: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str] | None = None,
                  class_names: Sequence[str] | None = None, val_fraction: float = 0.2, seed: int = 0,
                  standardize: bool = True, max_train: int | None = None,
                  x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-                 x_test: np.ndarray | None = None, y_test: np.ndarray | None = None) -> TabularData:
+                 x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
+                 sources: Sequence[str] | None = None) -> TabularData:
     """Split (x, y) and standardise with statistics of the (possibly subsampled) training split.
 
     ``y`` may hold any labels; they are mapped to ``0 .. C-1`` in sorted order unless they already
     are integers in that range and ``class_names`` has C entries. Given ``x_val, y_val`` (a
     separate validation set), ``(x, y)`` is all training data and ``val_fraction`` is not used;
     ``x_test, y_test`` become the test split (standardised with the training statistics). Labels
-    of all parts are encoded together. Fewer than 2 classes raise ValueError.
+    of all parts are encoded together. Fewer than 2 classes raise ValueError, and so do float labels
+    that are not whole numbers; a validation or test class that training never shows is warned of.
+    ``sources``: what the (train, validation, test) rows came from, for messages (e.g. file names).
     """
     if (x_val is None) != (y_val is None) or (x_test is None) != (y_test is None):
         raise ValueError("give x_val with y_val and x_test with y_test")
@@ -175,6 +222,7 @@ def make_tabular(x: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str] |
         xv, yv = xs[1], ys[1]
         if len(yv) == 0 or len(y) == 0:
             raise ValueError(f"empty split: {len(y)} training and {len(yv)} validation rows")
+    all_train = train_idx
     if max_train is not None:
         if max_train < 1:
             raise ValueError(f"max_train must be >= 1, got {max_train}")
@@ -184,6 +232,9 @@ def make_tabular(x: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str] |
     x_train, y_train = x[train_idx], y[train_idx]
     check_classes(y_train, class_names)
     xt, yt = (xs[-1], ys[-1]) if x_test is not None else (None, None)
+    src = list(sources or ("the training data", "the validation data", "the test data"))
+    val_src = src[1] if x_val is not None else f"split off {src[0]}"
+    check_unseen(y_train, y[all_train], [("validation", yv, val_src), ("test", yt, src[-1])], class_names)
     if standardize:  # training statistics only: the validation and test splits stay unseen
         mean = x_train.mean(0, dtype=np.float64).astype(np.float32)
         std = x_train.std(0, dtype=np.float64).astype(np.float32)
@@ -203,6 +254,7 @@ def make_tabular(x: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str] |
 
 
 def _encode_labels(y: np.ndarray, class_names):
+    check_label_values(y, "the given arrays")
     if np.issubdtype(y.dtype, np.integer) and class_names is not None:
         if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
             raise ValueError(f"labels span {y.min()}..{y.max()} but {len(class_names)} class names given")
@@ -257,17 +309,30 @@ def load_npz(path, *, val_path=None, test_path=None, **split_kwargs) -> TabularD
     """
     p = _check_file(path)
     x, y, feats, classes = _npz_table(p, repr(str(p)))
-    extra = {}
+    check_label_values(y, repr(str(p)))
+    extra, sources = {}, [repr(str(p))]
     for key, f in _own_files(val_path, test_path):
         q = _check_file(f)
         xq, yq, fq, cq = _npz_table(q, repr(str(q)))
+        check_label_values(yq, repr(str(q)))
+        sources.append(repr(str(q)))
         if fq is not None and feats is not None and list(fq) != list(feats):
             raise ValueError(f"{key} {str(q)!r} has feature_names {fq}, {str(p)!r} has {feats}")
         if cq is not None and classes is not None and list(cq) != list(classes):
             raise ValueError(f"{key} {str(q)!r} has class_names {cq}, {str(p)!r} has {classes}")
         part = "x_val" if key == "val_path" else "x_test"
         extra[part], extra["y" + part[1:]] = xq, yq
-    return make_tabular(x, y, feature_names=feats, class_names=classes, **extra, **split_kwargs)
+    return make_tabular(x, y, feature_names=feats, class_names=classes, **extra, **split_kwargs,
+                        sources=_sources(sources, val_path, test_path))
+
+
+def _sources(names: list, val_path, test_path) -> list:
+    """``[train, validation, test]`` names for :func:`make_tabular`'s messages."""
+    it = iter(names)
+    train = next(it)
+    val = next(it) if val_path is not None else None
+    test = next(it) if test_path is not None else None
+    return [train, val or "", test or ""]
 
 
 def _read_csv(p: Path, delimiter: str | None):
@@ -342,11 +407,15 @@ def load_csv(path, label: str | int | None = None, *, delimiter: str | None = No
     y = _maybe_numeric(y_raw)
     cuts = np.cumsum([len(b) for b in bodies])[:-1]
     xs, ys = np.split(x, cuts), np.split(y, cuts)
+    files = [repr(str(f)) for f in [p] + [f for _, f in own]]
+    for f, yf in zip(files, ys):
+        check_label_values(yf, f"column {header[li]!r} of {f}", lambda i: f"row {i + 2}")
     extra = {}
     for i, (key, _) in enumerate(own, start=1):
         part = "x_val" if key == "val_path" else "x_test"
         extra[part], extra["y" + part[1:]] = xs[i], ys[i]
-    return make_tabular(xs[0], ys[0], feature_names=[h for h, _ in feats], **extra, **split_kwargs)
+    return make_tabular(xs[0], ys[0], feature_names=[h for h, _ in feats], **extra, **split_kwargs,
+                        sources=_sources(files, val_path, test_path))
 
 
 def _maybe_numeric(values: Sequence[str]) -> np.ndarray:

@@ -57,6 +57,16 @@ def _read_tokens(path: Path) -> list[str]:
         return [w for line in f for w in line.split() + [EOS]]
 
 
+def _check_not_empty(path: Path, split: str) -> None:
+    """A split file without a word (empty, or blank lines only) is an error naming it."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        if any(line.split() for line in f):
+            return
+    raise ValueError(f"the PTB {split} file {path} is empty (no words): a truncated copy or a failed download? "
+                     f"Copy it again from simple-examples/data/ (see jaxnas/data/text.py)")
+
+
 def load_ptb(directory) -> Corpus:
     """Read ``ptb.{train,valid,test}.txt`` (or ``.txt.gz``) from ``directory``.
 
@@ -73,6 +83,8 @@ def load_ptb(directory) -> Corpus:
             "simple-examples/data folder. Get them from "
             "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz (untar; the files are in "
             "simple-examples/data/) or any copy of that archive, and set data.data_dir to the folder")
+    for s in PTB_SPLITS:
+        _check_not_empty(paths[s], s)
     train_words = _read_tokens(paths["train"])
     vocab = list(dict.fromkeys(train_words))  # first-appearance order, as DARTS' Dictionary
     index = {w: i for i, w in enumerate(vocab)}

@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxnas.core.signals import StopRequested
-from jaxnas.core.workdir import atomic_write_text, progress_line
+from jaxnas.core.workdir import atomic_write_text, progress_line, save_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +99,7 @@ def run_chunks(run_dir, state, step: Callable, batches: Callable, schedule: Sche
                           f" ({seconds + time.perf_counter() - t0:.1f} s)")
         signum = stop.requested() if stop is not None else None
         if t % sc.checkpoint_every == 0 or t == sc.total or signum:
-            mgr.save(t, args=ocp.args.StandardSave(state))
-            mgr.wait_until_finished()
+            save_checkpoint(mgr, t, state)      # a full disk: one message (core.workdir.SaveError)
             atomic_write_text(run_dir / "progress.json",
                               json.dumps({"step": t, "seconds": seconds + time.perf_counter() - t0}))
         if signum and t < sc.total:
