@@ -31,8 +31,15 @@ from jaxnas import protocols
 from jaxnas.config.settings import parse_override, raw_config
 from jaxnas.core import schema as S
 from jaxnas.core.signals import StopSignals
-from jaxnas.core.workdir import (WorkdirError, WorkdirLock, atomic_write_json, flatten, progress_line,
-                                 read_only_message, writable)
+from jaxnas.core.workdir import (
+    WorkdirError,
+    WorkdirLock,
+    atomic_write_json,
+    flatten,
+    progress_line,
+    read_only_message,
+    writable,
+)
 from jaxnas.protocols import RETRAIN_DIR, SETTINGS, RunContext, read_search
 from jaxnas.protocols.base import read_json
 

@@ -17,8 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.data.tabular import (DataNotFoundError, SplitSizes, check_classes, check_label_values, check_unseen,
-                                 stratified_split)
+from jaxnas.data.tabular import (
+    DataNotFoundError,
+    SplitSizes,
+    check_classes,
+    check_label_values,
+    check_unseen,
+    stratified_split,
+)
 
 # Per-channel mean / std of the training images, in [0, 1] units (NAS-Bench-201's constants).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
