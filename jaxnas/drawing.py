@@ -26,9 +26,13 @@ _COLORS = {"input": "#8fbcd4", "mid": "#e8d9a0", "output": "#a8d5a2"}
 
 
 def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (imported on use: matplotlib is the plots extra)."""
+    """matplotlib's pyplot (imported on use: matplotlib is the plots extra): the file-only Agg backend,
+    unless pyplot is already in use or the backend is a notebook's (then its figures still show)."""
+    import sys
+
     import matplotlib
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules and "inline" not in str(matplotlib.get_backend()).lower():
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 

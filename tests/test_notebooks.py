@@ -5,6 +5,8 @@ import pytest
 
 COLAB = Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = sorted(COLAB.glob("*.ipynb"))
+# notebooks that draw the architecture they found (jaxnas.report.draw / draw_result)
+DRAWN = {"quickstart.ipynb", "advantagenas.ipynb", "manas.ipynb", "tabnas.ipynb", "ma2ml.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -18,3 +20,7 @@ def test_notebook_runs(path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, errors
+    if path.name in DRAWN:       # the drawing is shown: an image output of a cell that draws
+        shown = [c for c in nb.cells if c.cell_type == "code" and "draw" in c.source
+                 and any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+        assert shown, f"{path.name}: no drawn architecture among the outputs"
