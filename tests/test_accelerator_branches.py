@@ -53,7 +53,8 @@ def test_forced_accelerator_branches_equal_cpu_branches(monkeypatch, space, net_
     cpu, cpu_text = _values_and_grads(net, params, w, mode)
     monkeypatch.setattr(conv, "lax", _AcceleratorLax())
     acc, acc_text = _values_and_grads(net, params, w, mode)
-    assert acc_text != cpu_text                       # the forced program is another program
+    if jax.default_backend() == "cpu":              # (on GPU/TPU both are already the default branch)
+        assert acc_text != cpu_text                   # the forced program is another program
     chex.assert_trees_all_close(acc[0], cpu[0], atol=1e-5, rtol=1e-5)                   # values
     chex.assert_trees_all_close(acc[1], cpu[1], atol=5e-4, rtol=1e-3)                 # gradients
     chex.assert_tree_all_finite(acc[1])

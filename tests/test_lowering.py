@@ -1,15 +1,17 @@
 """Every kind of compiled program lowers for GPU and TPU without one (``jax.export``, platforms cuda
 and tpu): the search chunk of every strategy on the NB201 supernet (sparse and dense), each phase kind,
 the DARTS supernet per edge and scanned, the recurrent (PTB) supernet, the table and standalone
-evaluators (MLP members, MA2ML pipelines), and the MLP member step of the retrain. On CPU the
-accelerator branches (``lax.platform_dependent``: XLA's own convolution gradients, no cotangent
-barrier) are never compiled; lowering them is what shows they build there."""
+evaluators (MLP members, MA2ML pipelines), and the retrain steps (the NB201 and DARTS evaluation
+networks' training and evaluation steps, the language model's and the MLP members' training steps).
+On CPU the accelerator branches (``lax.platform_dependent``: XLA's own convolution gradients, no
+cotangent barrier) are never compiled; lowering them is what shows they build there."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxnas.config.experiment import build
@@ -101,14 +103,138 @@ def test_standalone_evaluators_lower():
     _exported(resolve(pipe), ("strategy",), length=1)
 
 
-def test_mlp_retrain_step_lowers():
-    from functools import partial
+# ---- retrain steps: the programs `jaxnas retrain` compiles -------------------------------------------
+# train_image_run / train_lm_run / train_members build their step inside the run (closures over the net,
+# the optimizer and the settings); the one training loop (jaxnas.training.loop.run_chunks) is where they
+# meet it. The tests put a capturing run_chunks in the module's namespace, so what is exported is the
+# library's own step on the library's own initial state, scanned over a chunk as run_chunks scans it.
+class _Captured(Exception):
+    pass
 
-    from jaxnas.training.standalone import TrainConfig, member_init, member_step
-    tx = TrainConfig(epochs=1, batch_size=8).make_optimizer(10)
-    widths = jnp.asarray([3, 5], jnp.int32)
-    init = member_init(widths, jax.random.key(0), 6, max_widths=(4, 8), num_outputs=3, tx=tx)
-    step = jax.jit(partial(member_step, max_widths=(4, 8), tx=tx))
-    x, y, idx = jnp.zeros((32, 6)), jnp.zeros((32,), jnp.int32), jnp.arange(8)
-    e = jax.export.export(step, platforms=PLATFORMS)(init, idx, x, y, widths)
-    assert tuple(e.platforms) == PLATFORMS
+
+def _capture_run(monkeypatch, module, finish=False):
+    """Patches ``module.run_chunks`` to record (state, step, batches, consts); with ``finish`` it returns
+    the initial state as a finished run (the run goes on to its evaluation), else stops the run."""
+    from jaxnas.training.loop import Finished
+    got = {}
+
+    def fake(run_dir, state, step, batches, schedule, **kw):
+        got.update(state=state, step=step, batches=batches, consts=kw.get("consts"), schedule=schedule)
+        if finish:
+            return Finished(state, 0.0, {"loss": 0.0, "accuracy": 0.0})
+        raise _Captured
+    monkeypatch.setattr(module, "run_chunks", fake)
+    return got
+
+
+def _export_chunk(got, length: int = 2):
+    """The chunk run_chunks compiles (``lax.scan`` of the step over ``length`` batches), exported."""
+    step, consts = got["step"], got["consts"]
+    batch = jax.tree.map(jnp.asarray, got["batches"](0, length))
+    if consts is None:
+        fn = jax.jit(lambda state, batch: jax.lax.scan(step, state, batch))
+        e = jax.export.export(fn, platforms=PLATFORMS)(got["state"], batch)
+    else:
+        fn = jax.jit(lambda state, batch, c: jax.lax.scan(lambda s, b: step(s, b, c), state, batch))
+        e = jax.export.export(fn, platforms=PLATFORMS)(got["state"], batch, consts)
+    assert tuple(e.platforms) == PLATFORMS and e.mlir_module_serialized
+    return e
+
+
+def _tiny_images(n: int = 16, hw: int = 32, seed: int = 0):
+    from jaxnas.data.images import ImageData
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, hw, hw, 3), np.uint8)
+    y = (np.arange(n) % 10).astype(np.int32)
+    return ImageData(x_train=x, y_train=y, x_val=x[:8], y_val=y[:8], num_classes=10,
+                     class_names=tuple(str(i) for i in range(10)), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def _image_net(kind: str, arch_seed: int = 1):
+    """The discrete network of a sampled architecture through jaxnas.models.specs (what retrain trains)."""
+    from jaxnas.models.specs import build_model, darts_spec, nb201_spec
+    from jaxnas.spaces.cells import DartsSpace, NasBench201Space
+    if kind == "nb201":
+        space = NasBench201Space.create(C=2, cells_per_stage=1)
+        arch = space.sample(jax.random.key(arch_seed))
+        return build_model(nb201_spec(space, arch, C=2, cells_per_stage=1, num_classes=10))
+    space = DartsSpace.create(C=2, num_cells=3, ops=("none", "skip_connect", "sep_conv_3x3", "dil_conv_3x3",
+                                                     "max_pool_3x3", "avg_pool_3x3"))
+    arch = space.sample(jax.random.key(arch_seed))
+    return build_model(darts_spec(space, arch, C=2, num_cells=3, num_classes=10, auxiliary=True))
+
+
+@pytest.fixture(scope="module", params=["nb201", "darts"])
+def image_retrain(request, tmp_path_factory):
+    """The training step, its state, the batches and the evaluation function of a retrain of the
+    NB201 / DARTS evaluation network (the protocol's settings: DARTS with cutout, drop-path, the
+    auxiliary head and clipping), captured from train_image_run."""
+    import copy
+
+    from jaxnas.protocols.cells import DEFAULTS
+    from jaxnas.training import image_runs
+    mp = pytest.MonkeyPatch()
+    try:
+        got = _capture_run(mp, image_runs, finish=True)
+        ev = {}
+
+        def fake_eval(eval_fn, variables, x, y, num_classes, eval_batch, prefix):
+            ev.update(eval_fn=eval_fn, variables=variables, x=np.asarray(x[:eval_batch]))
+            return {}
+        mp.setattr(image_runs, "evaluate_split", fake_eval)
+        s = copy.deepcopy(DEFAULTS[request.param])
+        s.update(batch_size=4, epochs=1, max_steps=2, eval_batch=4, chunk=2, log_every=2, checkpoint_every=2)
+        image_runs.train_image_run(_image_net(request.param), _tiny_images(), s, 0,
+                                   tmp_path_factory.mktemp(f"retrain_{request.param}"))
+    finally:
+        mp.undo()
+    assert got and ev, "train_image_run no longer goes through run_chunks / evaluate_split"
+    return request.param, got, ev
+
+
+def test_image_retrain_step_lowers(image_retrain):
+    _export_chunk(image_retrain[1])
+
+
+def test_image_eval_step_lowers(image_retrain):
+    _, _, ev = image_retrain
+    e = jax.export.export(ev["eval_fn"], platforms=PLATFORMS)(ev["variables"], ev["x"])
+    assert tuple(e.platforms) == PLATFORMS and e.mlir_module_serialized
+
+
+def test_language_model_retrain_step_lowers(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from jaxnas.models.specs import build_model, rnn_spec
+    from jaxnas.spaces.rnn import RNNCellSpace
+    from jaxnas.training import language_model
+    space = RNNCellSpace.create(num_nodes=2, vocab_size=32, emb_size=8, hidden_size=8)
+    net = build_model(rnn_spec(space, space.sample(jax.random.key(1)), dropout=0.5))
+    tokens = np.random.default_rng(0).integers(0, 32, 400).astype(np.int32)
+    data = SimpleNamespace(x_train=tokens, x_val=tokens[:100], x_test=tokens[:100])
+    s = {"batch_size": 4, "bptt": 5, "epochs": 1, "lr": 20.0, "momentum": 0.0, "weight_decay": 5e-7,
+         "grad_clip": 0.25, "schedule": "cosine", "eval_batch": 2, "max_steps": 4, "log_every": 2,
+         "checkpoint_every": 2, "chunk": 2}
+    got = _capture_run(monkeypatch, language_model)
+    with pytest.raises(_Captured):
+        language_model.train_lm_run(net, data, s, 0, tmp_path / "lm")
+    _export_chunk(got)
+
+
+def test_mlp_members_retrain_step_lowers(monkeypatch, tmp_path):
+    """The vmapped members' chunk of jaxnas.training.mlp_runs (member_step in lanes, the training set
+    a const argument)."""
+    from types import SimpleNamespace
+
+    from jaxnas.spaces import MLPSpace
+    from jaxnas.training import mlp_runs
+    from jaxnas.training.standalone import TrainConfig
+    rng = np.random.default_rng(0)
+    data = SimpleNamespace(x_train=rng.normal(size=(32, 6)).astype(np.float32),
+                           y_train=(np.arange(32) % 3).astype(np.int32))
+    space = MLPSpace.create(2, 6, 3, (4, 8))
+    got = _capture_run(monkeypatch, mlp_runs)
+    with pytest.raises(_Captured):
+        mlp_runs.train_members(tmp_path / "members", data, space, [[4, 8], [8, 4]], [0, 1],
+                               TrainConfig(epochs=1, batch_size=8))
+    _export_chunk(got)
