@@ -43,6 +43,16 @@ def _manas_regret() -> str:
     return markdown(json.loads((RESULTS / "manas_regret.json").read_text()))
 
 
+def _vs_pytorch() -> str:
+    from vs_pytorch import table
+    r = json.loads((RESULTS / "vs_pytorch.json").read_text())
+    m = r["meta"]
+    load = ", ".join(f"{x:.1f}" for x in m["load_average_before"])
+    return (table(r) + f"\n\n{m['utc']} UTC, git {m['git']}, {m['cpu_count']} cores ({m['cpu']}), cores pinned "
+            f"{m['cores_pinned']}, PyTorch {m['torch']} on {m['torch_threads']} thread(s), jax {m['jax']}; load average "
+            f"before ({load}); {m['protocol']}.")
+
+
 def mean_se(values) -> tuple[float, float]:
     """Mean and standard error (ddof = 1) of per-seed values."""
     v = [float(x) for x in values]
@@ -151,7 +161,7 @@ def _ma2ml_cifar_tiny() -> str:
 SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "supernet_ranking": _supernet_ranking,
             "nb201_oneshot": _nb201_oneshot, "ptb_tiny": _ptb_tiny, "tabnas_connect4": _tabnas_connect4,
             "shapley_kendall": _shapley_kendall, "ma2ml_synthetic": _ma2ml_synthetic,
-            "ma2ml_cifar_tiny": _ma2ml_cifar_tiny}
+            "ma2ml_cifar_tiny": _ma2ml_cifar_tiny, "vs_pytorch": _vs_pytorch}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
 

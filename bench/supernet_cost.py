@@ -6,6 +6,13 @@ sparse supernet, the dense supernet and the discrete network of a sampled archit
 temp_bytes: ``jax.jit(step).lower(...).compile().memory_analysis().temp_size_in_bytes``.
 step_ms: median wall time of the compiled step, all forms measured in this process; sparse over
 several sampled architectures (changing the architecture does not recompile).
+search_step (the NB201 number; default for nb201, ``--forms search_step`` for the others): what a
+search step costs, the engine's compiled chunk (``Search.run_chunk``'s program, one step per call) of
+the ``random`` strategy's weight phase on a config built like bench/vs_pytorch.py's weight-step
+workload (NB201: the AdvantageNAS weight optimizer, Nesterov SGD; DARTS: DARTS's SGD): a new uniformly
+sampled architecture every step, the gradient and the optimizer update included, random uint8 images
+(no augmentation); median over ``2 * --archs * --reps`` steps after one warm step. Its temp_bytes are the
+chunk's, the optimizer state included.
 compile_s: ``lower`` + ``compile``; lower_s: its first part (Python tracing, autodiff, StableHLO),
 which the persistent compilation cache does not save.
 Writes bench/results/supernet_cost.json (merged per skeleton) and prints it as the last line.
@@ -18,6 +25,8 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +37,12 @@ from jaxnas.models.ops.conv import Kernels
 from jaxnas.models.supernets import DartsNet, NasBench201Net, init_params
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vs_pytorch  # noqa: E402  (the workloads' configs, shared so the two benches time the same step)
+
 RESULTS = Path(__file__).resolve().parent / "results" / "supernet_cost.json"
 SCANNED = ("sparse_scan", "dense_scan", "sparse_cells", "dense_cells", "sparse_scan_cells")
+SEARCH_STEP = ("search_step", "search_step_scan")   # the engine's step; _scan: space.scan_edges
 
 SKELETONS = {
     "darts8": lambda: (DartsSpace.create(C=16, num_cells=8), DartsNet),
@@ -79,6 +92,56 @@ def measure(net, space, mode, x, y, archs, reps, vs=()):
     return out
 
 
+def measure_search_step(name, batch, steps, scan_edges=False):
+    """The engine's compiled weight-phase chunk (one step per call) of the random strategy: a new
+    architecture every step, the update included (module docstring)."""
+    from jaxnas.config.experiment import build
+    from jaxnas.config.settings import resolve
+    from jaxnas.data import BatchSampler, gather
+    space_args = {"nb201": {"C": 16, "cells": 5}, "darts8": {"C": 16, "num_cells": 8}}
+    if name not in space_args:
+        raise ValueError(f"search_step is measured for {', '.join(space_args)}, not {name!r}")
+    workload = ("nb201_weights" if name == "nb201" else
+                "darts8_sparse_scan_edges" if scan_edges else "darts8_sparse")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = vs_pytorch.make_images(Path(tmp) / "images.npz")
+        cfg = resolve(vs_pytorch.jaxnas_config(workload, data, batch=batch, **space_args[name]))
+        if name == "nb201":
+            cfg["space"]["scan_edges"] = scan_edges
+        exp = build(cfg)
+    search, d = exp.search, exp.data
+    state = search.init(jax.random.key(0))
+    tr = BatchSampler(len(d.y_train), batch, 0)
+    va = BatchSampler(len(d.y_val), batch, 1)
+
+    def batches(i):
+        return search.shard_batches((gather((d.x_train, d.y_train), tr.chunk(i, 1)),
+                                     gather((d.x_val, d.y_val), va.chunk(i, 1))))
+    chunk, _ = search._chunk_fn("weights")   # what run_chunk(kind="weights") calls
+    t0 = time.perf_counter()
+    lowered = chunk.lower(state, search.inputs, batches(0))
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    archs, times = set(), []
+    for i in range(steps + 1):
+        b = batches(i)
+        t = time.perf_counter()
+        state, m = compiled(state, search.inputs, b)
+        jax.block_until_ready(state)
+        if i:   # the first call is a warm step
+            times.append(time.perf_counter() - t)
+        archs.add(tuple(int(a) for a in m["sample/arch"][0, 0]))
+    return {"num_params": int(sum(v.size for v in jax.tree.leaves(state.evaluator.params))),
+            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+            "step_ms": 1000 * statistics.median(times), "compile_s": round(compile_s, 1),
+            "lower_s": round(t1 - t0, 1), "steps": steps, "distinct_archs": len(archs),
+            "config": {"workload": workload, "strategy": cfg["strategy"]["name"],
+                       "optimizer": {k: cfg["optimizer"][k] for k in ("name", "lr", "momentum", "nesterov",
+                                                                       "weight_decay", "schedule", "clip")},
+                       "ops": list(exp.space.choices[0]), "scan_edges": bool(cfg["space"]["scan_edges"])}}
+
+
 def _git_head():
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -95,11 +158,13 @@ def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs=()):
     archs = [space.sample(jax.random.fold_in(key, i)) for i in range(num_archs)]
     out = {"shape": list(space.shape), "arch": space.encode(archs[0])}
     default = forms is None
-    forms = forms or ("discrete", "sparse", "sparse_noremat", "dense")
+    forms = forms or ("discrete", "sparse", "sparse_noremat", "dense") + (("search_step",) if name == "nb201" else ())
     if name == "darts20_unique" and not full and default:
         forms = ("discrete", "sparse")  # dense: ~20 min of compile on 2 cores; --full includes it
     for form in forms:
-        if form == "discrete":
+        if form in SEARCH_STEP:
+            r = measure_search_step(name, batch, num_archs * reps * 2, scan_edges=form.endswith("_scan"))
+        elif form == "discrete":
             net = net_cls(space, arch=tuple(int(a) for a in archs[0]))
             r = measure(net, space, "sparse", x, y, archs[:1], reps * num_archs, vs)
         elif form == "dense":
@@ -125,6 +190,14 @@ def add_ratios(out):
     if "sparse" in out and "discrete" in out:
         out["sparse_over_discrete_temp"] = out["sparse"]["temp_bytes"] / out["discrete"]["temp_bytes"]
         out["sparse_over_discrete_time"] = out["sparse"]["step_ms"] / out["discrete"]["step_ms"]
+    same_run = lambda a, b: (a.get("measured", {}).get("git") == b.get("measured", {}).get("git") and
+                             a.get("measured", {}).get("utc", "")[:10] == b.get("measured", {}).get("utc", "-")[:10])
+    if "search_step" in out and "sparse" in out:   # the whole search step against the loss gradient alone
+        if same_run(out["search_step"], out["sparse"]):   # never a ratio across days or commits
+            out["search_step_over_sparse"] = {k: out["search_step"][k] / out["sparse"][k]
+                                              for k in ("step_ms", "temp_bytes")}
+        else:
+            out.pop("search_step_over_sparse", None)
     for form in SCANNED:   # a scanned form against the per-edge, per-cell one
         mode = form.split("_")[0]
         if form in out and mode in out:
@@ -140,7 +213,7 @@ def main():
     ap.add_argument("--archs", type=int, default=3)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="also the dense darts20_unique supernet")
-    ap.add_argument("--forms", nargs="+", choices=["discrete", "sparse", "sparse_noremat", "dense", *SCANNED],
+    ap.add_argument("--forms", nargs="+", choices=["discrete", "sparse", "sparse_noremat", "dense", *SCANNED, *SEARCH_STEP],
                     help="only these forms (merged into the skeleton's existing entry)")
     ap.add_argument("--vs", nargs="+", default=(), choices=list(ALTERNATIVES),
                     help="also these lowerings, timed interleaved (*_<name> fields): xla = XLA's own "

@@ -1,0 +1,50 @@
+"""bench/vs_pytorch.py cannot rot: its smoke mode (C 4, one cell per stage, 2 paired rounds of the NB201
+weight and AdvantageNAS architecture steps) runs end to end on CPU and writes the JSON it documents. The
+PyTorch worker runs too where torch is importable (a bench extra, ``pip install 'jaxnas[bench]'``); without
+it, the jaxnas side alone."""
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_vs_pytorch_smoke(tmp_path):
+    out = tmp_path / "vs_pytorch.json"
+    cmd = [sys.executable, str(REPO / "bench" / "vs_pytorch.py"), "--smoke", "--out", str(out)]
+    if not HAS_TORCH:
+        cmd.append("--no-torch")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads(out.read_text())
+    meta = res["meta"]
+    for key in ("jax", "torch", "cpu_count", "cores_pinned", "load_average_before", "load_average_after", "protocol"):
+        assert key in meta, key
+    assert meta["smoke"] is True and meta["torch_ran"] is HAS_TORCH
+    assert set(res["workloads"]) == {"nb201_weights", "nb201_advantage_arch"}
+    for name, w in res["workloads"].items():
+        j = w["jaxnas"]
+        for key in ("start_to_first_step_s", "first_step_s", "peak_rss_mb", "import_s", "build_init_s"):
+            assert _positive(j[key]), (name, key, j[key])
+        assert len(j["steps_ms"]) == 2 and all(_positive(t) for t in j["steps_ms"])
+        assert j["arch_mismatches"] == 0            # the torch side stepped on the architecture jaxnas did
+        assert len(w["load_average_before"]) == 3 and len(w["load_average_after"]) == 3
+        if HAS_TORCH:
+            t = w["torch"]
+            for key in ("start_to_first_step_s", "first_step_s", "peak_rss_mb"):
+                assert _positive(t[key]), (name, key, t[key])
+            for key in ("jaxnas_step_ms_median", "torch_step_ms_median", "ratio_median", "ratio_mean", "ratio_se",
+                        "ratio_of_medians"):
+                assert _positive(w[key]), (name, key, w[key])
+            assert w["rounds"] == 2
+        else:
+            assert w["torch"] is None and _positive(w["jaxnas_step_ms_median"])
+    assert "| workload |" in r.stdout          # the markdown table
