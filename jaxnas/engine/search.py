@@ -21,6 +21,8 @@ Per step ``t`` and lane ``i`` (keys folded with ``i``):
 3. phases ``strategy`` / ``both``: ``strategy.step(state, k, evaluator.reward_fn(...), ctx)``, with
    ``ctx`` (a :class:`SupernetContext`) only for strategies that unroll the weight step; strategies
    with ``needs="batch"`` get ``evaluator.batched_reward_fn`` and a :class:`BatchContext`.
+   The strategy draws its own architectures for the reward (from ``k``): the metric ``sample/arch``
+   is step 1's sample, the one the weight step trained (in a ``strategy`` phase, a draw nothing used).
 
 A search is a schedule of phases (:class:`Phase`); each kind is its own compiled chunk function
 (``lax.scan``), so a frozen-weight or weight-only phase never traces the other half, and the supernet's
