@@ -238,3 +238,21 @@ def test_mlp_members_retrain_step_lowers(monkeypatch, tmp_path):
         mlp_runs.train_members(tmp_path / "members", data, space, [[4, 8], [8, 4]], [0, 1],
                                TrainConfig(epochs=1, batch_size=8))
     _export_chunk(got)
+
+
+def test_ma2ml_pipeline_retrain_step_lowers(monkeypatch, tmp_path):
+    """The pipeline lanes' chunk of jaxnas.training.pipeline_runs (standalone.pipeline_step in vmapped
+    lanes: augmentation, cell and hyper-parameters; the training set a const argument)."""
+    from jaxnas.config import experiment as B
+    from jaxnas.training import pipeline_runs
+    from jaxnas.training.standalone import PipelineConfig
+    data = B.DATASETS.get("digits")({"name": "digits", "val_fraction": 0.3, "max_train": 64, "val_path": None,
+                                     "test_path": None}, 0)
+    space = B.SPACES.get("pipeline")({"num_subpolicies": 1, "aug_ops": ["Rotate", "Invert"], "C": 2,
+                                      "cells_per_stage": 1, "lr": [0.02, 0.1], "weight_decay": [0.0, 1e-3],
+                                      "label_smoothing": None, "momentum": None}, data)
+    got = _capture_run(monkeypatch, pipeline_runs)
+    with pytest.raises(_Captured):
+        pipeline_runs.train_pipelines(tmp_path / "lanes", data, space, space.sample(jax.random.key(0), shape=(2,)),
+                                      [0, 1], PipelineConfig(steps=4, batch_size=8, eval_batch=32), lanes="vmap")
+    _export_chunk(got)

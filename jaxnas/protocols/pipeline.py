@@ -1,15 +1,19 @@
 """The ``pipeline`` (MA2ML) retrain protocol: the best pipeline of the search (its augmentation policy,
 its NAS-Bench-201 cell and its hyper-parameters, one choice per agent) trained from scratch over
-``seeds`` with the search evaluator's training (``jaxnas.training.standalone.train_pipeline``: the
+``seeds`` with the search evaluator's training (``jaxnas.training.standalone.pipeline_step``: the
 pipeline's own AutoAugment policy on every batch, its own learning rate / weight decay / label
 smoothing / momentum) for ``steps`` steps (default: the evaluator's ``result_steps``, else its
-``max_steps``). The seeds are one compiled program (``lax.map`` over their keys). The answer is the
-seed with the lowest validation loss; every seed's parameters are kept in ``retrain/c0_s<seed>/``.
+``max_steps``). The seeds are lanes of one compiled step (``standalone.pipeline_step``, the step the
+in-search evaluator scans) trained by the one checkpointed loop (``jaxnas.training.pipeline_runs`` on
+``jaxnas.training.loop``): checkpoints every ``checkpoint_every`` steps in ``retrain/lanes/``, a
+SIGTERM / SIGINT stops at the next chunk boundary with a checkpoint, and a rerun resumes bit-exactly.
+Lanes run as the search evaluator's ``lane_mode`` says (``auto``: a loop on CPU, batched elsewhere).
+The answer is the seed with the lowest validation loss; every seed's parameters are kept in
+``retrain/c0_s<seed>/``.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import jax
@@ -24,14 +28,23 @@ from jaxnas.models.specs import build_model, nb201_one_hot_spec
 from jaxnas.protocols.base import RETRAIN_DIR, RunContext, choose_best, mean_metrics, register, searched_arch, seed_list
 from jaxnas.tasks.classification import classification_loss
 from jaxnas.training.image_runs import test_split
-from jaxnas.training.standalone import train_pipeline
+from jaxnas.training.loop import Schedule
+from jaxnas.training.pipeline_runs import train_pipelines
 
 
 def default_settings(cfg: dict) -> dict:
     o = cfg["evaluator"]
     steps = o.get("result_steps") or o.get("max_steps") or 200
     return {"seeds": 3, "top": 1, "steps": int(steps), "batch_size": int(o["batch_size"]),
-            "eval_batch": int(o["eval_batch"])}
+            "eval_batch": int(o["eval_batch"]), "chunk": 50, "log_every": 100, "checkpoint_every": 200}
+
+
+def lane_mode(cfg: dict) -> str:
+    """How the seeds' lanes run: the search evaluator's ``lane_mode`` (``auto``: a loop on CPU)."""
+    mode = cfg["evaluator"].get("lane_mode", "auto")
+    if mode == "auto":
+        mode = "sequential" if jax.default_backend() == "cpu" else "vmap"
+    return mode
 
 
 def spec(cfg: dict, space, arch, data, s: dict) -> dict:
@@ -46,14 +59,13 @@ def run(ctx: RunContext):
     seeds = seed_list(s)
     agents = space.describe(arch)["agents"]
     progress_line(progress, f"retraining the pipeline {agents} over {len(seeds)} seed(s), {pc.steps} steps each")
-    f = jax.jit(lambda keys, arrays: jax.lax.map(
-        lambda k: train_pipeline(jnp.asarray(arch), k, arrays, space=space, cfg=pc, mean=tuple(data.mean),
-                                 std=tuple(data.std), return_params=True), keys))
-    arrays = tuple(jnp.asarray(a, t) for a, t in ((data.x_train, jnp.float32), (data.y_train, jnp.int32),
-                                                  (data.x_val, jnp.float32), (data.y_val, jnp.int32)))
-    t0 = time.perf_counter()
-    out = jax.device_get(f(jnp.stack([jax.random.key(int(sd)) for sd in seeds]), arrays))
-    seconds = time.perf_counter() - t0
+    schedule = Schedule(0, int(s["chunk"]), int(s["log_every"]), int(s["checkpoint_every"]))
+    out = train_pipelines(Path(rdir) / "lanes", data, space, np.repeat(np.asarray(arch)[None], len(seeds), 0), seeds,
+                          pc, schedule=schedule, lanes=lane_mode(cfg), progress=progress, label="pipeline seeds",
+                          stop_after=ctx.stop_after, stop=ctx.stop)
+    if out is None:
+        return None
+    seconds = out["seconds"]
     net_spec = spec(cfg, space, arch, data, s)
     test = test_split(data)
     runs = []

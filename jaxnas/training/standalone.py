@@ -425,26 +425,36 @@ def _pipeline_tx(cfg: PipelineConfig, hp):
                                           momentum=hp["momentum"])
 
 
-def train_pipeline(arch, key, arrays, *, space, cfg: PipelineConfig, mean, std,
-                   return_params: bool = False) -> dict:
-    """Train ONE image pipeline from scratch and evaluate it: a pure, traceable function (vmap it).
+def pipeline_net(space, cfg: PipelineConfig) -> NasBench201Net:
+    """The dense NAS-Bench-201 network every pipeline of ``space`` trains (its cell: one-hot weights)."""
+    return NasBench201Net(space.sub(space.nas), kernels=cfg.kernels)
 
-    ``arch``: the pipeline ``int[D]`` of ``space`` (a ProductSpace with an NB201 NAS agent, optional
-    AUG and HPO agents); ``key``: init, data order and augmentation draws; ``arrays``: ``(x_train,
-    y_train, x_val, y_val)``, images as float32 uint8 values ``[N, H, W, C]``. Returns scalars
-    ``val_accuracy``, ``val_loss``, ``train_loss`` (mean over the last quarter of the steps)."""
-    x_train, y_train, x_val, y_val = arrays
-    nas = space.sub(space.nas)
-    net = NasBench201Net(nas, kernels=cfg.kernels)
+
+def pipeline_init(arch, key, image_shape, *, space, cfg: PipelineConfig) -> tuple:
+    """``(params, opt_state)`` of one pipeline (``key``: its seed; the init half of its split)."""
+    weights, _, hp = pipeline_parts(space, arch, cfg)
+    k_init, _ = jax.random.split(key)
+    params = pipeline_net(space, cfg).init(k_init, jnp.zeros((1,) + tuple(image_shape), jnp.float32), weights,
+                                           mode="dense")["params"]
+    return params, _pipeline_tx(cfg, hp).init(params)
+
+
+def pipeline_data_key(key):
+    """The key of a pipeline's batches and augmentation draws (the other half of its seed's split)."""
+    return jax.random.split(key)[1]
+
+
+def pipeline_step(carry, t, arch, k_data, x_train, y_train, *, space, cfg: PipelineConfig, mean, std) -> tuple:
+    """Optimizer step ``t`` of one pipeline: ``((params, opt_state), loss)``. Its batch (``batch_size``
+    rows drawn uniformly with replacement) and augmentation draws are functions of ``k_data`` and ``t``
+    alone. The one step of every pipeline training: the in-search scan (``train_pipeline``) and the
+    checkpointed retrain (``jaxnas.training.pipeline_runs``)."""
+    net = pipeline_net(space, cfg)
     weights, aug, hp = pipeline_parts(space, arch, cfg)
+    tx = _pipeline_tx(cfg, hp)
+    ncls = space.sub(space.nas).num_classes
     n = x_train.shape[0]
     B, T = int(cfg.batch_size), int(cfg.steps)
-    k_init, k_data = jax.random.split(key)
-    params = net.init(k_init, jnp.zeros((1,) + tuple(x_train.shape[1:]), jnp.float32), weights,
-                      mode="dense")["params"]
-    tx = _pipeline_tx(cfg, hp)
-    params, opt = _vary_like((params, tx.init(params)), key, arch, *arrays)
-    ncls = nas.num_classes
 
     def prep(x, k):
         k_aug, k_base = jax.random.split(k)
@@ -460,19 +470,23 @@ def train_pipeline(arch, key, arrays, *, space, cfg: PipelineConfig, mean, std,
         labels = optax.smooth_labels(jax.nn.one_hot(y, ncls), hp["label_smoothing"])
         return jnp.mean(optax.softmax_cross_entropy(logits, labels))
 
-    def step(carry, t):
-        p, o = carry
-        k = jax.random.fold_in(k_data, t)
-        k_idx, k_prep = jax.random.split(k)
-        idx = jax.random.randint(k_idx, (B,), 0, n)
-        x = prep(x_train[idx], k_prep)
-        scale = 0.5 * (1.0 + jnp.cos(jnp.pi * t / T)) if cfg.schedule == "cosine" else 1.0
-        o.hyperparams["learning_rate"] = hp["lr"] * scale
-        loss, g = jax.value_and_grad(loss_fn)(p, x, y_train[idx])
-        upd, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, upd), o), loss
+    p, o = carry
+    k = jax.random.fold_in(k_data, t)
+    k_idx, k_prep = jax.random.split(k)
+    idx = jax.random.randint(k_idx, (B,), 0, n)
+    x = prep(x_train[idx], k_prep)
+    scale = 0.5 * (1.0 + jnp.cos(jnp.pi * t / T)) if cfg.schedule == "cosine" else 1.0
+    o.hyperparams["learning_rate"] = hp["lr"] * scale
+    loss, g = jax.value_and_grad(loss_fn)(p, x, y_train[idx])
+    upd, o = tx.update(g, o, p)
+    return (optax.apply_updates(p, upd), o), loss
 
-    (params, _), losses = jax.lax.scan(step, (params, opt), jnp.arange(T))
+
+def pipeline_evaluate(params, arch, x_val, y_val, *, space, cfg: PipelineConfig, mean, std) -> dict:
+    """``val_accuracy`` and ``val_loss`` of one trained pipeline on ``(x_val, y_val)``, in batches of
+    ``eval_batch`` (BatchNorm on each batch's statistics, as in training)."""
+    net = pipeline_net(space, cfg)
+    weights, _, _ = pipeline_parts(space, arch, cfg)
     nv = x_val.shape[0]
     eb = min(int(cfg.eval_batch), nv)
     nb = -(-nv // eb)
@@ -482,7 +496,33 @@ def train_pipeline(arch, key, arrays, *, space, cfg: PipelineConfig, mean, std,
     logits = jax.lax.map(lambda xb: net.apply({"params": params}, normalize(xb, mean, std), weights,
                                               mode="dense", train=True), xv).reshape(nb * eb, -1)[:nv]
     loss, acc = classification_loss(logits, y_val)
-    out = {"val_accuracy": acc, "val_loss": loss, "train_loss": jnp.mean(losses[-max(T // 4, 1):])}
+    return {"val_accuracy": acc, "val_loss": loss}
+
+
+def pipeline_tail(cfg: PipelineConfig) -> int:
+    """The last steps whose mean loss is a pipeline's ``train_loss`` (a quarter of them, at least one)."""
+    return max(int(cfg.steps) // 4, 1)
+
+
+def train_pipeline(arch, key, arrays, *, space, cfg: PipelineConfig, mean, std,
+                   return_params: bool = False) -> dict:
+    """Train ONE image pipeline from scratch and evaluate it: a pure, traceable function (vmap it).
+
+    ``arch``: the pipeline ``int[D]`` of ``space`` (a ProductSpace with an NB201 NAS agent, optional
+    AUG and HPO agents); ``key``: init, data order and augmentation draws; ``arrays``: ``(x_train,
+    y_train, x_val, y_val)``, images as float32 uint8 values ``[N, H, W, C]``. Returns scalars
+    ``val_accuracy``, ``val_loss``, ``train_loss`` (mean over the last quarter of the steps).
+    ``pipeline_step`` scanned over the steps (the checkpointed retrain runs the same step)."""
+    x_train, y_train, x_val, y_val = arrays
+    T = int(cfg.steps)
+    carry = pipeline_init(arch, key, x_train.shape[1:], space=space, cfg=cfg)
+    carry = _vary_like(carry, key, arch, *arrays)                  # per device (shard_map)
+    k_data = pipeline_data_key(key)
+    step = functools.partial(pipeline_step, arch=arch, k_data=k_data, x_train=x_train, y_train=y_train,
+                             space=space, cfg=cfg, mean=mean, std=std)
+    (params, _), losses = jax.lax.scan(step, carry, jnp.arange(T))
+    out = pipeline_evaluate(params, arch, x_val, y_val, space=space, cfg=cfg, mean=mean, std=std)
+    out["train_loss"] = jnp.mean(losses[-pipeline_tail(cfg):])
     if return_params:
         out["params"] = params
     return out
