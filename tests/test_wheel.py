@@ -1,5 +1,5 @@
 """The built wheel carries what a pip-installed user needs without a clone: the shipped configs and the
-embedded data, and, pip-installed in a fresh venv, ``jaxnas search quickstart`` runs from a folder outside the repository."""
+embedded data; pip-installed in a fresh venv, ``jaxnas search quickstart`` runs outside the repository."""
 import json
 import os
 import subprocess
