@@ -70,6 +70,20 @@ def save_run(path: Path, state, rewards, archs, seconds, protocol):
     os.replace(tmp, path)
 
 
+def pipeline_round(s, space, ev, inputs, lanes: int):
+    """One round: ``lanes`` pipelines sampled, trained and rated (one per lane, ``axis_name='data'``), the
+    strategy ``s`` updated once; returns ``(state, (rewards [lanes], archs [lanes, D]))`` (a scan body)."""
+    def round_(st, kr):
+        def lane(kk):
+            k_eval, k_step = jax.random.split(kk)
+            arch = space.sample(k_step, st.logits if hasattr(st, "logits") else space.uniform_logits())
+            new, m = s.step(st, k_step, ev.reward_fn({}, inputs, None, k_eval))
+            return new, m["reward"], arch
+        new, r, a = jax.vmap(lane, axis_name="data", out_axes=(None, 0, 0))(jax.random.split(kr, lanes))
+        return new, (r, a)
+    return round_
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=2)
@@ -108,15 +122,7 @@ def main():
             opts = {**opts, "min_buffer": min(8, args.lanes)}
         s = make(name, space, axis_name="data", total_steps=args.rounds, **opts)
 
-        def round_(st, kr):
-            def lane(kk):
-                k_eval, k_step = jax.random.split(kk)
-                arch = space.sample(k_step, st.logits if hasattr(st, "logits") else space.uniform_logits())
-                new, m = s.step(st, k_step, ev.reward_fn({}, inputs, None, k_eval))
-                return new, m["reward"], arch
-            new, r, a = jax.vmap(lane, axis_name="data", out_axes=(None, 0, 0))(jax.random.split(kr, args.lanes))
-            return new, (r, a)
-        run = jax.jit(lambda st, keys: jax.lax.scan(round_, st, keys))
+        run = jax.jit(lambda st, keys: jax.lax.scan(pipeline_round(s, space, ev, inputs, args.lanes), st, keys))
         rs, archs, secs = [], [], 0.0
         for seed in range(args.seeds):
             path = Path(args.runs) / f"{name}_seed{seed}.npz"

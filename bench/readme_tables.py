@@ -43,6 +43,23 @@ def _manas_regret() -> str:
     return markdown(json.loads((RESULTS / "manas_regret.json").read_text()))
 
 
+def _ma2ml_digits() -> str:
+    r = json.loads((RESULTS / "ma2ml_digits.json").read_text())
+    ms = r["methods"]
+    base = ms.get("random")
+    n = r["rounds"] * r["lanes"]
+    out = [f"| method | best validation accuracy after {n} pipelines (mean ± s.e., {r['seeds']} seeds) | "
+           "minus random, paired (mean ± s.e.) | s |", "|---|---|---|---|"]
+    for name, m in ms.items():
+        diff = "–"
+        if base is not None and name != "random":
+            diff = _pm([a - b for a, b in zip(m["final_best_per_seed"], base["final_best_per_seed"])], 4)
+        out.append(f"| {name} | {_pm(m['final_best_per_seed'], 4)} | {diff} | {float(m['seconds']):.0f} |")
+    if r.get("note"):
+        out.append(f"\nSize: {r['note']}.")
+    return "\n".join(out)
+
+
 def _vs_pytorch() -> str:
     from vs_pytorch import table
     r = json.loads((RESULTS / "vs_pytorch.json").read_text())
@@ -161,7 +178,8 @@ def _ma2ml_cifar_tiny() -> str:
 SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "supernet_ranking": _supernet_ranking,
             "nb201_oneshot": _nb201_oneshot, "ptb_tiny": _ptb_tiny, "tabnas_connect4": _tabnas_connect4,
             "shapley_kendall": _shapley_kendall, "ma2ml_synthetic": _ma2ml_synthetic,
-            "ma2ml_cifar_tiny": _ma2ml_cifar_tiny, "vs_pytorch": _vs_pytorch}
+            "ma2ml_cifar_tiny": _ma2ml_cifar_tiny, "vs_pytorch": _vs_pytorch,
+            "ma2ml_digits": _ma2ml_digits}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
 
