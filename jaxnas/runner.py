@@ -25,6 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxnas import strategies
 from jaxnas.benchmarks.nb201 import annotate
 from jaxnas.config.experiment import Experiment, build
 from jaxnas.config.settings import DEFAULTS
@@ -96,8 +97,9 @@ def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None =
             fp = W.fingerprint(cfg, exp.data, lanes)
             Dist.check_same("config or data", f"{fp['config_sha256']} {fp['data_sha256']}",
                             "start every process with the same config file, overrides and data files")
-        Dist.agree(lambda: W.check_run(workdir, cfg, exp.data, stored, progress, lanes, DEFAULTS), primary_only=True,
-                   what=f"work dir {workdir}")
+        used = strategies.defaults_used(cfg["strategy"]["name"], cfg["strategy"])
+        Dist.agree(lambda: W.check_run(workdir, cfg, exp.data, stored, progress, lanes, DEFAULTS, used),
+                   primary_only=True, what=f"work dir {workdir}")
         with StopSignals(progress, enabled=cfg["search"]["handle_signals"]) as stop:
             result = _run(exp, workdir, progress, stop_after, primary, stop)
         Dist.barrier("jaxnas_run_done")    # the lock outlives every process's use of the dir

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "jaxnas"
 
 # bottom to top; the top-level modules (cli, runner, retrain, export, report, ...) are the top layer
 LAYERS = ("core", "spaces", "models", "data", "tasks", "strategies", "benchmarks", "training",
-          "evaluators", "engine", "config", "protocols", "")
+          "evaluators", "engine", "config", "protocols", "configs", "")
 
 
 def modules(package: Path = PACKAGE) -> dict[str, Path]:

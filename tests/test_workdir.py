@@ -381,3 +381,30 @@ def test_a_resume_compiles_the_first_runs_program(tmp_path, partial_dirs):
     f = search._chunk_fn("both")[0]
     assert f.lower(fresh, search.inputs, batches).as_text() == f.lower(restored, search.inputs, batches).as_text()
     assert all(x.committed for x in jax.tree.leaves(fresh))
+
+
+def test_a_changed_strategy_default_is_refused_with_the_option_that_resumes(tmp_path):
+    """The strategy options a config leaves at their defaults are recorded with the run: after a jaxnas
+    that changed one of those defaults (simulated by editing the record), a resume is refused naming
+    the option, and passing the old value resumes the run as it started."""
+    w = tmp_path / "w"
+    run_search(resolve(tiny_config("reinforce", steps=20)), w, progress=None, stop_after=10)
+    fp = json.loads((w / "fingerprint.json").read_text())
+    assert fp["strategy_defaults"]["decay"] == 0.95 and "lr" not in fp["strategy_defaults"]  # lr is given
+    fp["strategy_defaults"]["decay"] = 0.9           # the default when the run started
+    (w / "fingerprint.json").write_text(json.dumps(fp))
+    with pytest.raises(RunMismatchError, match=r"(?s)default of strategy.decay: 0.9 -> 0.95.*"
+                                               r"to resume it as it started, pass strategy.decay=0.9"):
+        run_search(resolve(tiny_config("reinforce", steps=20)), w, progress=None)
+    cfg = tiny_config("reinforce", steps=20)
+    cfg["strategy"]["decay"] = 0.9
+    out = run_search(resolve(cfg), w, progress=None)
+    assert out["finished"] and out["step"] == 20
+    # an older fingerprint without the record: the run resumes and the record is added
+    w2 = tmp_path / "older"
+    run_search(resolve(tiny_config("reinforce", steps=20)), w2, progress=None, stop_after=10)
+    fp = json.loads((w2 / "fingerprint.json").read_text())
+    del fp["strategy_defaults"]
+    (w2 / "fingerprint.json").write_text(json.dumps(fp))
+    assert run_search(resolve(tiny_config("reinforce", steps=20)), w2, progress=None)["finished"]
+    assert json.loads((w2 / "fingerprint.json").read_text())["strategy_defaults"]["decay"] == 0.95

@@ -439,8 +439,9 @@ def run_config(config: dict, with_data: bool) -> dict:
     return {k: v for k, v in flat.items() if k not in drop}
 
 
-def fingerprint(cfg, data, lanes: dict | None = None) -> dict:
-    """``lanes``: ``{"devices": D, "samples": P}`` of the built search (compared on resume)."""
+def fingerprint(cfg, data, lanes: dict | None = None, strategy_defaults: dict | None = None) -> dict:
+    """``lanes``: ``{"devices": D, "samples": P}`` of the built search; ``strategy_defaults``: the
+    strategy options the config leaves at this jaxnas's defaults (both compared on resume)."""
     config = _plain(cfg)
     dfp = data_fingerprint(data)
     fp = {"format": FORMAT, "config_sha256": _sha(run_config(config, dfp is not None)),
@@ -448,6 +449,8 @@ def fingerprint(cfg, data, lanes: dict | None = None) -> dict:
           "config": config, "data": dfp, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if lanes is not None:
         fp["lanes"] = dict(lanes)
+    if strategy_defaults is not None:
+        fp["strategy_defaults"] = _plain(strategy_defaults)
     return fp
 
 
@@ -479,10 +482,16 @@ def differences(old: dict, new: dict, defaults: dict | None = None) -> list[tupl
     a, b = run_config(old["config"], with_data), run_config(new["config"], with_data)
     defaults = flatten(_plain(defaults)) if defaults else {}
 
+    def left_at_default(side, k, value):   # a strategy option the run left at the default it recorded
+        sd = side.get("strategy_defaults") or {}
+        return k.startswith("strategy.") and k[9:] in sd and sd[k[9:]] == value
+
     def differ(k):
         x, y = a.get(k, _ABSENT), b.get(k, _ABSENT)
         if x is _ABSENT or y is _ABSENT:
             there = y if x is _ABSENT else x
+            if left_at_default(old if x is _ABSENT else new, k, there):
+                return False
             return k not in defaults or defaults[k] != there
         return x != y
     diffs = [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b)) if differ(k)]
@@ -490,6 +499,9 @@ def differences(old: dict, new: dict, defaults: dict | None = None) -> list[tupl
     if la is not None and lb is not None:     # older fingerprints have none
         diffs += [(f"lanes:{k}", la.get(k, _ABSENT), lb.get(k, _ABSENT)) for k in sorted(set(la) | set(lb))
                   if la.get(k, _ABSENT) != lb.get(k, _ABSENT)]
+    sa, sb = old.get("strategy_defaults"), new.get("strategy_defaults")
+    if sa is not None and sb is not None:     # a default this jaxnas changed (an option only one side has: new)
+        diffs += [(f"{DEFAULT_TAG}strategy.{k}", sa[k], sb[k]) for k in sorted(set(sa) & set(sb)) if sa[k] != sb[k]]
     if with_data:
         da, db = flatten(old["data"], "data:"), flatten(new["data"], "data:")
         diffs += [(k, da.get(k, _ABSENT), db.get(k, _ABSENT)) for k in sorted(set(da) | set(db))
@@ -497,10 +509,16 @@ def differences(old: dict, new: dict, defaults: dict | None = None) -> list[tupl
     return diffs
 
 
+DEFAULT_TAG = "default of "
+
+
 def mismatch_message(workdir, diffs, what: str = "the run recorded in") -> str:
     lines = "\n".join(f"  {k}: {_fmt(o)} -> {_fmt(n)}" for k, o, n in diffs)
+    changed = [(k[len(DEFAULT_TAG):], o) for k, o, _ in diffs if k.startswith(DEFAULT_TAG)]
+    keep = ("" if not changed else "\nthis jaxnas changed those defaults since the run started: to resume it as it "
+            "started, pass " + " ".join(f"{k}={json.dumps(o)}" for k, o in changed) + "; otherwise")
     return (f"this config differs from {what} {Path(workdir) / FINGERPRINT} in {len(diffs)} key(s) that change "
-            f"the run (old -> new):\n{lines}\nresuming would mix two runs: {WAYS_OUT}")
+            f"the run (old -> new):\n{lines}{keep}\nresuming would mix two runs: {WAYS_OUT}")
 
 
 def read_fingerprint(workdir) -> dict | None:
@@ -546,18 +564,19 @@ def check_config(workdir, cfg, defaults: dict | None = None) -> dict | None:
 
 
 def check_run(workdir, cfg, data, stored: dict | None, stream=None, lanes: dict | None = None,
-              defaults: dict | None = None) -> dict:
+              defaults: dict | None = None, strategy_defaults: dict | None = None) -> dict:
     """Compares (config and data) with the stored fingerprint, or records a new one; a work dir from
     before fingerprints (checkpoints but no fingerprint.json) is checked against its ``config.json``.
     Returns the fingerprint of this run. Writes ``config.json`` (atomically) once the run is known."""
     workdir = Path(workdir)
-    fp = fingerprint(cfg, data, lanes)
+    fp = fingerprint(cfg, data, lanes, strategy_defaults)
     if stored is not None:
         diffs = differences(stored, fp, defaults)
         if diffs:
             raise RunMismatchError(mismatch_message(workdir, diffs))
-        if lanes is not None and "lanes" not in stored:    # from an older jaxnas: record them now
-            stored = {**stored, "lanes": dict(lanes)}
+        older = {k: fp[k] for k in ("lanes", "strategy_defaults") if k in fp and k not in stored}
+        if older:                                          # from an older jaxnas: record them now
+            stored = {**stored, **older}
             atomic_write_text(workdir / FINGERPRINT, json.dumps(stored, indent=1))
         fp = stored
     elif has_run(workdir):

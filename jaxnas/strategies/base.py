@@ -126,6 +126,18 @@ def factory(name: str) -> Callable[..., Strategy]:
     return _REGISTRY[name]
 
 
+def defaults_used(name: str, given: dict) -> dict:
+    """The options of strategy ``name`` that ``given`` leaves at the factory's defaults, with those
+    defaults (JSON-plain): recorded with a run, so a resume after a default changed is refused."""
+    out = {}
+    for k, p in inspect.signature(factory(name)).parameters.items():
+        if k in given or k in ("space", "axis_name", "total_steps") or p.default is inspect.Parameter.empty:
+            continue
+        v = p.default
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
 # ---- option types: one name, one meaning, one (type, range) for every strategy -------------------
 _UNIT = dict(ge=0, lt=1)
 OPTION_FIELDS: dict[str, S.Field] = {
