@@ -7,7 +7,7 @@ sub-spaces, so the engine and every strategy see one ordinary :class:`~jaxnas.sp
 (``[D, K]`` with a ragged mask: sub-spaces with fewer choices are masked), and it keeps the agent
 boundaries (:attr:`ProductSpace.agent_slices`) for the strategies that assign credit per agent. A
 categorical policy per decision is then a product over agents of products over each agent's own
-decisions (each agent's policy factorises over its decisions; choice documented in README).
+decisions (each agent's policy factorises over its decisions; choice documented in docs/guides/ma2ml.md).
 
 The agents' spaces:
 

@@ -27,7 +27,7 @@ a replay buffer kept in the state (so it checkpoints with the search); per round
 3. the target policies move towards the policies: ``rho <- decay rho + (1 - decay) theta`` on the
    logits (Polyak averaging, as target networks; the poster does not say how rho is updated).
 
-Choices where the poster is silent (documented here and in README): the critic's form and its
+Choices where the poster is silent (documented here and in docs/guides/ma2ml.md): the critic's form and its
 reward normalisation (``lambda`` is then in reward standard deviations); with one state a buffer
 entry holds only ``<A, R>``, so the mini-batches train the critic and the policy expectation
 ``E_pi`` is taken over fresh samples from ``pi``; the policies wait until the buffer holds

@@ -346,7 +346,7 @@ def pareto_front(costs, losses) -> np.ndarray:
 # dense NAS-Bench-201 network (jaxnas/models/supernets/cells.py; every op runs, the one-hot keeps the chosen
 # one: no lax.switch under vmap), the AutoAugment policy is applied to every training batch inside the
 # program (jaxnas/data/augment.py), and the hyper-parameters are traced values fed to the optimizer with
-# ``optax.inject_hyperparams``. Choices (documented in README): BatchNorm on batch statistics in
+# ``optax.inject_hyperparams``. Choices (documented in docs/guides/ma2ml.md): BatchNorm on batch statistics in
 # training and evaluation (the dense network's non-affine BN; evaluation batches of ``eval_batch``);
 # mini-batches drawn uniformly with replacement per step; SGD with Nesterov momentum (or Adam) and
 # coupled weight decay, the learning rate cosine-decayed to 0 over the steps.
