@@ -26,10 +26,14 @@ def test_event_files_hold_every_metric_of_every_step_across_a_resume(tmp_path):
     cfg = resolve(tiny_config(steps=40))
     w = tmp_path / "run"
     run_search(cfg, w, progress=None, stop_after=20)
-    # the killed run's tail: events past the checkpoint (step 20) that a resume must hide
+    # the killed run's tail: events past the checkpoint (step 20) that a resume must hide; written
+    # and resumed at once, within the second the first writer opened (its file must survive)
     with TB.EventLog(w / TB.DIR) as log:
         log.rows([{"step": s, "phase": "both", "weights/train_loss": 1e6} for s in range(20, 25)])
+    with TB.EventLog(w / TB.DIR) as log:        # another writer in the same second: nothing lost
+        pass
     run_search(cfg, w, progress=None)
+    assert len(list((w / TB.DIR).glob("events.out.tfevents.*"))) == 4
     rows = _rows(w)
     scalars = TB.read_scalars(w / TB.DIR)
     tags = sorted(k for k in rows[0] if k not in ("step", "phase"))

@@ -11,6 +11,7 @@ its drawing. A resume purges the events past its checkpoint (``purge_step``), as
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,12 @@ class EventLog:
 
     def __init__(self, logdir, purge_step: int | None = None):
         from tensorboardX import SummaryWriter
-        # flush_secs: a watcher sees a chunk's rows within seconds; purge_step hides a killed run's tail
-        self._w = SummaryWriter(str(logdir), purge_step=purge_step or None, flush_secs=10)
+        # flush_secs: a watcher sees a chunk's rows within seconds; purge_step hides a killed run's tail;
+        # the suffix: tensorboardX names a file by the second it opened, so a resume within the same
+        # second would reopen (truncate) the previous writer's file: nanoseconds keep the names apart
+        # and in time order (TensorBoard and read_events go through the files by name)
+        self._w = SummaryWriter(str(logdir), purge_step=purge_step or None, flush_secs=10,
+                                filename_suffix=f".{time.time_ns()}")
 
     def rows(self, rows: list[dict]) -> None:
         """``metrics.jsonl`` rows (``step``, ``phase``, then ``tag: value``) as scalars."""
