@@ -180,7 +180,8 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
     t0 = time.perf_counter()
     step = start
     end = total if stop_after is None else min(total, stop_after)
-    events = _event_log(workdir, s["tensorboard"], start) if primary else None
+    logging_tb = _tensorboard_on(s["tensorboard"])      # every process: the derive below is collective
+    events = TB.EventLog(workdir / TB.DIR, purge_step=start) if logging_tb and primary else None
     bar = Progress(end - start, progress if primary else None)
     drawn = time.monotonic()      # when the architecture was last drawn into the event log
     try:
@@ -213,7 +214,7 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
                 signum = Dist.any_stop(stop.requested() if stop is not None else None)
                 if step % s["checkpoint_every"] == 0 or step == total or signum:
                     W.save_checkpoint(manager, step, state)    # a full disk: one message, not orbax's log
-                    if events is not None:
+                    if logging_tb:
                         drawn = _log_architecture(events, exp, state, step, drawn, final=step == end)
                 if signum and step < total:   # SIGTERM / SIGINT: stopped at this chunk boundary, resumable
                     raise StopRequested(signum, step, "search")
@@ -227,21 +228,24 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
     return finish(exp, state, workdir, time.perf_counter() - t0, write=primary)
 
 
-def _event_log(workdir: Path, enabled, start: int):
-    """The run's TensorBoard log (``search.tensorboard``: None = when tensorboardX is installed)."""
+def _tensorboard_on(enabled) -> bool:
+    """``search.tensorboard``: None = on when tensorboardX is installed."""
     if enabled is False or (enabled is None and not TB.available()):
-        return None
+        return False
     if not TB.available():
         raise ImportError("search.tensorboard=True needs tensorboardX: pip install tensorboardX "
                           "(or set search.tensorboard=False)")
-    return TB.EventLog(workdir / TB.DIR, purge_step=start)
+    return True
 
 
 def _log_architecture(events, exp: Experiment, state, step: int, drawn: float, final: bool) -> float:
     """The architecture the strategy would derive now, as text and (with matplotlib) a drawing: at
     most one drawing per ``DRAW_EVERY_S`` seconds (a drawing costs about a second; tiny runs checkpoint
-    often) and at the last step. Returns when it last drew."""
+    often) and at the last step. Every process derives (a computation over the run's global arrays, as
+    in :func:`finish`); only process 0 (``events`` not None) writes. Returns when it last drew."""
     arch = np.asarray(jax.device_get(exp.strategy.derive(state.strategy)))
+    if events is None:
+        return drawn
     text = "  \n".join(f"{k}: {v}" for k, v in exp.space.describe(arch).items())   # markdown line breaks
     figure, now = None, time.monotonic()
     if final or now - drawn >= DRAW_EVERY_S:
