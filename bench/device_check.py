@@ -61,6 +61,9 @@ from pathlib import Path
 from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from vs_pytorch import jaxnas_config, make_images  # noqa: E402  (the same workloads and images)
+
 RESULTS = REPO / "bench" / "results" / "device_check.json"
 T0 = time.perf_counter()
 
@@ -174,17 +177,6 @@ def timed(fn, *args):
     return time.perf_counter() - t, out
 
 
-def make_images(path: Path, n: int, seed: int = 0) -> Path:
-    """Random uint8 NHWC images and labels 0..9 (every class present), an npz for ``image_npz``."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (n, 32, 32, 3), np.uint8)
-    y = np.arange(n) % 10
-    rng.shuffle(y)
-    np.savez(path, X=x, y=y)
-    return path
-
-
 # ---- sections ------------------------------------------------------------------------------------
 def device_info(args) -> dict:
     import jax
@@ -221,24 +213,16 @@ def run_tests(k: str, precision: str) -> dict:
 
 
 def search_config(skeleton: str, form: str, data_path: Path, sz: dict) -> dict:
-    """The config of a weight-step workload (bench/vs_pytorch.py's settings)."""
-    data = {"name": "image_npz", "path": str(data_path), "val_fraction": 0.5, "augment": False}
-    search = {"steps": 10_000, "warmup_steps": 0, "batch_size": sz["batch"], "val_batch_size": sz["batch"],
-              "chunk": 1, "reward": "neg_loss"}
-    strategy = {"name": "random" if form == "sparse" else "darts"}
-    if skeleton == "nb201":
-        from jaxnas.configs.advantagenas_nb201 import get_config
-        cfg = get_config()   # AdvantageNAS (App. D): Nesterov SGD 0.1, wd 5e-4, cosine, clip 1
-        cfg["space"] = {**cfg["space"], **sz["nb201"]}
-        if "ops" not in sz["nb201"]:
-            cfg["space"].pop("ops")   # the standard 5-op space
-        return {**cfg, "data": data, "strategy": strategy, "search": {**cfg["search"], **search}}
-    return {"seed": 0, "data": data, "strategy": strategy,
-            "space": {"name": "darts", **sz["darts8"], "scan_edges": not sz["darts_per_edge"]},
-            # DARTS (Liu et al. 2019, sec. 3.1.1): SGD momentum 0.9, wd 3e-4, cosine lr, clip 5
-            "optimizer": {"name": "sgd", "lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4, "schedule": "cosine",
-                          "clip": 5.0},
-            "search": search}
+    """The config of a weight-step workload: bench/vs_pytorch.py's (NB201: AdvantageNAS's Nesterov
+    SGD; DARTS-8: DARTS's SGD) at this mode's sizes, ``form``'s strategy (sparse: random, dense:
+    darts), no weights-only warm-up phase."""
+    workload = "nb201_weights" if skeleton == "nb201" else "darts8_sparse"
+    cfg = jaxnas_config(workload, data_path, batch=sz["batch"])
+    cfg["strategy"] = {"name": "random" if form == "sparse" else "darts"}
+    cfg["search"]["warmup_steps"] = 0
+    cfg["space"].update(sz["nb201"] if skeleton == "nb201" else
+                        {**sz["darts8"], "scan_edges": not sz["darts_per_edge"]})
+    return cfg
 
 
 def time_search_step(cfg: dict, steps: int) -> dict:

@@ -300,6 +300,17 @@ def torch_models():
                 out = y if out is None else out + y
         return out
 
+    def cell_nodes(cell, nodes, arch, w, dense):
+        """A cell's nodes after its input ``nodes``: node j is the sum of the edges (j, i), in
+        ``cell.edges`` order (by destination, then source) with ops ``cell.ops``."""
+        for e, (j, i) in enumerate(cell.edges):
+            y = edge(cell.ops[e], cell.names, nodes[i], arch[e], w, e, dense)
+            if j == len(nodes):
+                nodes.append(y)
+            else:
+                nodes[j] = nodes[j] + y
+        return nodes
+
     class NB201Cell(nn.Module):
         """4 nodes, node j = sum over i < j of op_{j,i}(node i); edges by destination then source."""
         def __init__(self, c, names):
@@ -309,14 +320,7 @@ def torch_models():
             self.ops = nn.ModuleList(nn.ModuleList(nb201_op(n, c) for n in names) for _ in self.edges)
 
         def forward(self, x, arch, w, dense):
-            nodes = [x]
-            for e, (j, i) in enumerate(self.edges):
-                y = edge(self.ops[e], self.names, nodes[i], arch[e], w, e, dense)
-                if j == len(nodes):
-                    nodes.append(y)
-                else:
-                    nodes[j] = nodes[j] + y
-            return nodes[-1]
+            return cell_nodes(self, [x], arch, w, dense)[-1]
 
     class ResBlock(nn.Module):   # NAS-Bench-201's residual reduction between stages
         def __init__(self, cin, cout):
@@ -362,14 +366,7 @@ def torch_models():
                                      for (j, i) in self.edges)
 
         def forward(self, s0, s1, arch, w, dense):
-            nodes = [self.pre0(s0), self.pre1(s1)]
-            for e, (j, i) in enumerate(self.edges):
-                y = edge(self.ops[e], self.names, nodes[i], arch[e], w, e, dense)
-                if j == len(nodes):
-                    nodes.append(y)
-                else:
-                    nodes[j] = nodes[j] + y
-            return torch.cat(nodes[2:], 1)
+            return torch.cat(cell_nodes(self, [self.pre0(s0), self.pre1(s1)], arch, w, dense)[2:], 1)
 
     class DartsNet(nn.Module):
         """Stem 3C, ``layers`` cells with reductions (channels doubled) at 1/3 and 2/3, pool, linear."""
