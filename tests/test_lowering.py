@@ -7,6 +7,8 @@ On CPU the accelerator branches (``lax.platform_dependent``: XLA's own convoluti
 cotangent barrier) are never compiled; lowering them is what shows they build there."""
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path
 
 import jax
@@ -75,6 +77,31 @@ def test_darts_supernet_lowers(scan_edges, strategy):
     space = {"name": "darts", "C": 2, "num_cells": 3, "ops": ["none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"],
              "scan_edges": scan_edges}
     _exported(_image_cfg(space, {"name": strategy}))
+
+
+@needs_cifar
+@pytest.mark.parametrize("space,strategy", [
+    ({"name": "nb201", "C": 2, "cells_per_stage": 1}, "random"),     # sparse
+    ({"name": "nb201", "C": 2, "cells_per_stage": 1}, "darts"),      # dense
+    ({"name": "darts", "C": 2, "num_cells": 3, "ops": ["none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"]},
+     "gdas")], ids=["nb201-sparse", "nb201-dense", "darts-sparse"])
+def test_cpu_search_chunk_has_only_standard_layout_convolutions(space, strategy):
+    """The search step is a scan body: on CPU every conv and conv gradient in it must be a standard
+    NHWC/HWIO convolution (ops/conv.py's CPU gradient). XLA's own conv gradient there lowers to
+    convolutions with swapped dimension labels (``f01b_i01o->01bf``: the kernel gradient) that ran
+    up to 50x slower; the stem and reduction-block convs took that path until the task passed
+    ``control_flow`` (the NB201 search step was 2.5x slower)."""
+    cfg = _image_cfg(space, {"name": strategy})
+    exp = build(cfg)
+    search, data = exp.search, exp.data
+    tb = gather((data.x_train, data.y_train), BatchSampler(len(data.y_train), 8, 0).chunk(0, 2))
+    vb = gather((data.x_val, data.y_val), BatchSampler(len(data.y_val), 8, 1).chunk(0, 2))
+    chunk, _ = search._chunk_fn("both")
+    hlo = chunk.lower(search.init(jax.random.key(0)), search.inputs,
+                      search.shard_batches((tb, vb))).compile().as_text()
+    labels = re.findall(r"= \S+ convolution\(.*?dim_labels=([^,\s]+)", hlo)
+    assert len(labels) > 20, "no convolutions found: the HLO text format changed"
+    assert set(labels) == {"b01f_01io->b01f"}, Counter(labels)
 
 
 @pytest.mark.skipif(not PTB.exists(), reason="Penn Treebank is in ../shared")

@@ -38,7 +38,8 @@ TINY_DARTS = DartsSpace.create(C=4, num_cells=3,
 
 
 @pytest.mark.parametrize("stride,dilation,depthwise,k", [
-    (1, 1, False, 3), (2, 1, False, 3), (1, 2, True, 3), (2, 1, True, 5), (2, 2, True, 5), (2, 1, False, 1)])
+    (1, 1, False, 3), (2, 1, False, 3), (1, 2, True, 3), (2, 1, True, 5), (2, 2, True, 5), (2, 1, False, 1),
+    (1, 2, False, 3), (2, 2, False, 5), (2, 1, False, 5)])
 def test_switch_safe_conv_gradient_equals_xla(stride, dilation, depthwise, k):
     x = jax.random.normal(KEY, (2, 9, 8, 6))
     w = jax.random.normal(jax.random.fold_in(KEY, 1), (k, k, 1 if depthwise else 6, 6))

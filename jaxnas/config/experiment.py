@@ -219,7 +219,8 @@ def _image_task(net, cfg, space, data):
     mean, std = data.mean, data.std
     augment = D.random_crop_flip if cfg["data"]["augment"] else None
     return ClassificationTask(space, net, tuple(data.x_train.shape[1:]), augment=augment,
-                              preprocess=lambda x: D.normalize(x, mean, std), reward=cfg["search"]["reward"])
+                              preprocess=lambda x: D.normalize(x, mean, std), reward=cfg["search"]["reward"],
+                              control_flow=True)
 
 
 @TASKS.register("nb201")

@@ -40,6 +40,10 @@ class ClassificationTask:
     augment: Optional[Callable] = None  # (key, raw batch x) -> x, training batches only
     preprocess: Optional[Callable] = None  # raw x -> float32 network input (e.g. normalisation)
     reward: str = "neg_loss"
+    # the net's convs take the CPU gradient made for loops (models/ops/layers.py): the loss is traced
+    # in the engine's scanned chunk, where XLA's own conv gradient ran up to 50x slower on CPU (the
+    # NB201 search step 2.5x slower as a whole); conv nets only (their __call__ takes the argument)
+    control_flow: bool = False
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -54,7 +58,8 @@ class ClassificationTask:
         if train and self.augment is not None and key is not None:
             x = self.augment(key, x)
         x = self.preprocess(x) if self.preprocess is not None else x.astype(jnp.float32)
-        logits = self.net.apply({"params": params}, x, weights, mode=mode)
+        kw = {"control_flow": True} if self.control_flow else {}
+        logits = self.net.apply({"params": params}, x, weights, mode=mode, **kw)
         loss, acc = classification_loss(logits, y)
         return loss, {"accuracy": acc}
 

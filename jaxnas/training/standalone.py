@@ -466,7 +466,8 @@ def pipeline_step(carry, t, arch, k_data, x_train, y_train, *, space, cfg: Pipel
         return normalize(x, mean, std)
 
     def loss_fn(p, x, y):
-        logits = net.apply({"params": p}, x, weights, mode="dense", train=True)
+        # a scan body: the convs take the CPU gradient (XLA's own is slow in a loop on CPU)
+        logits = net.apply({"params": p}, x, weights, mode="dense", train=True, control_flow=True)
         labels = optax.smooth_labels(jax.nn.one_hot(y, ncls), hp["label_smoothing"])
         return jnp.mean(optax.softmax_cross_entropy(logits, labels))
 

@@ -474,12 +474,15 @@ class DartsNet(nn.Module):
     kernels: Kernels = Kernels()   # static kernel choices of every op (ops/conv.py)
 
     @nn.compact
-    def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True):
+    def __call__(self, x, weights=None, mode: str = "sparse", train: bool = True, control_flow: bool = False):
+        """``control_flow``: traced inside a scan body (a scanned training loop): the convs take the
+        CPU gradient (models/ops/layers.py)."""
         _check_mode(mode)
         sp = self.space
         wb = _block_weights(sp, weights, self.arch)
         affine = self.arch is not None
-        s0 = s1 = Norm(affine, self.track)(Conv(self.stem_multiplier * sp.C, 3, kernels=self.kernels)(x), train)
+        s0 = s1 = Norm(affine, self.track)(Conv(self.stem_multiplier * sp.C, 3, kernels=self.kernels)(x, control_flow),
+                                           train)
         red = reduction_cells(sp.num_cells)
         runs = _scanned_runs(self)
         ch, reduction_prev = sp.C, False
@@ -497,17 +500,18 @@ class DartsNet(nn.Module):
             if reduction:
                 ch *= 2
             if reduction_prev:
-                p0 = FactorizedReduce(ch, affine, self.track, self.kernels, name=f"pre0_{c}")(s0, train)
+                p0 = FactorizedReduce(ch, affine, self.track, self.kernels, name=f"pre0_{c}")(s0, train, control_flow)
             else:
                 p0 = ReLUConvBN(ch, 1, affine=affine, track=self.track, kernels=self.kernels,
-                                name=f"pre0_{c}")(s0, train)
-            p1 = ReLUConvBN(ch, 1, affine=affine, track=self.track, kernels=self.kernels, name=f"pre1_{c}")(s1, train)
+                                name=f"pre0_{c}")(s0, train, control_flow)
+            p1 = ReLUConvBN(ch, 1, affine=affine, track=self.track, kernels=self.kernels,
+                            name=f"pre1_{c}")(s1, train, control_flow)
             block = sp.block_of_cell(c)
             out = Cell(sp, ch, reduction, concat_output=True, arch=_cell_arch(sp, self.arch, block),
                        affine=affine, track=self.track, remat=self.remat,
                        partial_channels=self.partial_channels, scan_edges=self.scan_edges, kernels=self.kernels,
                        name=f"cell{c}")(
-                [p0, p1], None if wb is None else wb[block], mode, train)
+                [p0, p1], None if wb is None else wb[block], mode, train, control_flow)
             s0, s1, reduction_prev = s1, out, reduction
             c += 1
         return nn.Dense(self.num_classes)(jnp.mean(s1, (1, 2)))
