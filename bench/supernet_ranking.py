@@ -180,7 +180,16 @@ def run_unit(name: str, steps: int, args, table) -> dict:
             "uniform_cells_table_mean": round(float(np.mean(truth[:n_uni])), 2),
             "scores": {"val_accuracy": [round(float(v), 4) for v in acc],
                        "neg_loss": [round(float(v), 4) for v in nl]},
-            "load_avg_1min": round(os.getloadavg()[0], 2)}
+            "load_avg_1min": round(os.getloadavg()[0], 2), "git": _git_head()}
+
+
+def _git_head():
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=REPO).stdout.strip() or None
+    except OSError:
+        return None
 
 
 def markdown(results: dict) -> str:
