@@ -13,7 +13,7 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxnas.models.ops.conv import Kernels, max_pool3
+from jaxnas.models.ops.conv import Kernels, avg_pool3, max_pool3
 from jaxnas.models.ops.layers import Conv, Norm, downsampled_shape
 
 
@@ -110,15 +110,10 @@ class Pool(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = True, control_flow: bool = False):
-        pad = ((1, 1), (1, 1))
         if self.kind == "max":
             y = max_pool3(x, self.stride, self.kernels.cpu)
-        else:
-            # average over the valid (unpadded) inputs, as count_include_pad=False, but with the
-            # count computed on a [1, H, W, 1] map: XLA constant-folds flax's full-size count slowly
-            s = (self.stride, self.stride)
-            y = nn.avg_pool(x, (3, 3), s, pad) / nn.avg_pool(jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype),
-                                                           (3, 3), s, pad)
+        else:   # average over the valid (unpadded) inputs, as count_include_pad=False
+            y = avg_pool3(x, self.stride, self.kernels.cpu)
         return Norm(self.affine, self.track)(y, train) if self.bn else y
 
 
