@@ -38,6 +38,22 @@ def _nb201_oneshot() -> str:
     return markdown(json.loads((RESULTS / "nb201_oneshot.json").read_text()))
 
 
+def _oneshot_v2() -> str:
+    from oneshot_v2 import markdown_v2
+    return markdown_v2(json.loads((RESULTS / "nb201_oneshot.json").read_text()).get("v2") or {})
+
+
+def _v2_protocol() -> str:
+    from nb201_oneshot import DEFAULT_STRATEGIES
+    v2 = json.loads((RESULTS / "nb201_oneshot.json").read_text()).get("v2") or {}
+    if not v2.get("protocol"):
+        return "No supernet protocol ranks cells yet: leaderboard v2 has not run."
+    pr, n = v2["protocol"], sum(len(r["runs"]) for r in v2.get("strategies", {}).values())
+    return (f"Leaderboard v2 protocol: {pr['source']} (Kendall tau of the supernet's validation accuracy "
+            f"against the table's CIFAR-10 test accuracy, 200 uniform cells, 95 % bootstrap interval); "
+            f"{n} of {pr['seeds'] * len(DEFAULT_STRATEGIES)} (strategy, seed) runs landed.")
+
+
 def _manas_regret() -> str:
     from manas_regret import markdown
     return markdown(json.loads((RESULTS / "manas_regret.json").read_text()))
@@ -179,7 +195,7 @@ SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "superne
             "nb201_oneshot": _nb201_oneshot, "ptb_tiny": _ptb_tiny, "tabnas_connect4": _tabnas_connect4,
             "shapley_kendall": _shapley_kendall, "ma2ml_synthetic": _ma2ml_synthetic,
             "ma2ml_cifar_tiny": _ma2ml_cifar_tiny, "vs_pytorch": _vs_pytorch,
-            "ma2ml_digits": _ma2ml_digits}
+            "ma2ml_digits": _ma2ml_digits, "oneshot_v2": _oneshot_v2, "v2_protocol": _v2_protocol}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
 

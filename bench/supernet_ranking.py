@@ -194,7 +194,7 @@ def _git_head():
 
 def markdown(results: dict) -> str:
     lines = ["| config | steps | tau (val acc, uniform cells) [95 %] | rho | tau on -loss | top-1 / top-10 table acc | "
-             "train + score s |", "|---|---|---|---|---|---|---|"]
+             "train + score s | commit |", "|---|---|---|---|---|---|---|---|"]
     for key in sorted(results.get("units", {}), key=lambda k: (list(CONFIGS).index(k.rsplit("@", 1)[0])
                                                                if k.rsplit("@", 1)[0] in CONFIGS else 99,
                                                                int(k.rsplit("@", 1)[1]))):
@@ -205,7 +205,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {u['config']} | {u['steps']} | {t[0]:+.3f} [{t[1]:+.3f}, {t[2]:+.3f}] | "
                      f"{r['spearman_rho'][0]:+.3f} | {rl['kendall_tau'][0]:+.3f} | "
                      f"{r['top1_table_acc']:.2f} / {r['top10_table_acc']:.2f} | "
-                     f"{u['seconds_train'] + u['seconds_score']:.0f} |")
+                     f"{u['seconds_train'] + u['seconds_score']:.0f} | {u.get('git') or 'before db34bc5'} |")
     return "\n".join(lines)
 
 
