@@ -62,7 +62,7 @@ from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from vs_pytorch import jaxnas_config, make_images  # noqa: E402  (the same workloads and images)
+from vs_pytorch import git_head, jaxnas_config, make_images  # noqa: E402  (the same workloads and images)
 
 RESULTS = REPO / "bench" / "results" / "device_check.json"
 T0 = time.perf_counter()
@@ -487,7 +487,7 @@ def main():
     budget = args.budget_s or sz["budget_s"]
     report = Report(Path(args.out))
     report.data = {"smoke": args.smoke, "command": " ".join(["python", "bench/device_check.py", *sys.argv[1:]]),
-                   "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": _git_head(),
+                   "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": git_head(),
                    "load_average_start": [round(v, 2) for v in os.getloadavg()], "budget_s": budget,
                    "sizes": {k: v for k, v in sz.items() if k not in ("budget_s",)},
                    "xla_flags": os.environ.get("XLA_FLAGS", "")}
@@ -530,14 +530,6 @@ def main():
     print_table(report.data)
     print(f"wrote {args.out}")
     sys.exit(1 if errors else 0)
-
-
-def _git_head():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=REPO, timeout=10, check=False).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -142,14 +141,6 @@ def measure_search_step(name, batch, steps, scan_edges=False):
                        "ops": list(exp.space.choices[0]), "scan_edges": bool(cfg["space"]["scan_edges"])}}
 
 
-def _git_head():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except OSError:
-        return None
-
-
 def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs=()):
     space, net_cls = SKELETONS[name]()
     key = jax.random.key(1)
@@ -177,7 +168,7 @@ def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs=()):
         else:
             r = measure(net_cls(space, remat=form == "sparse"), space, "sparse", x, y, archs, reps, vs)
         # stamped: a --forms run merges into an entry whose other forms may be older
-        r["measured"] = {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": _git_head(),
+        r["measured"] = {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": vs_pytorch.git_head(),
                          "load_average_1m": round(os.getloadavg()[0], 1)}
         out[form] = r
         print(name, form, r, flush=True)

@@ -47,6 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 # the leaderboard's data, table and locked results-file update (bench/nb201_oneshot.py)
 from nb201_oneshot import DATA, RESULTS, TABLE  # noqa: E402
 from nb201_oneshot import update as update_file  # noqa: E402
+from vs_pytorch import git_head  # noqa: E402  (the commit stamp every bench writes)
 
 OUT = RESULTS / "supernet_ranking.json"
 COLUMN = "cifar10_test"
@@ -180,16 +181,7 @@ def run_unit(name: str, steps: int, args, table) -> dict:
             "uniform_cells_table_mean": round(float(np.mean(truth[:n_uni])), 2),
             "scores": {"val_accuracy": [round(float(v), 4) for v in acc],
                        "neg_loss": [round(float(v), 4) for v in nl]},
-            "load_avg_1min": round(os.getloadavg()[0], 2), "git": _git_head()}
-
-
-def _git_head():
-    import subprocess
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=REPO).stdout.strip() or None
-    except OSError:
-        return None
+            "load_avg_1min": round(os.getloadavg()[0], 2), "git": git_head()}
 
 
 def markdown(results: dict) -> str:

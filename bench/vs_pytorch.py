@@ -616,12 +616,17 @@ def _machine(args):
                     "torch_mkldnn": bool(torch.backends.mkldnn.is_available())})
     except ImportError:
         out["torch"] = None
-    try:
-        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                    cwd=HERE).stdout.strip() or None
-    except OSError:
-        out["git"] = None
+    out["git"] = git_head()
     return out
+
+
+def git_head():
+    """The short commit of this checkout (None outside git): every bench stamps its results with it."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=HERE, timeout=10, check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _fmt_ms(v):
