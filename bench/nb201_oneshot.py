@@ -290,6 +290,9 @@ def main(argv=None):
                         "(bench/results/supernet_ranking.json); --steps search steps after it (default 400), "
                         "--every: policy-movement records")
     p.add_argument("--every", type=int, default=50)
+    p.add_argument("--only-seeds", default=None,
+                   help="v2: run these seeds only (e.g. 3,4: a second process on another core; the results "
+                        "file is locked, rows merge)")
     p.add_argument("--force", action="store_true", help="v2 even on a protocol whose tau interval is not above 0")
     p.add_argument("--out", type=Path, default=None, help="v2: results file (a smoke run: another path)")
     args = p.parse_args(argv)

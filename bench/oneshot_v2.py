@@ -233,7 +233,8 @@ def main_v2(args, names, table, theta_options, out_path: Path, update) -> None:
         return {**results, "v2": v2}
 
     results = update(out_path, start)
-    for seed in range(args.seeds):          # seed-major: every strategy of a seed shares its warm-up
+    seeds = [int(x) for x in args.only_seeds.split(",")] if args.only_seeds else range(args.seeds)
+    for seed in seeds:                      # seed-major: every strategy of a seed shares its warm-up
         for name in names:
             done = {r["seed"] for r in results["v2"]["strategies"].get(name, {}).get("runs", [])}
             if seed in done:
