@@ -68,8 +68,8 @@ DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3
 WORKLOADS = {
     "nb201_weights": ("nb201", "weights", "NB201 sparse weight step, Nesterov SGD"),
     "nb201_advantage_arch": ("nb201", "strategy", "NB201 AdvantageNAS architecture step"),
-    "darts8_sparse": ("darts", "weights", "DARTS-8 sparse weight step, default (per edge)"),
-    "darts8_sparse_scan_edges": ("darts", "weights", "DARTS-8 sparse weight step, scan_edges"),
+    "darts8_sparse": ("darts", "weights", "DARTS-8 sparse weight step, per edge (`space.scan_edges=False`)"),
+    "darts8_sparse_scan_edges": ("darts", "weights", "DARTS-8 sparse weight step, scanned edges (the default)"),
     "darts8_dense": ("darts", "weights", "DARTS-8 dense weight step"),
 }
 DEFAULT_WORKLOADS = ("nb201_weights", "nb201_advantage_arch", "darts8_sparse", "darts8_sparse_scan_edges")
@@ -638,6 +638,7 @@ def table(results) -> str:
             "start, jaxnas / PyTorch | peak RSS, jaxnas / PyTorch |", "|---|---|---|---|---|---|"]
     for name, w in results["workloads"].items():
         j, t = w["jaxnas"], w["torch"]
+        w = {**w, "description": WORKLOADS[name][2] if name in WORKLOADS else w["description"]}   # today's labels
         first = f"{j['start_to_first_step_s']:.1f} s"
         if "warm_cache" in j:
             first += f" (warm cache {j['warm_cache']['start_to_first_step_s']:.1f} s)"

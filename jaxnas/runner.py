@@ -37,19 +37,39 @@ from jaxnas.data import BatchSampler
 from jaxnas.engine import distributed as Dist
 from jaxnas.engine.fork import FORK_FILE, fork_state
 from jaxnas.engine.search import check_divergence, check_metrics, schedule_chunks, state_digest
+from jaxnas.models.supernets.cells import layout_of, layout_of_paths, relayout
 
 
 def _checkpoint_manager(workdir: Path):
     import orbax.checkpoint as ocp
     # the lock makes this the only writer: temporary dirs of a killed save can go
+    # the handler registered: item_metadata reads a checkpoint's tree (its parameter layout) without its arrays
     return ocp.CheckpointManager((workdir / "checkpoints").resolve(),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True))
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True),
+                                 item_handlers=ocp.StandardCheckpointHandler())
 
 
-def _restore(manager, step, state):
+def _restore(manager, step, state, net=None):
+    """The checkpoint of ``step`` as ``state``'s tree. A cell supernet saved in another parameter layout
+    (``space.scan_edges`` / ``scan_cells``, e.g. a work dir from before scanned edges became the
+    default) is restored in its own layout, then converted (:func:`relayout`)."""
     import orbax.checkpoint as ocp
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    if net is not None:
+        paths = [tuple(_key_name(k) for k in p) for p, _ in
+                 jax.tree_util.tree_flatten_with_path(manager.item_metadata(step).tree)[0]]
+        stored, mine = layout_of_paths(paths), layout_of(net)
+        if stored != mine:
+            theirs = jax.eval_shape(lambda s: relayout(s, net, mine, stored), abstract)
+            return relayout(manager.restore(step, args=ocp.args.StandardRestore(theirs)), net, stored, mine)
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
 
 
 def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None = None,
@@ -130,9 +150,10 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
                                    "search.val_batch_size" if s["val_batch_size"] else "search.batch_size (the "
                                    "validation batch unless search.val_batch_size is given)", "validation")
     state = search.init(jax.random.key(cfg["seed"]))
+    net = getattr(exp.task, "net", None)      # a cell supernet's layout is converted at restore
     ckdir = workdir / "checkpoints"
     start, restored, broken, manager = W.restore_newest(lambda: _checkpoint_manager(workdir),
-                                                        lambda mgr, st: _restore(mgr, st, state), ckdir, progress)
+                                                        lambda mgr, st: _restore(mgr, st, state, net), ckdir, progress)
     if broken:       # keep them aside: their steps will be saved again
         manager.close()
         if primary:
@@ -145,7 +166,8 @@ def _run(exp: Experiment, workdir: Path, progress, stop_after, primary: bool = T
         if progress:
             progress.write(f"resuming from step {start} ({ckdir})\n")
     elif s["init_from"]:             # a shared warm-up: start from another run's supernet (engine/fork.py)
-        state, record = fork_state(s["init_from"], state, W.fingerprint(cfg, data)["data_sha256"], progress)
+        state, record = fork_state(s["init_from"], state, W.fingerprint(cfg, data)["data_sha256"], progress,
+                                   net)
         start = record["step"]
         if start >= total:
             raise ValueError(f"search.init_from={s['init_from']!r} starts at step {start}, not before this run's "

@@ -84,7 +84,9 @@ def test_darts_supernet_lowers(scan_edges, strategy):
     ({"name": "nb201", "C": 2, "cells_per_stage": 1}, "random"),     # sparse
     ({"name": "nb201", "C": 2, "cells_per_stage": 1}, "darts"),      # dense
     ({"name": "darts", "C": 2, "num_cells": 3, "ops": ["none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"]},
-     "gdas")], ids=["nb201-sparse", "nb201-dense", "darts-sparse"])
+     "gdas"),                                                       # sparse: scanned edges (the default)
+    ({"name": "darts", "C": 2, "num_cells": 3, "ops": ["none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"],
+      "scan_edges": False}, "gdas")], ids=["nb201-sparse", "nb201-dense", "darts-sparse", "darts-sparse-per-edge"])
 def test_cpu_search_chunk_has_only_standard_layout_convolutions(space, strategy):
     """The search step is a scan body: on CPU every conv and conv gradient in it must be a standard
     NHWC/HWIO convolution (ops/conv.py's CPU gradient). XLA's own conv gradient there lowers to

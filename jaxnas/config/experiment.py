@@ -164,7 +164,7 @@ def _ops(s):
 @SPACES.register("nb201", {"C": S.Int(16, ge=1), "cells_per_stage": S.Int(5, ge=1),
                            "unique_cells": S.Bool(False), "ops": _ops_field("nb201"),
                            "partial_channels": S.Int(1, ge=1),   # PC-DARTS K of the search supernet
-                           "scan_edges": S.Bool(False),   # a cell's edges compiled once (Cell.scan_edges)
+                           "scan_edges": S.Optional(S.Bool()),   # a cell's edges compiled once; None: scan_edges_of
                            "scan_cells": S.Bool(False),   # same-shape cells compiled once (cell_runs)
                            **KERNEL_FIELDS})
 def _nb201_space(s: dict, data):
@@ -175,7 +175,7 @@ def _nb201_space(s: dict, data):
 @SPACES.register("darts", {"C": S.Int(16, ge=1), "num_cells": S.Int(8, ge=3),   # >= 3: two reduction cells
                            "unique_cells": S.Bool(False), "ops": _ops_field("darts"),
                            "partial_channels": S.Int(1, ge=1),   # PC-DARTS K (Shapley-NAS sec. 4.1: 4)
-                           "scan_edges": S.Bool(False),   # a cell's edges compiled once (Cell.scan_edges)
+                           "scan_edges": S.Optional(S.Bool()),   # a cell's edges compiled once; None: scan_edges_of
                            "scan_cells": S.Bool(False),   # same-shape cells compiled once (cell_runs)
                            **KERNEL_FIELDS})
 def _darts_space(s: dict, data):
@@ -210,8 +210,20 @@ def build_space(cfg: dict, data):
 
 
 # ---- tasks: the supernet of a space --------------------------------------------------------------
+def scan_edges_of(s: dict, mode: str) -> bool:
+    """``space.scan_edges``, or where it is None (the default) the form that compiles fastest without a
+    slower step: a DARTS cell's edges as one scanned edge for a sparse strategy (DARTS-8: first step 6x
+    sooner, the step 0.86x; bench/results/vs_pytorch.json); one compiled edge each for a dense strategy
+    (its scanned step is slower) and on NAS-Bench-201 (scanned: compiles in 13 s instead of 32 s, but the
+    step is not faster and takes 1.4x the memory; docs/cpu-performance.md). Work dirs of either layout
+    restore in the other (models/supernets/cells.py relayout)."""
+    if s["scan_edges"] is not None:
+        return s["scan_edges"]
+    return s["name"] == "darts" and mode == "sparse"
+
+
 @TASKS.register("mlp")
-def _mlp_task(cfg, space, data):
+def _mlp_task(cfg, space, data, mode):
     return ClassificationTask(space, MLPSupernet(space), (space.num_inputs,), reward=cfg["search"]["reward"])
 
 
@@ -224,18 +236,18 @@ def _image_task(net, cfg, space, data):
 
 
 @TASKS.register("nb201")
-def _nb201_task(cfg, space, data):
+def _nb201_task(cfg, space, data, mode):
     s = cfg["space"]
-    return _image_task(NasBench201Net(space, partial_channels=s["partial_channels"], scan_edges=s["scan_edges"],
+    return _image_task(NasBench201Net(space, partial_channels=s["partial_channels"], scan_edges=scan_edges_of(s, mode),
                                       scan_cells=s["scan_cells"], kernels=kernels_of(s)),
                        cfg, space, data)
 
 
 @TASKS.register("darts")
-def _darts_task(cfg, space, data):
+def _darts_task(cfg, space, data, mode):
     s = cfg["space"]
     return _image_task(DartsNet(space, num_classes(data), partial_channels=s["partial_channels"],
-                                scan_edges=s["scan_edges"], scan_cells=s["scan_cells"], kernels=kernels_of(s)),
+                                scan_edges=scan_edges_of(s, mode), scan_cells=s["scan_cells"], kernels=kernels_of(s)),
                        cfg, space, data)
 
 
@@ -252,19 +264,20 @@ def _rnn_space(s: dict, data):
 
 
 @TASKS.register("rnn")
-def _rnn_task(cfg, space, data):
+def _rnn_task(cfg, space, data, mode):
     return LM.make_task(cfg, space, data)
 
 
 @TASKS.register("pipeline")
-def _pipeline_task(cfg, space, data):
+def _pipeline_task(cfg, space, data, mode):
     return None          # the standalone evaluator builds and trains each pipeline's network itself
 
 
-def build_task(cfg: dict, space, data) -> Optional[ClassificationTask]:
+def build_task(cfg: dict, space, data, mode: str = "sparse") -> Optional[ClassificationTask]:
+    """The supernet task of ``space``; ``mode``: the strategy's supernet mode (the default layout)."""
     if data is None:
         return None
-    return TASKS.get(cfg["space"]["name"])(cfg, space, data)
+    return TASKS.get(cfg["space"]["name"])(cfg, space, data, mode)
 
 
 # ---- the schedule, devices and the whole experiment ----------------------------------------------
@@ -310,7 +323,6 @@ def build(cfg: dict, lanes=None) -> Experiment:
     factory = get_evaluator(ev_cfg["name"])
     data = load_data(cfg) if factory.needs_data else None
     space = build_space(cfg, data)
-    task = build_task(cfg, space, data)
     mesh, samples = build_lanes(cfg) if lanes is None else lanes
     axis = AXIS if (mesh is not None or samples > 1) else None
     # the schedule depends only on whether the evaluator has weights (a class-level fact)
@@ -325,6 +337,7 @@ def build(cfg: dict, lanes=None) -> Experiment:
         # the strategy's own schedule (it trains weights: not for evaluators without them)
         phases0 = [Phase(k, n) for k, n in strategy.phases(cfg["search"]["steps"], cfg["search"]["warmup_steps"])]
         strategy = make_for(phases0)
+    task = build_task(cfg, space, data, strategy.mode)
     evaluator = factory({k: v for k, v in ev_cfg.items() if k != "name"}, cfg=cfg, space=space, data=data,
                         task=task, axis_name=axis, mode=strategy.mode, weight_steps=weight_steps(phases0))
     phases = check_phases(phases0, evaluator, strategy)

@@ -14,7 +14,9 @@ checkpoints.
   (where checkpoints land), ``search.eval_batch_size`` and ``benchmark.nb201_table`` (how the finished
   state is rated; ``result.json`` is recomputed on every resume), ``data.test_path`` /
   ``data.test_split`` (the search never reads the test split; retraining does), ``search.distributed.*``
-  (how the processes of a run find each other). The *lanes* are compared instead: the device count the
+  (how the processes of a run find each other), ``space.scan_edges`` / ``space.scan_cells`` (the cell
+  supernet's parameter layout: a checkpoint saved in the other one is converted as it restores, the
+  same values; the step computes the same function, equal to float rounding). The *lanes* are compared instead: the device count the
   search ran on and the samples per step (``search.devices='all'`` resumed on another number of
   devices would change the run); a fingerprint without them (older jaxnas) skips that comparison. The
   data's location
@@ -57,6 +59,8 @@ FORMAT = 1
 RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size", "search.handle_signals",
                     "search.divergence_factor", "search.tensorboard",
                     "benchmark.nb201_table", "data.test_path", "data.test_split",
+                    # the supernet's parameter layout: a checkpoint of the other layout is converted at restore
+                    "space.scan_edges", "space.scan_cells",
                     # how the processes of a multi-process run find each other (the lanes are compared)
                     "search.distributed.enabled", "search.distributed.coordinator_address",
                     "search.distributed.num_processes", "search.distributed.process_id",

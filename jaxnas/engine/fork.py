@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxnas.core import workdir as W
 from jaxnas.engine.search import state_digest
+from jaxnas.models.supernets.cells import layout_of, layout_of_paths, relayout
 
 FORK_FILE = "fork.json"
 
@@ -46,9 +47,10 @@ def _by_path(tree) -> dict:
     return {tuple(_name(e) for e in p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def fork_state(spec: str, state, data_sha: Optional[str], stream=None):
+def fork_state(spec: str, state, data_sha: Optional[str], stream=None, net=None):
     """``state`` (a fresh SearchState of this run) with the source's evaluator state, step, key and
-    evaluations; returns ``(state, record)``."""
+    evaluations; returns ``(state, record)``. ``net``: this run's cell supernet, whose parameter layout
+    (``space.scan_edges`` / ``scan_cells``) a source saved in the other layout is converted to."""
     import orbax.checkpoint as ocp
     src, step = parse_init_from(spec)
     how = "give search.init_from=WORKDIR[:STEP] of a finished or checkpointed search (e.g. a weights-only warm-up)"
@@ -66,6 +68,9 @@ def fork_state(spec: str, state, data_sha: Optional[str], stream=None):
             raise ValueError(f"search.init_from={spec!r}: {root} has checkpoints of steps {steps}, not {step}; "
                              f"name one of them (WORKDIR:STEP)")
         raw = mgr.restore(step, args=ocp.args.StandardRestore())
+    if net is not None:
+        src_layout = layout_of_paths(_by_path(raw["evaluator"]))
+        raw["evaluator"] = relayout(raw["evaluator"], net, src_layout, layout_of(net))
     mine, theirs = _by_path(state.evaluator), _by_path(raw["evaluator"])
     bad = [f"{'.'.join(k)}: missing in the source" for k in mine if k not in theirs]
     bad += [f"{'.'.join(k)}: only in the source" for k in theirs if k not in mine]

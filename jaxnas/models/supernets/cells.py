@@ -23,6 +23,7 @@ after / before the edge conversion when both are on).
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import flax.linen as nn
@@ -375,6 +376,54 @@ def unscan_cell_params(params, net):
             for n, c in enumerate(range(first, last + 1)):
                 out[_cell_keys(net, c)[inner]] = jax.tree.map(lambda a, n=n: a[n], tree)
     return out
+
+
+# ---- parameter layouts: per edge / scanned edges, per cell / scanned cells ---------------------------
+SCANNED_EDGE_GROUPS = ("edges", "edges_in", "edges_mid")     # edge_groups' names
+_CELL_KEY = re.compile(r"cells?\d+(_\d+)?$")                 # cell{c} or a scanned run cells{a}_{b}
+
+
+def layout_of(net) -> tuple[bool, bool]:
+    """``(scan_edges, scan_cells)`` of ``net``'s parameter tree ((False, False) for a net without them)."""
+    return bool(getattr(net, "scan_edges", False)), bool(getattr(net, "scan_cells", False))
+
+
+def layout_of_paths(paths) -> tuple[bool, bool]:
+    """The layout of a stored tree from its key paths (tuples of names, e.g. a checkpoint's metadata):
+    scanned edges hold an :func:`edge_groups` name, scanned cells a ``cells{a}_{b}`` key."""
+    names = {n for p in paths for n in p}
+    return (bool(names & set(SCANNED_EDGE_GROUPS)),
+            any(re.fullmatch(r"cells\d+_\d+", str(n)) for n in names))
+
+
+def _is_supernet_params(x) -> bool:
+    return isinstance(x, dict) and any(isinstance(k, str) and _CELL_KEY.match(k) for k in x)
+
+
+def relayout(tree, net, src: tuple[bool, bool], dst: tuple[bool, bool]):
+    """``tree`` (any pytree: a search state, an optimizer state, bare parameters) with every cell
+    supernet parameter dict in it (a dict with ``cell{c}`` / ``cells{a}_{b}`` keys; the optimizer's
+    moments mirror the parameters) converted from layout ``src`` to ``dst`` (:func:`layout_of`):
+    work dirs and warm-ups saved in another layout (``space.scan_edges`` / ``scan_cells``) restore.
+    Works on arrays and on ``jax.ShapeDtypeStruct`` alike (under ``jax.eval_shape``)."""
+    if tuple(src) == tuple(dst):
+        return tree
+    sp = net.space
+    reds = tuple(reduction_cells(sp.num_cells)) if isinstance(net, DartsNet) else ()
+
+    def convert(p):
+        if not _is_supernet_params(p):
+            return p
+        if src[1]:                 # cells before edges on the way out, after them on the way in
+            p = unscan_cell_params(p, net)
+        if src[0]:
+            p = unscan_edge_params(p, sp, reds)
+        if dst[0]:
+            p = scan_edge_params(p, sp, reds)
+        if dst[1]:
+            p = scan_cell_params(p, net)
+        return p
+    return jax.tree.map(convert, tree, is_leaf=_is_supernet_params)
 
 
 def _block_weights(space: CellSpace, weights, arch):
