@@ -82,7 +82,10 @@ def _cpu_backward(x, w, g, stride, dilation, groups):
         # An explicitly padded input with a VALID conv ran 4.3x slower (40 vs 9.3 ms for both
         # gradients, 64x32x32x16, 3x3, in a scan body); XLA's own gradient there: 459 ms.
         hi = lambda size, out: (kh - 1) * dilation + (out - 1) * stride + 1 - size - p
-        xt = jnp.transpose(x, (3, 1, 2, 0))  # [C_in, H, W, N]
+        # x materialised first: else XLA fused x's producers (a dense node: the weighted sum of every
+        # op output before it, ~180 operands) into each transpose, recomputed per consumer with
+        # transposed reads: 14.5 s of a 17.6 s dense NB201 C16 N5 step; with it 7.4 s (sparse: no change)
+        xt = jnp.transpose(_materialise(x), (3, 1, 2, 0))  # [C_in, H, W, N]
         gt = jnp.transpose(g, (1, 2, 0, 3))  # [Ho, Wo, N, C_out]
         out = lax.conv_general_dilated(xt, gt, (dilation, dilation), [(p, hi(h, ho)), (p, hi(wd, wo))],
                                        rhs_dilation=(stride, stride), dimension_numbers=_DN)
@@ -295,25 +298,29 @@ def _materialise(g):
 
 
 def cotangent_barrier(x, enabled: bool = True):
-    """Identity whose cotangent is computed once, into one buffer, on CPU (a dense edge's input).
+    """Identity whose value and cotangent are each computed once, into one buffer, on CPU (a dense
+    edge's input: a node, the weighted sum of every op output into it).
 
-    An edge's input cotangent is the sum of its ops' input gradients. On CPU those are elementwise
-    shifted sums (above), and skip_connect passes the cotangent straight through, so XLA fused each
-    edge's cotangent into every consumer of the next one and recomputed the chain per consumer: a
-    dense chain of 4 DARTS edges (64x32x32x16) had 18x one edge's FLOPs and ran in 5.1 s; with the
-    barrier 3.9x the FLOPs and 0.46 s (bench/op_cost.py --chains). GPU/TPU: identity.
-    ``enabled=False``: the identity everywhere (:class:`Kernels`).
+    Backward: an edge's input cotangent is the sum of its ops' input gradients. On CPU those are
+    elementwise shifted sums (above), and skip_connect passes the cotangent straight through, so XLA
+    fused each edge's cotangent into every consumer of the next one and recomputed the chain per
+    consumer: a dense chain of 4 DARTS edges (64x32x32x16) had 18x one edge's FLOPs and ran in 5.1 s;
+    with the barrier 3.9x the FLOPs and 0.46 s (bench/op_cost.py --chains). Forward, the same for the
+    node's value: XLA fused a node (~180 operands by the last cells) into the backward's consumers of
+    the ops' inputs and recomputed it in each: 7.2 s of dense NB201 C16 N5 step, 2.8 s with the value
+    materialised (tests/test_lowering.py). GPU/TPU: identity. ``enabled=False``: the identity
+    everywhere (:class:`Kernels`).
     """
     return _barrier(x) if enabled else x
 
 
+def _on_cpu_materialised(x):
+    return lax.platform_dependent(x, cpu=_materialise, default=lambda x: x)
+
+
 @jax.custom_vjp
 def _barrier(x):
-    return x
+    return _on_cpu_materialised(x)
 
 
-def _barrier_bwd(_, g):
-    return (lax.platform_dependent(g, cpu=_materialise, default=lambda g: g),)
-
-
-_barrier.defvjp(lambda x: (x, None), _barrier_bwd)
+_barrier.defvjp(lambda x: (_on_cpu_materialised(x), None), lambda _, g: (_on_cpu_materialised(g),))
