@@ -1,7 +1,7 @@
 """Parameter layouts of the cell supernets (per edge / ``scan_edges``, per cell / ``scan_cells``): a search
-state converts between them exactly, a work dir saved in one layout resumes in the other (a DARTS work
-dir from before scanned edges became the sparse default), a warm-up forks across layouts, and the
-default layout is scanned edges for a sparse DARTS search only."""
+state converts between them exactly, a work dir saved in one layout resumes in the other (one from
+before the scanned defaults: DARTS per edge, NAS-Bench-201 per cell), a warm-up forks across layouts, the
+default layouts: scanned edges for a sparse DARTS search, scanned cells for a sparse NAS-Bench-201 one."""
 from __future__ import annotations
 
 import chex
@@ -67,14 +67,15 @@ def test_relayout_converts_parameters_and_optimizer_state_exactly(kind):
     chex.assert_trees_all_equal_shapes(half["params"], scan_edge_params(params, sp, reds))
 
 
-def _darts_cfg(**space):
-    return resolve({"data": DIGITS, "space": {"name": "darts", "C": 2, "num_cells": 3, "ops": OPS, **space},
-                    "strategy": {"name": "reinforce", "lr": 0.05},
+def _cfg(kind, **space):
+    base = ({"name": "darts", "C": 2, "num_cells": 3, "ops": OPS} if kind == "darts" else
+            {"name": "nb201", "C": 2, "cells_per_stage": 2})
+    return resolve({"data": DIGITS, "space": {**base, **space}, "strategy": {"name": "reinforce", "lr": 0.05},
                     "search": {"steps": 4, "warmup_steps": 2, "batch_size": 8, "val_batch_size": 8, "chunk": 2,
                                "checkpoint_every": 2}})
 
 
-def test_the_default_layout_is_scanned_edges_for_sparse_darts_only():
+def test_the_default_layouts():
     def layout(space, strategy):
         cfg = resolve({"data": DIGITS, "space": space, "strategy": {"name": strategy},
                        "search": {"steps": 2, "warmup_steps": 0, "batch_size": 8}})
@@ -83,30 +84,36 @@ def test_the_default_layout_is_scanned_edges_for_sparse_darts_only():
     assert layout(darts, "reinforce") == (True, False)
     assert layout(darts, "darts") == (False, False)                   # dense: per edge
     assert layout({**darts, "scan_edges": False}, "reinforce") == (False, False)
-    assert layout({"name": "nb201", "C": 2, "cells_per_stage": 1}, "reinforce") == (False, False)
+    nb201 = {"name": "nb201", "C": 2, "cells_per_stage": 2}
+    assert layout(nb201, "reinforce") == (False, True)                 # a stage's cells scanned
+    assert layout(nb201, "darts") == (False, False)
+    assert layout({**nb201, "scan_cells": False}, "reinforce") == (False, False)
 
 
-def test_a_per_edge_work_dir_resumes_with_scanned_edges_and_forks_across_layouts(tmp_path):
+@pytest.mark.parametrize("kind, before, after", [("darts", {"scan_edges": False}, (True, False)),
+                                                 ("nb201", {"scan_cells": False}, (False, True))])
+def test_a_work_dir_of_the_old_layout_resumes_in_the_default_one_and_forks_across(kind, before, after, tmp_path):
+    """A work dir from before the scanned defaults (per edge, per cell) resumes under them."""
     old = tmp_path / "old"
-    assert run_search(_darts_cfg(scan_edges=False), old, progress=None, stop_after=2) == {"step": 2, "finished": False}
-    # what the resume restores: the stored per-edge state, converted
-    exp_old, exp_new = build(_darts_cfg(scan_edges=False)), build(_darts_cfg())
+    assert run_search(_cfg(kind, **before), old, progress=None, stop_after=2) == {"step": 2, "finished": False}
+    # what the resume restores: the stored state, converted
+    exp_old, exp_new = build(_cfg(kind, **before)), build(_cfg(kind))
     net_old, net_new = exp_old.task.net, exp_new.task.net
-    assert (layout_of(net_old), layout_of(net_new)) == ((False, False), (True, False))
+    assert (layout_of(net_old), layout_of(net_new)) == ((False, False), after)
     fresh_old, fresh_new = exp_old.search.init(jax.random.key(0)), exp_new.search.init(jax.random.key(0))
     with _checkpoint_manager(old) as mgr:
         stored = _restore(mgr, 2, fresh_old, net_old)
     with _checkpoint_manager(old) as mgr:
         restored = _restore(mgr, 2, fresh_new, net_new)
-    chex.assert_trees_all_equal(restored, relayout(stored, net_old, (False, False), (True, False)))
+    chex.assert_trees_all_equal(restored, relayout(stored, net_old, (False, False), after))
     assert jax.tree.structure(restored) == jax.tree.structure(fresh_new)
-    # the resume itself: the default config (scanned edges) goes on from step 2 to the end
+    # the resume itself: the default config goes on from step 2 to the end
     log = tmp_path / "progress.txt"
     with open(log, "w") as f:
-        result = run_search(_darts_cfg(), old, progress=f)
+        result = run_search(_cfg(kind), old, progress=f)
     assert result["finished"] and result["step"] == 4
     assert "resuming from step 2" in log.read_text()
-    # a fork of the per-edge warm-up into a scanned run takes the converted supernet
+    # a fork of the old-layout warm-up into a default-layout run takes the converted supernet
     forked, record = fork_state(f"{old}:2", fresh_new, None, None, net_new)
     chex.assert_trees_all_equal(forked.evaluator, restored.evaluator)
     assert record["step"] == 2
