@@ -55,9 +55,9 @@ def _restore(manager, step, state, net=None):
     default) is restored in its own layout, then converted (:func:`relayout`)."""
     import orbax.checkpoint as ocp
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    if net is not None:
-        paths = [tuple(_key_name(k) for k in p) for p, _ in
-                 jax.tree_util.tree_flatten_with_path(manager.item_metadata(step).tree)[0]]
+    meta = manager.item_metadata(step) if layout_of(net) is not None else None
+    if meta is not None:
+        paths = [tuple(_key_name(k) for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(meta.tree)[0]]
         stored, mine = layout_of_paths(paths), layout_of(net)
         if stored != mine:
             theirs = jax.eval_shape(lambda s: relayout(s, net, mine, stored), abstract)

@@ -68,7 +68,7 @@ def fork_state(spec: str, state, data_sha: Optional[str], stream=None, net=None)
             raise ValueError(f"search.init_from={spec!r}: {root} has checkpoints of steps {steps}, not {step}; "
                              f"name one of them (WORKDIR:STEP)")
         raw = mgr.restore(step, args=ocp.args.StandardRestore())
-    if net is not None:
+    if layout_of(net) is not None:
         src_layout = layout_of_paths(_by_path(raw["evaluator"]))
         raw["evaluator"] = relayout(raw["evaluator"], net, src_layout, layout_of(net))
     mine, theirs = _by_path(state.evaluator), _by_path(raw["evaluator"])

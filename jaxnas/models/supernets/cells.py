@@ -383,9 +383,11 @@ SCANNED_EDGE_GROUPS = ("edges", "edges_in", "edges_mid")     # edge_groups' name
 _CELL_KEY = re.compile(r"cells?\d+(_\d+)?$")                 # cell{c} or a scanned run cells{a}_{b}
 
 
-def layout_of(net) -> tuple[bool, bool]:
-    """``(scan_edges, scan_cells)`` of ``net``'s parameter tree ((False, False) for a net without them)."""
-    return bool(getattr(net, "scan_edges", False)), bool(getattr(net, "scan_cells", False))
+def layout_of(net) -> Optional[tuple[bool, bool]]:
+    """``(scan_edges, scan_cells)`` of a cell supernet's parameter tree; None for any other net."""
+    if not isinstance(net, (NasBench201Net, DartsNet)):
+        return None
+    return bool(net.scan_edges), bool(net.scan_cells)
 
 
 def layout_of_paths(paths) -> tuple[bool, bool]:
