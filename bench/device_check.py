@@ -252,7 +252,8 @@ def time_search_step(cfg: dict, steps: int) -> dict:
             "distinct_archs": len(archs), "last_loss": loss, "memory": memory(compiled),
             "device_memory": device_memory(), "exp": exp,
             "config": {"strategy": cfg["strategy"]["name"], "mode": exp.evaluator.mode,
-                       "scan_edges": bool(cfg["space"].get("scan_edges")),
+                       # the supernet's effective parameter layout (None in the config: the defaults)
+                       "scan_edges": bool(exp.task.net.scan_edges), "scan_cells": bool(exp.task.net.scan_cells),
                        "optimizer": {k: cfg["optimizer"][k] for k in ("name", "lr", "momentum", "nesterov",
                                                                        "weight_decay", "schedule", "clip")}}}
 

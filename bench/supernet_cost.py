@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from jaxnas.models.ops.conv import Kernels
 from jaxnas.models.supernets import DartsNet, NasBench201Net, init_params
+from jaxnas.models.supernets.cells import layout_of
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -138,7 +139,8 @@ def measure_search_step(name, batch, steps, scan_edges=False):
             "config": {"workload": workload, "strategy": cfg["strategy"]["name"],
                        "optimizer": {k: cfg["optimizer"][k] for k in ("name", "lr", "momentum", "nesterov",
                                                                        "weight_decay", "schedule", "clip")},
-                       "ops": list(exp.space.choices[0]), "scan_edges": bool(cfg["space"]["scan_edges"])}}
+                       "ops": list(exp.space.choices[0]),
+                       "layout": dict(zip(("scan_edges", "scan_cells"), layout_of(exp.task.net)))}}
 
 
 def run_skeleton(name, batch, num_archs, reps, full, forms=None, vs=()):
