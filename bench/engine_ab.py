@@ -1,0 +1,119 @@
+"""A/B of supernet forms on the engine's weight step, interleaved in one process: what a search step
+costs (a new architecture every step, the update included), for two or more space settings.
+
+    python bench/engine_ab.py layouts      # NB201 C16 N5 sparse: per cell vs scan_cells (the default)
+    python bench/engine_ab.py barrier      # NB201 C16 N5 dense: the node barrier on (default) vs off
+    python bench/engine_ab.py layouts --steps 16 --skeleton nb201 --C 16 --cells 5
+
+Each variant is bench/vs_pytorch.py's weight-step workload (random strategy for sparse, darts for
+dense) with its ``space`` overrides; all variants are compiled first (tracing and compile seconds,
+temp memory), then stepped in turn on the same batches and the same architecture each round (the
+strategies share keys). Paired ratios to the first variant: median and mean +- s.e. (ddof = 1).
+Results merge into bench/results/engine_ab.json under the study's name, stamped with the commit
+and load; prints them as the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vs_pytorch  # noqa: E402  (the workloads' configs)
+
+from jaxnas.config.experiment import build  # noqa: E402
+from jaxnas.config.settings import resolve  # noqa: E402
+from jaxnas.data import BatchSampler, gather  # noqa: E402
+from jaxnas.models.supernets.cells import layout_of  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "engine_ab.json"
+# study -> (strategy, {variant: space overrides}); the first variant is the reference
+STUDIES = {
+    "layouts": ("random", {"per_cell": {"scan_cells": False}, "scan_cells": {"scan_cells": True}}),
+    "barrier": ("darts", {"barrier": {}, "no_barrier": {"cotangent_barrier": False}}),
+}
+
+
+def variant(data, skeleton, size, strategy, overrides, batch):
+    workload = "nb201_weights" if skeleton == "nb201" else "darts8_sparse"
+    cfg = resolve({**vs_pytorch.jaxnas_config(workload, data, batch=batch, **size),
+                   "strategy": {"name": strategy}})
+    cfg["space"].update(overrides)
+    exp = build(cfg)
+    search, d = exp.search, exp.data
+    state = search.init(jax.random.key(0))
+    tr, va = BatchSampler(len(d.y_train), batch, 0), BatchSampler(len(d.y_val), batch, 1)
+
+    def batches(i):
+        return search.shard_batches((gather((d.x_train, d.y_train), tr.chunk(i, 1)),
+                                     gather((d.x_val, d.y_val), va.chunk(i, 1))))
+    chunk, _ = search._chunk_fn("weights")   # what run_chunk(kind="weights") calls
+    t0 = time.perf_counter()
+    lowered = chunk.lower(state, search.inputs, batches(0))
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    state, _ = compiled(state, search.inputs, batches(0))     # a warm step
+    jax.block_until_ready(state)
+    info = {"lower_s": round(t1 - t0, 1), "compile_s": round(t2 - t1, 1),
+            "temp_mb": round(compiled.memory_analysis().temp_size_in_bytes / 1e6, 1),
+            "layout": dict(zip(("scan_edges", "scan_cells"), layout_of(exp.task.net))), "overrides": overrides}
+    return compiled, state, search, batches, info
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("study", choices=list(STUDIES))
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--skeleton", choices=("nb201", "darts8"), default="nb201")
+    ap.add_argument("--C", type=int, default=16)
+    ap.add_argument("--cells", type=int, default=5, help="NB201 cells per stage")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    strategy, variants = STUDIES[args.study]
+    size = {"C": args.C, "cells": args.cells} if args.skeleton == "nb201" else {"C": args.C, "num_cells": 8}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = vs_pytorch.make_images(Path(tmp) / "images.npz")
+        runs = {name: list(variant(data, args.skeleton, size, strategy, o, args.batch)) for name, o in variants.items()}
+    times = {name: [] for name in runs}
+    for i in range(1, args.steps + 1):
+        for name, r in runs.items():           # interleaved: the same round's batch and architecture
+            compiled, state, search, batches, _ = r
+            b = batches(i)
+            t = time.perf_counter()
+            state, _ = compiled(state, search.inputs, b)
+            jax.block_until_ready(state)
+            times[name].append(time.perf_counter() - t)
+            r[1] = state
+    ref = list(runs)[0]
+    out = {"skeleton": args.skeleton, "size": size, "batch": args.batch, "strategy": strategy, "steps": args.steps,
+           "measured": {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": vs_pytorch.git_head(),
+                        "load_average_before": [round(x, 1) for x in load_before],
+                        "load_average_after": [round(x, 1) for x in os.getloadavg()]},
+           "variants": {}}
+    for name, r in runs.items():
+        ratio = np.asarray(times[name]) / np.asarray(times[ref])
+        out["variants"][name] = {**r[4], "step_ms_median": round(1000 * statistics.median(times[name]), 1),
+                                 f"over_{ref}": {"median": round(float(np.median(ratio)), 3),
+                                                 "mean": round(float(ratio.mean()), 3),
+                                                 "se": round(float(ratio.std(ddof=1) / np.sqrt(len(ratio))), 3)}}
+    path = Path(args.out)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[args.study] = out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    print(json.dumps({args.study: out}))
+
+
+if __name__ == "__main__":
+    main()
