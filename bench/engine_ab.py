@@ -48,6 +48,19 @@ def variant(data, skeleton, size, strategy, overrides, batch):
                    "strategy": {"name": strategy}})
     cfg["space"].update(overrides)
     exp = build(cfg)
+    compiled, state, batches, lower_s, compile_s = weight_chunk(exp, batch)
+    state, _ = compiled(state, exp.search.inputs, batches(0))     # a warm step
+    jax.block_until_ready(state)
+    info = {"lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
+            "temp_mb": round(compiled.memory_analysis().temp_size_in_bytes / 1e6, 1),
+            "layout": dict(zip(("scan_edges", "scan_cells"), layout_of(exp.task.net))), "overrides": overrides}
+    return compiled, state, exp.search, batches, info
+
+
+def weight_chunk(exp, batch: int):
+    """The engine's compiled weight-phase chunk of ``exp`` (one step per call: what
+    ``Search.run_chunk(kind="weights")`` runs), a fresh state, ``batches(i)`` (step i's training and
+    validation batch, placed) and the tracing and compile seconds."""
     search, d = exp.search, exp.data
     state = search.init(jax.random.key(0))
     tr, va = BatchSampler(len(d.y_train), batch, 0), BatchSampler(len(d.y_val), batch, 1)
@@ -55,18 +68,12 @@ def variant(data, skeleton, size, strategy, overrides, batch):
     def batches(i):
         return search.shard_batches((gather((d.x_train, d.y_train), tr.chunk(i, 1)),
                                      gather((d.x_val, d.y_val), va.chunk(i, 1))))
-    chunk, _ = search._chunk_fn("weights")   # what run_chunk(kind="weights") calls
+    chunk, _ = search._chunk_fn("weights")
     t0 = time.perf_counter()
     lowered = chunk.lower(state, search.inputs, batches(0))
     t1 = time.perf_counter()
     compiled = lowered.compile()
-    t2 = time.perf_counter()
-    state, _ = compiled(state, search.inputs, batches(0))     # a warm step
-    jax.block_until_ready(state)
-    info = {"lower_s": round(t1 - t0, 1), "compile_s": round(t2 - t1, 1),
-            "temp_mb": round(compiled.memory_analysis().temp_size_in_bytes / 1e6, 1),
-            "layout": dict(zip(("scan_edges", "scan_cells"), layout_of(exp.task.net))), "overrides": overrides}
-    return compiled, state, search, batches, info
+    return compiled, state, batches, t1 - t0, time.perf_counter() - t1
 
 
 def main():

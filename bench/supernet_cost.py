@@ -38,6 +38,7 @@ from jaxnas.models.supernets.cells import layout_of
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import engine_ab  # noqa: E402  (the engine's weight chunk, as bench/engine_ab.py times it)
 import vs_pytorch  # noqa: E402  (the workloads' configs, shared so the two benches time the same step)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "supernet_cost.json"
@@ -97,7 +98,6 @@ def measure_search_step(name, batch, steps, scan_edges=False):
     architecture every step, the update included (module docstring)."""
     from jaxnas.config.experiment import build
     from jaxnas.config.settings import resolve
-    from jaxnas.data import BatchSampler, gather
     space_args = {"nb201": {"C": 16, "cells": 5}, "darts8": {"C": 16, "num_cells": 8}}
     if name not in space_args:
         raise ValueError(f"search_step is measured for {', '.join(space_args)}, not {name!r}")
@@ -109,20 +109,9 @@ def measure_search_step(name, batch, steps, scan_edges=False):
         if name == "nb201":
             cfg["space"]["scan_edges"] = scan_edges
         exp = build(cfg)
-    search, d = exp.search, exp.data
-    state = search.init(jax.random.key(0))
-    tr = BatchSampler(len(d.y_train), batch, 0)
-    va = BatchSampler(len(d.y_val), batch, 1)
-
-    def batches(i):
-        return search.shard_batches((gather((d.x_train, d.y_train), tr.chunk(i, 1)),
-                                     gather((d.x_val, d.y_val), va.chunk(i, 1))))
-    chunk, _ = search._chunk_fn("weights")   # what run_chunk(kind="weights") calls
-    t0 = time.perf_counter()
-    lowered = chunk.lower(state, search.inputs, batches(0))
-    t1 = time.perf_counter()
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
+    search = exp.search
+    compiled, state, batches, lower_s, compile_s = engine_ab.weight_chunk(exp, batch)
+    compile_s += lower_s     # compile_s: lower + compile (the module docstring)
     archs, times = set(), []
     for i in range(steps + 1):
         b = batches(i)
@@ -135,7 +124,7 @@ def measure_search_step(name, batch, steps, scan_edges=False):
     return {"num_params": int(sum(v.size for v in jax.tree.leaves(state.evaluator.params))),
             "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
             "step_ms": 1000 * statistics.median(times), "compile_s": round(compile_s, 1),
-            "lower_s": round(t1 - t0, 1), "steps": steps, "distinct_archs": len(archs),
+            "lower_s": round(lower_s, 1), "steps": steps, "distinct_archs": len(archs),
             "config": {"workload": workload, "strategy": cfg["strategy"]["name"],
                        "optimizer": {k: cfg["optimizer"][k] for k in ("name", "lr", "momentum", "nesterov",
                                                                        "weight_decay", "schedule", "clip")},

@@ -43,6 +43,17 @@ def _image_cfg(space: dict, strategy: dict, **search) -> dict:
                     "search": {"steps": 4, "batch_size": 8, "chunk": 2, "checkpoint_every": 4, **search}})
 
 
+def _compiled_chunk_text(cfg: dict) -> str:
+    """The optimized HLO of the search's compiled "both" chunk (two steps of batch 8) on this machine."""
+    exp = build(cfg)
+    search, data = exp.search, exp.data
+    tb = gather((data.x_train, data.y_train), BatchSampler(len(data.y_train), 8, 0).chunk(0, 2))
+    vb = gather((data.x_val, data.y_val), BatchSampler(len(data.y_val), 8, 1).chunk(0, 2))
+    chunk, _ = search._chunk_fn("both")
+    return chunk.lower(search.init(jax.random.key(0)), search.inputs,
+                       search.shard_batches((tb, vb))).compile().as_text()
+
+
 def _exported(cfg: dict, kinds=("both",), length: int = 2) -> list:
     exp = build(cfg)
     search, data = exp.search, exp.data
@@ -93,14 +104,7 @@ def test_cpu_search_chunk_has_only_standard_layout_convolutions(space, strategy)
     convolutions with swapped dimension labels (``f01b_i01o->01bf``: the kernel gradient) that ran
     up to 50x slower; the stem and reduction-block convs took that path until the task passed
     ``control_flow`` (the NB201 search step was 2.5x slower)."""
-    cfg = _image_cfg(space, {"name": strategy})
-    exp = build(cfg)
-    search, data = exp.search, exp.data
-    tb = gather((data.x_train, data.y_train), BatchSampler(len(data.y_train), 8, 0).chunk(0, 2))
-    vb = gather((data.x_val, data.y_val), BatchSampler(len(data.y_val), 8, 1).chunk(0, 2))
-    chunk, _ = search._chunk_fn("both")
-    hlo = chunk.lower(search.init(jax.random.key(0)), search.inputs,
-                      search.shard_batches((tb, vb))).compile().as_text()
+    hlo = _compiled_chunk_text(_image_cfg(space, {"name": strategy}))
     labels = re.findall(r"= \S+ convolution\(.*?dim_labels=([^,\s]+)", hlo)
     assert len(labels) > 20, "no convolutions found: the HLO text format changed"
     assert set(labels) == {"b01f_01io->b01f"}, Counter(labels)
@@ -113,14 +117,7 @@ def test_cpu_dense_chunk_does_not_recompute_nodes_in_their_consumers():
     transpose. Without them XLA:CPU fused the node into each consumer and recomputed it there (each
     activation-shaped loop fusion reading the op outputs of every earlier edge): here up to 98
     operands, on NB201 C16 N5 a 17.6 s dense step instead of 2.8 s."""
-    cfg = _image_cfg({"name": "nb201", "C": 2, "cells_per_stage": 2}, {"name": "darts"})
-    exp = build(cfg)
-    search, data = exp.search, exp.data
-    tb = gather((data.x_train, data.y_train), BatchSampler(len(data.y_train), 8, 0).chunk(0, 2))
-    vb = gather((data.x_val, data.y_val), BatchSampler(len(data.y_val), 8, 1).chunk(0, 2))
-    chunk, _ = search._chunk_fn("both")
-    hlo = chunk.lower(search.init(jax.random.key(0)), search.inputs,
-                      search.shard_batches((tb, vb))).compile().as_text()
+    hlo = _compiled_chunk_text(_image_cfg({"name": "nb201", "C": 2, "cells_per_stage": 2}, {"name": "darts"}))
     operands = {m.group(1): m.group(2).count("%") for m in
                 re.finditer(r"%(\S+) = f32\[\d+,\d+,\d+,\d+\]\S* fusion\((.*?)\), kind=kLoop", hlo)}
     assert len(operands) > 20, "no activation fusions found: the HLO text format changed"
