@@ -224,8 +224,8 @@ def scan_edges_of(s: dict, mode: str) -> bool:
 
 def scan_cells_of(s: dict, mode: str) -> bool:
     """``space.scan_cells``, or where it is None (the default): each NAS-Bench-201 stage's cells as one
-    scanned cell for a sparse strategy (C16 N5, the engine's step, paired over 16 architectures:
-    0.995 +- 0.040 of the per-cell step, tracing 11.5 -> 3.9 s, compile 14.2 -> 7.4 s, the same memory);
+    scanned cell for a sparse strategy (C16 N5, the engine's step, 16 paired steps, bench/engine_ab.py:
+    0.961 +- 0.052 of the per-cell step, tracing 20.9 -> 9.0 s, compile 31.5 -> 15.3 s, the same memory);
     per cell for a dense one and on DARTS (20 cells: the step 1.15x slower; docs/cpu-performance.md)."""
     if s["scan_cells"] is not None:
         return s["scan_cells"]
