@@ -84,7 +84,7 @@ def _cpu_backward(x, w, g, stride, dilation, groups):
         hi = lambda size, out: (kh - 1) * dilation + (out - 1) * stride + 1 - size - p
         # x materialised first: else XLA fused x's producers (a dense node: the weighted sum of every
         # op output before it, ~180 operands) into each transpose, recomputed per consumer with
-        # transposed reads: 14.5 s of a 17.6 s dense NB201 C16 N5 step; with it 7.4 s (sparse: no change)
+        # transposed reads (most of a dense NB201 C16 N5 step; docs/cpu-performance.md)
         xt = jnp.transpose(_materialise(x), (3, 1, 2, 0))  # [C_in, H, W, N]
         gt = jnp.transpose(g, (1, 2, 0, 3))  # [Ho, Wo, N, C_out]
         out = lax.conv_general_dilated(xt, gt, (dilation, dilation), [(p, hi(h, ho)), (p, hi(wd, wo))],
@@ -307,8 +307,8 @@ def cotangent_barrier(x, enabled: bool = True):
     consumer: a dense chain of 4 DARTS edges (64x32x32x16) had 18x one edge's FLOPs and ran in 5.1 s;
     with the barrier 3.9x the FLOPs and 0.46 s (bench/op_cost.py --chains). Forward, the same for the
     node's value: XLA fused a node (~180 operands by the last cells) into the backward's consumers of
-    the ops' inputs and recomputed it in each: 7.2 s of dense NB201 C16 N5 step, 2.8 s with the value
-    materialised (tests/test_lowering.py). GPU/TPU: identity. ``enabled=False``: the identity
+    the ops' inputs and recomputed it in each (docs/cpu-performance.md; tests/test_lowering.py).
+    GPU/TPU: identity. ``enabled=False``: the identity
     everywhere (:class:`Kernels`).
     """
     return _barrier(x) if enabled else x
