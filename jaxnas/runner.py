@@ -35,7 +35,7 @@ from jaxnas.core.progress import Progress
 from jaxnas.core.signals import StopRequested, StopSignals
 from jaxnas.data import BatchSampler
 from jaxnas.engine import distributed as Dist
-from jaxnas.engine.fork import FORK_FILE, fork_state
+from jaxnas.engine.fork import FORK_FILE, fork_state, named_leaves
 from jaxnas.engine.search import check_divergence, check_metrics, schedule_chunks, state_digest
 from jaxnas.models.supernets.cells import layout_of, layout_of_paths, relayout
 
@@ -55,21 +55,14 @@ def _restore(manager, step, state, net=None):
     default) is restored in its own layout, then converted (:func:`relayout`)."""
     import orbax.checkpoint as ocp
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    meta = manager.item_metadata(step) if layout_of(net) is not None else None
+    mine = layout_of(net)
+    meta = manager.item_metadata(step) if mine is not None else None
     if meta is not None:
-        paths = [tuple(_key_name(k) for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(meta.tree)[0]]
-        stored, mine = layout_of_paths(paths), layout_of(net)
+        stored = layout_of_paths(named_leaves(meta.tree))
         if stored != mine:
             theirs = jax.eval_shape(lambda s: relayout(s, net, mine, stored), abstract)
             return relayout(manager.restore(step, args=ocp.args.StandardRestore(theirs)), net, stored, mine)
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-
-
-def _key_name(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
 
 
 def run_search(cfg: dict, workdir, progress=sys.stderr, stop_after: int | None = None,

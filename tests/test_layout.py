@@ -12,7 +12,7 @@ import pytest
 
 from jaxnas.config import resolve
 from jaxnas.config.experiment import build
-from jaxnas.engine.fork import fork_state
+from jaxnas.engine.fork import fork_state, named_leaves
 from jaxnas.models.supernets import init_params
 from jaxnas.models.supernets.cells import (
     DartsNet,
@@ -28,11 +28,6 @@ from jaxnas.spaces.cells import DartsSpace, NasBench201Space, reduction_cells
 
 DIGITS = {"name": "digits", "val_fraction": 0.3, "max_train": 200}
 OPS = ["none", "skip_connect", "max_pool_3x3", "sep_conv_3x3"]
-
-
-def _paths(tree):
-    return [tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in p)
-            for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 @pytest.mark.parametrize("kind", ["darts", "nb201"])
@@ -60,7 +55,7 @@ def test_relayout_converts_parameters_and_optimizer_state_exactly(kind):
     chex.assert_trees_all_equal(jax.tree.structure(moved["opt"][0].trace), jax.tree.structure(want))
     # the tree of the scanned net itself, and the layout read back from the key names
     chex.assert_trees_all_equal_shapes(moved["params"], init_params(scanned, jax.random.key(0), x, w))
-    assert layout_of_paths(_paths(moved)) == dst and layout_of_paths(_paths(state)) == src
+    assert layout_of_paths(named_leaves(moved)) == dst and layout_of_paths(named_leaves(state)) == src
     chex.assert_trees_all_equal(relayout(moved, scanned, dst, src), state)
     # edges only, and shapes alone (how a restore builds the stored layout's abstract tree)
     half = jax.eval_shape(lambda s: relayout(s, per, src, (True, False)), state)

@@ -41,9 +41,9 @@ def _name(entry) -> str:
     return str(entry)
 
 
-def _by_path(tree) -> dict:
+def named_leaves(tree) -> dict:
     """``{("opt_state", "0", "mu", ...): leaf}``: the same names for a dataclass / namedtuple field and
-    the dict key orbax restores it as."""
+    the dict key orbax restores it as (also read by a restore's layout check: a checkpoint's metadata)."""
     return {tuple(_name(e) for e in p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -68,10 +68,11 @@ def fork_state(spec: str, state, data_sha: Optional[str], stream=None, net=None)
             raise ValueError(f"search.init_from={spec!r}: {root} has checkpoints of steps {steps}, not {step}; "
                              f"name one of them (WORKDIR:STEP)")
         raw = mgr.restore(step, args=ocp.args.StandardRestore())
-    if layout_of(net) is not None:
-        src_layout = layout_of_paths(_by_path(raw["evaluator"]))
-        raw["evaluator"] = relayout(raw["evaluator"], net, src_layout, layout_of(net))
-    mine, theirs = _by_path(state.evaluator), _by_path(raw["evaluator"])
+    mine_layout = layout_of(net)
+    if mine_layout is not None:
+        theirs_layout = layout_of_paths(named_leaves(raw["evaluator"]))
+        raw["evaluator"] = relayout(raw["evaluator"], net, theirs_layout, mine_layout)
+    mine, theirs = named_leaves(state.evaluator), named_leaves(raw["evaluator"])
     bad = [f"{'.'.join(k)}: missing in the source" for k in mine if k not in theirs]
     bad += [f"{'.'.join(k)}: only in the source" for k in theirs if k not in mine]
     for k, leaf in mine.items():
