@@ -202,6 +202,7 @@ def main():
         tmp.write_text(json.dumps(out, indent=1, default=float))
         os.replace(tmp, out_path)
 
+    strategies = {}
     for name in chosen:
         sname, opts = METHODS[name]
         opts = {**opts} if sname == "random" else {"lr": lr, **opts}
@@ -209,9 +210,13 @@ def main():
             opts["min_buffer"] = min(cfg["strategy"].get("min_buffer", 8), args.lanes)
         # constant learning rates (the defaults): total_steps does not change a round, so units extend
         s = make(sname, space, axis_name="data", total_steps=args.rounds, **opts)
-
-        run = jax.jit(lambda st, keys, s=s: jax.lax.scan(pipeline_round(s, space, ev, inputs, args.lanes), st, keys))
-        for seed in range(args.seeds):
+        strategies[name] = (s, jax.jit(lambda st, keys, s=s: jax.lax.scan(pipeline_round(s, space, ev, inputs,
+                                                                                          args.lanes), st, keys)))
+    # seed-major: every method's unit of seed k lands before seed k + 1 starts, so a partial run
+    # already holds paired comparisons
+    for seed in range(args.seeds):
+        for name in chosen:
+            s, run = strategies[name]
             uid = f"{name}/seed{seed}"
             unit = units.get(uid)
             if unit is not None and len(unit["rewards"]) >= args.rounds:
@@ -239,11 +244,11 @@ def main():
                 save_ckpt(ckpt, state, r_all, a_all, sec, protocol)
                 log(f"{uid}: round {done}/{args.rounds} best {np.max(r_all):.4f} ({sec:.0f}s)")
             if args.time_only:
-                break
+                continue                                                   # one round of each method
             units[uid] = {"rewards": np.round(r_all, 5).tolist(), "archs": a_all.tolist(), "seconds": round(sec, 1)}
             write()                                                        # the unit lands at once
-    if args.time_only:
-        return
+        if args.time_only:
+            return
     write()
     plot(out, out_path.with_suffix(".png"))
     print(json.dumps({k: {"final_best": [round(v["final_best_mean"], 4), round(v["final_best_se"], 4)],
