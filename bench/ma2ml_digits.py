@@ -9,7 +9,7 @@ rounds, for every seed. Seeds are paired: method m with seed k uses round keys
 training noise of lane p in round r is the same for every method (common random numbers) and the
 per-seed differences between methods are paired.
 
-    python bench/ma2ml_digits.py [--seeds 5] [--rounds 20] [--lanes 8] [--steps 150] [--chunk-rounds 1]
+    python bench/ma2ml_digits.py [--seeds 5] [--rounds 20] [--lanes 8] [--steps 150] [--chunk-rounds 1] [--only-seeds 0,2,4]
                                  [--methods ma2ml,ma2ml_lite,ma2ml_on_policy,random]
 
 Defaults are the full size the issue asks for (5 seeds x 160 pipelines per method, 150 SGD steps of
@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ma2ml_cifar_tiny import pipeline_round  # noqa: E402  (the same round as the CIFAR bench)
+from nb201_oneshot import update  # noqa: E402  (the results file under a lock)
 
 from jaxnas.config.experiment import build_space, load_data  # noqa: E402
 from jaxnas.config.settings import raw_config, resolve  # noqa: E402
@@ -165,6 +166,9 @@ def main():
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--work", default=str(WORK), help="folder of the unfinished units' checkpoints")
     ap.add_argument("--note", default=None, help="a note stored in the JSON (e.g. why the size is reduced)")
+    ap.add_argument("--only-seeds", default=None,
+                    help="comma-separated seeds this process runs (others in another process: the results "
+                         "file is locked, units merge)")
     ap.add_argument("--time-only", action="store_true", help="time one round of every method, write nothing")
     args = ap.parse_args()
     compile_cache.ensure()
@@ -197,10 +201,14 @@ def main():
            "note": args.note, "units": units, "methods": {}}
 
     def write():
-        out["methods"] = summarise(out, args.seeds, args.rounds)
-        tmp = out_path.with_suffix(".tmp.json")
-        tmp.write_text(json.dumps(out, indent=1, default=float))
-        os.replace(tmp, out_path)
+        def merge(stored):   # units another process (--only-seeds) wrote meanwhile are kept
+            if stored.get("protocol") == protocol:
+                units.update({k: v for k, v in stored.get("units", {}).items() if k not in units})
+                out["methods_run"] = sorted(set(out["methods_run"]) | set(stored.get("methods_run", [])),
+                                            key=list(METHODS).index)
+            out["methods"] = summarise(out, args.seeds, args.rounds)
+            return json.loads(json.dumps(out, default=float))
+        update(out_path, merge)
 
     strategies = {}
     for name in chosen:
@@ -214,7 +222,8 @@ def main():
                                                                                           args.lanes), st, keys)))
     # seed-major: every method's unit of seed k lands before seed k + 1 starts, so a partial run
     # already holds paired comparisons
-    for seed in range(args.seeds):
+    seeds = sorted(int(s) for s in args.only_seeds.split(",")) if args.only_seeds else range(args.seeds)
+    for seed in seeds:
         for name in chosen:
             s, run = strategies[name]
             uid = f"{name}/seed{seed}"
