@@ -1,20 +1,24 @@
-"""A/B of supernet forms on the engine's weight step, interleaved in one process: what a search step
-costs (a new architecture every step, the update included), for two or more space settings.
+"""A/B of supernet forms and CPU kernels on the engine's weight step, interleaved in one process:
+what a search step costs (a new architecture every step, the update included).
 
     python bench/engine_ab.py layouts      # NB201 C16 N5 sparse: per cell vs scan_cells (the default)
     python bench/engine_ab.py barrier      # NB201 C16 N5 dense: the node barrier on (default) vs off
-    python bench/engine_ab.py layouts --steps 16 --skeleton nb201 --C 16 --cells 5
+    python bench/engine_ab.py bn_one_pass  # NB201 sparse: two-pass BN moments (before) vs one pass
+    python bench/engine_ab.py pointwise    # 1x1 conv gradients: conv form + transposes (before) vs dots
+    python bench/engine_ab.py pointwise --skeleton darts8 --steps 10
 
 Each variant is bench/vs_pytorch.py's weight-step workload (random strategy for sparse, darts for
-dense) with its ``space`` overrides; all variants are compiled first (tracing and compile seconds,
-temp memory), then stepped in turn on the same batches and the same architecture each round (the
-strategies share keys). Paired ratios to the first variant: median and mean +- s.e. (ddof = 1).
-Results merge into bench/results/engine_ab.json under the study's name, stamped with the commit
-and load; prints them as the last line.
+dense) with its ``space`` overrides, or with one of the library's kernels swapped for its previous
+implementation (PATCHES, kept here) while the variant compiles; all variants are compiled first
+(tracing and compile seconds, temp memory), then stepped in turn on the same batches and the same
+architecture each round (the strategies share keys). Paired ratios to the first variant: median and
+mean +- s.e. (ddof = 1). Results merge into bench/results/engine_ab.json under the study's name
+(``study/skeleton`` for DARTS-8), stamped with the commit and load; prints them as the last line.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,28 +37,68 @@ import vs_pytorch  # noqa: E402  (the workloads' configs)
 from jaxnas.config.experiment import build  # noqa: E402
 from jaxnas.config.settings import resolve  # noqa: E402
 from jaxnas.data import BatchSampler, gather  # noqa: E402
+from jaxnas.models.ops import conv, layers  # noqa: E402
 from jaxnas.models.supernets.cells import layout_of  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine_ab.json"
-# study -> (strategy, {variant: space overrides}); the first variant is the reference
+
+
+# The kernels a study compares against the library's: the previous implementations, kept here so
+# that a claimed speed-up can be re-measured. Each patch swaps a function in while its variant is
+# traced and compiled, and puts the library's back after.
+def _two_pass_bn(x, epsilon=1e-5):
+    """Batch normalisation as it was before the one-pass moments: the mean, then the mean square of
+    x - mean (x read twice)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.mean(jnp.square(x - mean), axes)
+    return (x - mean) * jnp.reciprocal(jnp.sqrt(var + epsilon))
+
+
+def _conv_form_for_all(x, w, g, stride, dilation, groups):
+    return conv._conv_form_backward(x, w, g, stride, dilation, groups)
+
+
+PATCHES = {   # name -> (module, attribute, replacement)
+    "two_pass_bn": (layers, "batch_normalize", _two_pass_bn),
+    # 1x1 kernels through the general conv-form gradient (transposes), as before the dots
+    "conv_form_1x1": (conv, "_cpu_backward", _conv_form_for_all),
+}
+
+# study -> (strategy, {variant: {"space": overrides, "patch": PATCHES key}}); the first variant is the
+# reference
 STUDIES = {
-    "layouts": ("random", {"per_cell": {"scan_cells": False}, "scan_cells": {"scan_cells": True}}),
-    "barrier": ("darts", {"barrier": {}, "no_barrier": {"cotangent_barrier": False}}),
+    "layouts": ("random", {"per_cell": {"space": {"scan_cells": False}},
+                           "scan_cells": {"space": {"scan_cells": True}}}),
+    "barrier": ("darts", {"barrier": {}, "no_barrier": {"space": {"cotangent_barrier": False}}}),
+    "bn_one_pass": ("random", {"two_pass": {"patch": "two_pass_bn"}, "one_pass": {}}),
+    "pointwise": ("random", {"conv_form": {"patch": "conv_form_1x1"}, "dots": {}}),
 }
 
 
-def variant(data, skeleton, size, strategy, overrides, batch):
+def variant(data, skeleton, size, strategy, spec, batch):
+    """One variant: ``spec["space"]`` overrides the workload's space, ``spec["patch"]`` (a PATCHES
+    name) swaps a kernel in while the chunk is traced and compiled."""
     workload = "nb201_weights" if skeleton == "nb201" else "darts8_sparse"
     cfg = resolve({**vs_pytorch.jaxnas_config(workload, data, batch=batch, **size),
                    "strategy": {"name": strategy}})
-    cfg["space"].update(overrides)
+    cfg["space"].update(spec.get("space", {}))
     exp = build(cfg)
-    compiled, state, batches, lower_s, compile_s = weight_chunk(exp, batch)
+    module, attr, replacement = PATCHES[spec["patch"]] if "patch" in spec else (None, None, None)
+    library = getattr(module, attr) if module else None
+    if module:
+        setattr(module, attr, replacement)
+    try:
+        compiled, state, batches, lower_s, compile_s = weight_chunk(exp, batch)
+    finally:
+        if module:
+            setattr(module, attr, library)
     state, _ = compiled(state, exp.search.inputs, batches(0))     # a warm step
     jax.block_until_ready(state)
     info = {"lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
             "temp_mb": round(compiled.memory_analysis().temp_size_in_bytes / 1e6, 1),
-            "layout": dict(zip(("scan_edges", "scan_cells"), layout_of(exp.task.net))), "overrides": overrides}
+            "program_sha1": hashlib.sha1(compiled.as_text().encode()).hexdigest()[:12],  # variants differ?
+            "layout": dict(zip(("scan_edges", "scan_cells"), layout_of(exp.task.net))), **spec}
     return compiled, state, exp.search, batches, info
 
 
@@ -92,9 +137,17 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         data = vs_pytorch.make_images(Path(tmp) / "images.npz")
         runs = {name: list(variant(data, args.skeleton, size, strategy, o, args.batch)) for name, o in variants.items()}
+    ref = list(runs)[0]
+    for name, r in runs.items():    # the same computation? (after the warm step; one layout only)
+        a, b = r[1].evaluator.params, runs[ref][1].evaluator.params
+        r[4]["max_param_diff_vs_" + ref] = (
+            max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+            if jax.tree.structure(a) == jax.tree.structure(b) else None)
     times = {name: [] for name in runs}
     for i in range(1, args.steps + 1):
-        for name, r in runs.items():           # interleaved: the same round's batch and architecture
+        order = list(runs) if i % 2 else list(runs)[::-1]
+        for name in order:                     # interleaved: the same round's batch and architecture
+            r = runs[name]
             compiled, state, search, batches, _ = r
             b = batches(i)
             t = time.perf_counter()
@@ -102,7 +155,6 @@ def main():
             jax.block_until_ready(state)
             times[name].append(time.perf_counter() - t)
             r[1] = state
-    ref = list(runs)[0]
     out = {"skeleton": args.skeleton, "size": size, "batch": args.batch, "strategy": strategy, "steps": args.steps,
            "measured": {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": vs_pytorch.git_head(),
                         "load_average_before": [round(x, 1) for x in load_before],
@@ -116,10 +168,11 @@ def main():
                                                  "se": round(float(ratio.std(ddof=1) / np.sqrt(len(ratio))), 3)}}
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.exists() else {}
-    results[args.study] = out
+    key = args.study if args.skeleton == "nb201" else f"{args.study}/{args.skeleton}"
+    results[key] = out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
-    print(json.dumps({args.study: out}))
+    print(json.dumps({key: out}))
 
 
 if __name__ == "__main__":

@@ -48,3 +48,21 @@ def test_vs_pytorch_smoke(tmp_path):
         else:
             assert w["torch"] is None and _positive(w["jaxnas_step_ms_median"])
     assert "| workload |" in r.stdout          # the markdown table
+
+
+def test_engine_ab_smoke(tmp_path):
+    """bench/engine_ab.py's kernel study at toy size: both variants compile, step in turn and compute
+    the same update, in two different programs (the previous kernel swapped in for one variant only,
+    the library's back for the other)."""
+    out = tmp_path / "engine_ab.json"
+    cmd = [sys.executable, str(REPO / "bench" / "engine_ab.py"), "pointwise", "--C", "4", "--cells", "1",
+           "--steps", "2", "--batch", "8", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads(out.read_text())["pointwise"]
+    conv_form, dots = res["variants"]["conv_form"], res["variants"]["dots"]
+    assert conv_form["patch"] == "conv_form_1x1" and "patch" not in dots
+    assert dots["max_param_diff_vs_conv_form"] < 1e-5
+    assert dots["program_sha1"] != conv_form["program_sha1"]
+    assert _positive(dots["step_ms_median"]) and _positive(dots["over_conv_form"]["median"])
+    assert res["steps"] == 2 and len(res["measured"]["load_average_before"]) == 3

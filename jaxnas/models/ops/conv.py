@@ -59,6 +59,25 @@ def conv2d_reference(x, w, stride: int = 1, dilation: int = 1, groups: int = 1):
 
 
 def _cpu_backward(x, w, g, stride, dilation, groups):
+    if w.shape[:2] == (1, 1) and groups == 1:
+        return _pointwise_backward(x, w, g, stride)
+    return _conv_form_backward(x, w, g, stride, dilation, groups)
+
+
+def _pointwise_backward(x, w, g, stride):
+    """A 1x1 conv is a matmul over the pixels it reads: both gradients as dots, no transposes
+    (2.0-2.5x faster than :func:`_conv_form_backward`, 64 x 32x32..8x8 x 16..64, in a scan body;
+    `python bench/engine_ab.py pointwise`)."""
+    cin, cout = w.shape[2:]
+    x = _materialise(x)      # as in the conv form: a dense node is not recomputed in the dot
+    xs = x[:, ::stride, ::stride] if stride > 1 else x                         # the pixels it read
+    dxs = lax.dot_general(g, w[0, 0], (((3,), (1,)), ((), ())))              # [N, Ho, Wo, C_in]
+    dw = lax.dot_general(xs.reshape(-1, cin), g.reshape(-1, cout), (((0,), (0,)), ((), ())))
+    dx = dxs if stride == 1 else jnp.zeros_like(x).at[:, ::stride, ::stride].set(dxs)
+    return dx, dw.reshape(w.shape)
+
+
+def _conv_form_backward(x, w, g, stride, dilation, groups):
     kh, kw, _, cout = w.shape
     n, h, wd, _ = x.shape
     ho, wo = g.shape[1:3]

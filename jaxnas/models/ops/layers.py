@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from jaxnas.models.ops.conv import Kernels, conv2d, conv2d_reference, depthwise_conv2d
 
@@ -52,14 +53,25 @@ class Norm(nn.Module):
         if self.track:
             return nn.BatchNorm(use_running_average=not train, use_scale=self.affine,
                                 use_bias=self.affine, momentum=self.momentum, epsilon=self.epsilon)(x)
-        axes = tuple(range(x.ndim - 1))
-        mean = jnp.mean(x, axes)
-        var = jnp.mean(jnp.square(x - mean), axes)
-        y = (x - mean) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
+        y = batch_normalize(x, self.epsilon)
         if self.affine:
             y = y * self.param("scale", nn.initializers.ones, (x.shape[-1],)) + \
                 self.param("bias", nn.initializers.zeros, (x.shape[-1],))
         return y
+
+
+def batch_normalize(x, epsilon: float = 1e-5):
+    """``(x - mean) / sqrt(var + epsilon)`` over every axis but the last, with the batch's statistics.
+
+    var = E[x^2] - E[x]^2 (clamped at 0): both moments from one read of ``x`` (sibling reductions XLA
+    fuses), as Flax's BatchNorm computes them by default (``use_fast_variance``). The two-pass form
+    (the mean, then the mean square of x - mean) was 1.3-1.4x slower forward + backward on CPU
+    (64 x 32x32x16 and 16x16x32 in a scan body); a shift by one sample per channel, against
+    cancellation at large means, lost most of the gain."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0.0)
+    return (x - mean) * lax.rsqrt(var + epsilon)
 
 
 def downsampled_shape(shape, stride: int):
