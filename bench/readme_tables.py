@@ -64,13 +64,18 @@ def _ma2ml_digits() -> str:
     ms = r["methods"]
     base = ms.get("random")
     n = r["rounds"] * r["lanes"]
-    out = [f"| method | best validation accuracy after {n} pipelines (mean ± s.e., {r['seeds']} seeds) | "
+    units = f"{len(r.get('units', {}))} of {r['seeds'] * len(r['methods_run'])} (method, seed) units landed"
+    if not ms:
+        return f"No seed has finished for every method yet ({units})."
+    seeds = len(next(iter(ms.values()))["seeds"])      # the seeds every method has finished
+    out = [f"| method | best validation accuracy after {n} pipelines (mean ± s.e., {seeds} of {r['seeds']} seeds) | "
            "minus random, paired (mean ± s.e.) | s |", "|---|---|---|---|"]
     for name, m in ms.items():
         diff = "–"
         if base is not None and name != "random":
             diff = _pm([a - b for a, b in zip(m["final_best_per_seed"], base["final_best_per_seed"])], 4)
         out.append(f"| {name} | {_pm(m['final_best_per_seed'], 4)} | {diff} | {float(m['seconds']):.0f} |")
+    out.append(f"\n{units}; {r['steps_per_pipeline']} SGD steps per pipeline.")
     if r.get("note"):
         out.append(f"\nSize: {r['note']}.")
     return "\n".join(out)
