@@ -56,7 +56,7 @@ def _two_pass_bn(x, epsilon=1e-5):
 
 
 def _conv_form_for_all(x, w, g, stride, dilation, groups):
-    return conv._conv_form_backward(x, w, g, stride, dilation, groups)
+    return conv.conv_form_backward(x, w, g, stride, dilation, groups)
 
 
 PATCHES = {   # name -> (module, attribute, replacement)

@@ -7,6 +7,7 @@ evaluators register in ``jaxnas.evaluators`` and the strategies in ``jaxnas.stra
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Optional
 
 import jax
@@ -352,5 +353,6 @@ def build(cfg: dict, lanes=None) -> Experiment:
     evaluator = factory({k: v for k, v in ev_cfg.items() if k != "name"}, cfg=cfg, space=space, data=data,
                         task=task, axis_name=axis, mode=strategy.mode, weight_steps=weight_steps(phases0))
     phases = check_phases(phases0, evaluator, strategy)
-    search = Search(evaluator, strategy, mesh, samples)
+    trace_key = json.dumps(cfg, sort_keys=True, default=str) if cfg["search"]["trace_cache"] else None
+    search = Search(evaluator, strategy, mesh, samples, trace_key=trace_key)
     return Experiment(cfg, data, space, task, strategy, evaluator, search, phases)

@@ -96,6 +96,7 @@ SCHEMA: dict = {
         "batch_size": S.Int(256, ge=1),
         "val_batch_size": S.Optional(S.Int(ge=1)),
         "chunk": S.Int(50, ge=1),            # steps per compiled call (lax.scan)
+        "trace_cache": S.Bool(True),         # traced chunks kept beside the compilation cache (core/trace_cache.py)
         "checkpoint_every": S.Int(500, ge=1),
         "devices": S.Either(S.Int(ge=1), S.Choice("all"), default=1),  # 1, a number, or "all": one sample per device
         "reward": S.Choice(*TASK_REWARDS, default="neg_loss"),  # shared_weights: neg_loss | accuracy

@@ -57,6 +57,7 @@ FINGERPRINT = "fingerprint.json"
 DAMAGED = FINGERPRINT + ".damaged"     # where a damaged fingerprint is moved aside (kept, not read)
 FORMAT = 1
 RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size", "search.handle_signals",
+                    "search.trace_cache",
                     "search.divergence_factor", "search.tensorboard",
                     "benchmark.nb201_table", "data.test_path", "data.test_split",
                     # the supernet's parameter layout: a checkpoint of the other layout is converted at restore

@@ -137,6 +137,10 @@ class Search:
     strategy: Any
     mesh: Optional[jax.sharding.Mesh] = None
     samples: int = 1
+    # the identity of its programs (``build`` passes the resolved config): with it, a compilation
+    # cache and one device, traced chunks are kept on disk and the next process skips tracing
+    # (core/trace_cache.py); None: traced in every process
+    trace_key: Optional[str] = None
 
     def __post_init__(self):
         if self.mesh is not None and self.samples != self.mesh.size:
@@ -244,13 +248,16 @@ class Search:
         return new, metrics
 
     # ---- compiled chunks ---------------------------------------------------------------------
+    def _chunk_body(self, kind: str):
+        def chunk(state, inputs, batches, length=None):
+            body = lambda s, b: self._step(s, inputs, b, kind)
+            return jax.lax.scan(body, state, batches, length=length)
+        return chunk
+
     def _chunk_fn(self, kind: str):
         cache = self.__dict__.setdefault("_cache", {})
         if kind not in cache:
-            def chunk(state, inputs, batches, length=None):
-                body = lambda s, b: self._step(s, inputs, b, kind)
-                return jax.lax.scan(body, state, batches, length=length)
-
+            chunk = self._chunk_body(kind)
             if self.mesh is not None:
                 f = jax.shard_map(lambda s, i, b: chunk(s, i, b), mesh=self.mesh,
                                   in_specs=(P(), P(), BATCH_SPEC), out_specs=(P(), P()))
@@ -281,10 +288,26 @@ class Search:
             if self.evaluator.needs_batches:
                 if train_batches is None:
                     raise ValueError(f"the {self.evaluator.name!r} evaluator needs train/val batches")
-                return with_batches(state, self.inputs, self.shard_batches((train_batches, val_batches)))
+                args = (state, self.inputs, self.shard_batches((train_batches, val_batches)))
+                return (self._stored_trace(kind, args) or with_batches)(*args)
             if length is None:
                 raise ValueError("give length= (steps) for an evaluator without batches")
             return no_batches(state, self.inputs, int(length))
+
+    def _stored_trace(self, kind: str, args):
+        """The chunk of ``kind`` on ``args`` from the trace cache (None: jit it as usual)."""
+        if self.trace_key is None or self.mesh is not None or self.samples > 1:
+            return None
+        memo = self.__dict__.setdefault("_traces", {})
+        sig = (kind, tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
+        if sig not in memo:
+            from jaxnas.core import trace_cache
+            task = getattr(self.evaluator, "task", None)
+            objects = (self.evaluator, self.strategy, getattr(self.evaluator, "space", None), task,
+                       getattr(task, "net", None))
+            memo[sig] = trace_cache.chunk_caller(self._chunk_body(kind), self.trace_key, objects, args,
+                                                 static=(kind,))
+        return memo[sig]
 
     def export_chunk(self, platforms, state: SearchState, train_batches=None, val_batches=None, kind: str = "both",
                      length: Optional[int] = None):

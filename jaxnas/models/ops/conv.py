@@ -61,12 +61,12 @@ def conv2d_reference(x, w, stride: int = 1, dilation: int = 1, groups: int = 1):
 def _cpu_backward(x, w, g, stride, dilation, groups):
     if w.shape[:2] == (1, 1) and groups == 1:
         return _pointwise_backward(x, w, g, stride)
-    return _conv_form_backward(x, w, g, stride, dilation, groups)
+    return conv_form_backward(x, w, g, stride, dilation, groups)
 
 
 def _pointwise_backward(x, w, g, stride):
     """A 1x1 conv is a matmul over the pixels it reads: both gradients as dots, no transposes
-    (2.0-2.5x faster than :func:`_conv_form_backward`, 64 x 32x32..8x8 x 16..64, in a scan body;
+    (2.0-2.5x faster than :func:`conv_form_backward`, 64 x 32x32..8x8 x 16..64, in a scan body;
     `python bench/engine_ab.py pointwise`)."""
     cin, cout = w.shape[2:]
     x = _materialise(x)      # as in the conv form: a dense node is not recomputed in the dot
@@ -77,7 +77,9 @@ def _pointwise_backward(x, w, g, stride):
     return dx, dw.reshape(w.shape)
 
 
-def _conv_form_backward(x, w, g, stride, dilation, groups):
+def conv_form_backward(x, w, g, stride, dilation, groups):
+    """Both gradients of any kernel through standard-layout convolutions (the CPU form for k > 1;
+    bench/engine_ab.py's reference for 1x1)."""
     kh, kw, _, cout = w.shape
     n, h, wd, _ = x.shape
     ho, wo = g.shape[1:3]

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.core import trace_cache
+
 
 def _seed(key) -> int:
     data = np.asarray(jax.random.key_data(key)).reshape(-1)
@@ -32,7 +34,9 @@ def _truncated_normal(rng, shape, std):
 
 def init_variables(module, key, *args, **kwargs) -> dict:
     """Like ``module.init(key, *args, **kwargs)`` but without compiling anything."""
-    shapes = jax.eval_shape(lambda k: module.init(k, *args, **kwargs), key)
+    # the shapes from disk where this module was initialised before (core/trace_cache.py)
+    shapes = trace_cache.cached_shapes(module, args, kwargs,
+                                       lambda: jax.eval_shape(lambda k: module.init(k, *args, **kwargs), key))
     # analysis hooks (perturb/sow) are not state: leave them out, as flax does when not asked for
     shapes = {c: v for c, v in shapes.items() if c not in ("perturbations", "intermediates")}
     rng = np.random.default_rng(_seed(key))
