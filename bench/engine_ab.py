@@ -18,6 +18,7 @@ mean +- s.e. (ddof = 1). Results merge into bench/results/engine_ab.json under t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -55,14 +57,10 @@ def _two_pass_bn(x, epsilon=1e-5):
     return (x - mean) * jnp.reciprocal(jnp.sqrt(var + epsilon))
 
 
-def _conv_form_for_all(x, w, g, stride, dilation, groups):
-    return conv.conv_form_backward(x, w, g, stride, dilation, groups)
-
-
 PATCHES = {   # name -> (module, attribute, replacement)
     "two_pass_bn": (layers, "batch_normalize", _two_pass_bn),
     # 1x1 kernels through the general conv-form gradient (transposes), as before the dots
-    "conv_form_1x1": (conv, "_cpu_backward", _conv_form_for_all),
+    "conv_form_1x1": (conv, "_cpu_backward", conv.conv_form_backward),
 }
 
 # study -> (strategy, {variant: {"space": overrides, "patch": PATCHES key}}); the first variant is the
@@ -84,15 +82,9 @@ def variant(data, skeleton, size, strategy, spec, batch):
                    "strategy": {"name": strategy}})
     cfg["space"].update(spec.get("space", {}))
     exp = build(cfg)
-    module, attr, replacement = PATCHES[spec["patch"]] if "patch" in spec else (None, None, None)
-    library = getattr(module, attr) if module else None
-    if module:
-        setattr(module, attr, replacement)
-    try:
+    patch = mock.patch.object(*PATCHES[spec["patch"]]) if "patch" in spec else contextlib.nullcontext()
+    with patch:
         compiled, state, batches, lower_s, compile_s = weight_chunk(exp, batch)
-    finally:
-        if module:
-            setattr(module, attr, library)
     state, _ = compiled(state, exp.search.inputs, batches(0))     # a warm step
     jax.block_until_ready(state)
     info = {"lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),

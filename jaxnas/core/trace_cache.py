@@ -33,6 +33,8 @@ from typing import Callable, Optional
 
 import jax
 
+from jaxnas.core.workdir import atomic_write_bytes, atomic_write_text
+
 MAX_CONSTANT = 1024   # elements: a closed-over array larger than this is data, not code
 
 
@@ -79,6 +81,10 @@ def key(identity: str, objects, args, static=()) -> str:
              "versions": _versions(), "platform": dev.platform, "device": dev.device_kind,
              "tree": str(treedef), "static": [str(s) for s in static],
              "avals": [(tuple(x.shape), str(x.dtype), bool(getattr(x, "weak_type", False))) for x in leaves]}
+    return _digest(parts)
+
+
+def _digest(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -117,9 +123,7 @@ def chunk_caller(fn: Callable, identity: Optional[str], objects, args, static=()
             return None         # error of the program itself surfaces there again)
         try:
             d.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(exported.serialize())
-            os.replace(tmp, path)
+            atomic_write_bytes(path, exported.serialize())
         except OSError:
             pass
     call = jax.jit(exported.call)
@@ -154,7 +158,7 @@ def cached_shapes(module, args, kwargs, compute: Callable):
     parts = {"module": repr(module), "kwargs": repr(sorted(kwargs.items())),
              "args": [(tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(args)],
              "package": _package_digest(), "files": _file_digest([module]), "versions": _versions()}
-    path = d / f"shapes-{hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]}.json"
+    path = d / f"shapes-{_digest(parts)}.json"
     if path.exists():
         try:
             return _shapes_from_json(json.loads(path.read_text()))
@@ -163,9 +167,7 @@ def cached_shapes(module, args, kwargs, compute: Callable):
     shapes = compute()
     try:
         d.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(_shapes_to_json(shapes)))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(_shapes_to_json(shapes)))
     except (OSError, TypeError):
         pass
     return shapes

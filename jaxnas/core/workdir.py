@@ -113,10 +113,19 @@ def progress_line(stream, msg: str):
 def atomic_write_text(path, text: str):
     """Writes ``text`` to ``path`` through a temporary file and ``os.replace``: a reader (or a kill)
     sees the old file or the new one, never a part."""
+    _atomic_write(path, text, "w")
+
+
+def atomic_write_bytes(path, data: bytes):
+    """:func:`atomic_write_text` of bytes."""
+    _atomic_write(path, data, "wb")
+
+
+def _atomic_write(path, data, mode: str):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, mode) as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from jaxnas.core import trace_cache
 from jaxnas.engine.lanes import AXIS, BATCH_SPEC, batch_sharding, replicate
 from jaxnas.strategies import categorical as C
 from jaxnas.strategies.base import BatchContext
@@ -301,7 +302,6 @@ class Search:
         memo = self.__dict__.setdefault("_traces", {})
         sig = (kind, tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
         if sig not in memo:
-            from jaxnas.core import trace_cache
             task = getattr(self.evaluator, "task", None)
             objects = (self.evaluator, self.strategy, getattr(self.evaluator, "space", None), task,
                        getattr(task, "net", None))
