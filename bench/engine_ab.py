@@ -6,6 +6,8 @@ what a search step costs (a new architecture every step, the update included).
     python bench/engine_ab.py bn_one_pass  # NB201 sparse: two-pass BN moments (before) vs one pass
     python bench/engine_ab.py pointwise    # 1x1 conv gradients: conv form + transposes (before) vs dots
     python bench/engine_ab.py pointwise --skeleton darts8 --steps 10
+    python bench/engine_ab.py sparse_edge  # NB201 sparse edges rematerialised or keeping their conv
+                                           # output (the edge VJP), scanned cells or one per cell
 
 Each variant is bench/vs_pytorch.py's weight-step workload (random strategy for sparse, darts for
 dense) with its ``space`` overrides, or with one of the library's kernels swapped for its previous
@@ -71,6 +73,11 @@ STUDIES = {
     "barrier": ("darts", {"barrier": {}, "no_barrier": {"space": {"cotangent_barrier": False}}}),
     "bn_one_pass": ("random", {"two_pass": {"patch": "two_pass_bn"}, "one_pass": {}}),
     "pointwise": ("random", {"conv_form": {"patch": "conv_form_1x1"}, "dots": {}}),
+    "sparse_edge": ("random", {   # the reference: the default before the edge VJP
+        "scan_remat": {"space": {"sparse_edge_vjp": False, "scan_cells": True}},
+        "scan_saved": {"space": {"scan_cells": True}},
+        "cell_remat": {"space": {"sparse_edge_vjp": False, "scan_cells": False}},
+        "cell_saved": {"space": {"scan_cells": False}}}),
 }
 
 

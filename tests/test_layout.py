@@ -80,27 +80,31 @@ def test_the_default_layouts():
     assert layout(darts, "darts") == (False, False)                   # dense: per edge
     assert layout({**darts, "scan_edges": False}, "reinforce") == (False, False)
     nb201 = {"name": "nb201", "C": 2, "cells_per_stage": 2}
-    assert layout(nb201, "reinforce") == (False, True)                 # a stage's cells scanned
+    assert layout(nb201, "reinforce") == (False, False)                # the edge VJP: per cell
+    assert layout({**nb201, "sparse_edge_vjp": False}, "reinforce") == (False, True)   # a stage scanned
     assert layout(nb201, "darts") == (False, False)
-    assert layout({**nb201, "scan_cells": False}, "reinforce") == (False, False)
+    assert layout({**nb201, "scan_cells": True}, "reinforce") == (False, True)
 
 
-@pytest.mark.parametrize("kind, before, after", [("darts", {"scan_edges": False}, (True, False)),
-                                                 ("nb201", {"scan_cells": False}, (False, True))])
-def test_a_work_dir_of_the_old_layout_resumes_in_the_default_one_and_forks_across(kind, before, after, tmp_path):
-    """A work dir from before the scanned defaults (per edge, per cell) resumes under them."""
+@pytest.mark.parametrize("kind, before, old_layout, after", [
+    ("darts", {"scan_edges": False}, (False, False), (True, False)),
+    ("nb201", {"scan_cells": True}, (False, True), (False, False))])
+def test_a_work_dir_of_the_old_layout_resumes_in_the_default_one_and_forks_across(kind, before, old_layout, after,
+                                                                                  tmp_path):
+    """A work dir from before a default layout changed (DARTS: per edge, before scanned edges; NB201:
+    scanned cells, before the edge VJP made per-cell faster) resumes under it."""
     old = tmp_path / "old"
     assert run_search(_cfg(kind, **before), old, progress=None, stop_after=2) == {"step": 2, "finished": False}
     # what the resume restores: the stored state, converted
     exp_old, exp_new = build(_cfg(kind, **before)), build(_cfg(kind))
     net_old, net_new = exp_old.task.net, exp_new.task.net
-    assert (layout_of(net_old), layout_of(net_new)) == ((False, False), after)
+    assert (layout_of(net_old), layout_of(net_new)) == (old_layout, after)
     fresh_old, fresh_new = exp_old.search.init(jax.random.key(0)), exp_new.search.init(jax.random.key(0))
     with _checkpoint_manager(old) as mgr:
         stored = _restore(mgr, 2, fresh_old, net_old)
     with _checkpoint_manager(old) as mgr:
         restored = _restore(mgr, 2, fresh_new, net_new)
-    chex.assert_trees_all_equal(restored, relayout(stored, net_old, (False, False), after))
+    chex.assert_trees_all_equal(restored, relayout(stored, net_old, old_layout, after))
     assert jax.tree.structure(restored) == jax.tree.structure(fresh_new)
     # the resume itself: the default config goes on from step 2 to the end
     log = tmp_path / "progress.txt"

@@ -151,11 +151,13 @@ def _mlp_space(s: dict, data):
 
 # the kernel choices of a cell supernet (jaxnas.models.ops.conv.Kernels): static, part of the module
 KERNEL_FIELDS = {"cpu_kernels": S.Bool(True),          # False: XLA's depthwise conv / max pool on CPU too
-                 "cotangent_barrier": S.Bool(True)}    # False: no barrier at dense edges' inputs
+                 "cotangent_barrier": S.Bool(True),    # False: no barrier at dense edges' inputs
+                 "sparse_edge_vjp": S.Bool(True)}      # False: sparse NB201 edges rematerialise too
 
 
 def kernels_of(s: dict) -> Kernels:
-    return Kernels(cpu=s["cpu_kernels"], cotangent_barrier=s["cotangent_barrier"])
+    return Kernels(cpu=s["cpu_kernels"], cotangent_barrier=s["cotangent_barrier"],
+                   sparse_edge_vjp=s["sparse_edge_vjp"])
 
 
 def _ops(s):
@@ -224,13 +226,17 @@ def scan_edges_of(s: dict, mode: str) -> bool:
 
 
 def scan_cells_of(s: dict, mode: str) -> bool:
-    """``space.scan_cells``, or where it is None (the default): each NAS-Bench-201 stage's cells as one
-    scanned cell for a sparse strategy (C16 N5, the engine's step, 16 paired steps, bench/engine_ab.py:
-    0.961 +- 0.052 of the per-cell step, tracing 20.9 -> 9.0 s, compile 31.5 -> 15.3 s, the same memory);
-    per cell for a dense one and on DARTS (20 cells: the step 1.15x slower; docs/cpu-performance.md)."""
+    """``space.scan_cells``, or where it is None (the default) one compiled cell each. A sparse
+    NAS-Bench-201 step with the edge VJP (``space.sparse_edge_vjp``, the default) is faster per cell:
+    the scan stacks every edge's saved conv output (C16 N5, the engine's step, 16 paired steps,
+    ``python bench/engine_ab.py sparse_edge``: 0.88 of the scanned step with rematerialised
+    edges per cell, 0.954 scanned; tracing 2.6 -> 8.3 s). With ``sparse_edge_vjp=False`` a stage's cells
+    are scanned (0.961 +- 0.052 of the per-cell step, tracing 20.9 -> 9.0 s, compile 31.5 -> 15.3 s);
+    dense searches and DARTS keep their cells apart (20 cells: the step 1.15x slower;
+    docs/cpu-performance.md)."""
     if s["scan_cells"] is not None:
         return s["scan_cells"]
-    return s["name"] == "nb201" and mode == "sparse"
+    return s["name"] == "nb201" and mode == "sparse" and not s["sparse_edge_vjp"]
 
 
 @TASKS.register("mlp")

@@ -38,12 +38,16 @@ class Kernels:
       on every platform (bench/op_cost.py's "before" column).
     - ``cotangent_barrier``: a dense edge's input cotangent computed once, into one buffer, on CPU
       (:func:`cotangent_barrier`); False: left to XLA's fusion.
+    - ``sparse_edge_vjp``: a sparse edge of NAS-Bench-201's ops keeps its conv's output for the
+      backward pass instead of recomputing it (ops/sparse_edge.py; every platform); False: the
+      rematerialised switch of every other edge.
 
     Where an op is traced (inside a ``lax.switch`` branch or a scan body, where XLA's own conv
     gradient is slow on CPU) is not a choice but a fact of the call: ops take it as the call
     argument ``control_flow`` (ops/layers.py)."""
     cpu: bool = True
     cotangent_barrier: bool = True
+    sparse_edge_vjp: bool = True
 
 
 def _same_pad(kernel: int, dilation: int) -> int:
@@ -134,8 +138,12 @@ def _fwd(x, w, stride, dilation, groups):
 
 
 def _bwd(stride, dilation, groups, res, g):
-    x, w = res
+    return conv2d_backward(*res, g, stride, dilation, groups)
 
+
+def conv2d_backward(x, w, g, stride: int = 1, dilation: int = 1, groups: int = 1):
+    """``(dx, dw)`` of :func:`conv2d` at ``(x, w)`` for output cotangent ``g``: the CPU kernels
+    above on CPU, XLA's own gradient elsewhere."""
     def generic(x, w, g):
         _, vjp = jax.vjp(lambda x, w: conv2d_reference(x, w, stride, dilation, groups), x, w)
         return vjp(g)

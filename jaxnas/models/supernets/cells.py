@@ -30,9 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnas.models.ops.candidates import FactorizedReduce, ReLUConvBN, build_op
+from jaxnas.models.ops.candidates import FactorizedReduce, Identity, Pool, ReLUConvBN, Zero, build_op
 from jaxnas.models.ops.conv import Kernels, cotangent_barrier
 from jaxnas.models.ops.layers import Conv, Norm
+from jaxnas.models.ops.sparse_edge import EdgeOp, switch_edge
 from jaxnas.spaces.cells import CellSpace, DartsSpace, NasBench201Space, reduction_cells
 
 MODES = ("sparse", "dense")
@@ -106,6 +107,12 @@ class MixedEdge(nn.Module):
                 out = self.candidates[0](x, train, control_flow)
             return out
         idx = jnp.argmax(w)
+        ops = self._edge_ops()
+        if ops is not None and not self.is_initializing():
+            # NAS-Bench-201's ops: a switch that keeps the conv's output instead of recomputing it
+            kernels = tuple(self.candidates[k].variables["params"]["Conv_0"]["kernel"].astype(x.dtype)
+                            for k, op in enumerate(ops) if op.kind == "relu_conv_bn")
+            return self._scaled(switch_edge(ops, idx, x, kernels), w, idx, x.dtype)
         # remat=True: JAX gives every branch of a differentiated switch the same residual outputs
         # (the union over branches), so without remat the saved activations approach the dense
         # supernet's; with it only the edge input is saved and the chosen op's forward is
@@ -117,11 +124,33 @@ class MixedEdge(nn.Module):
         if self.is_initializing():  # nn.switch runs every branch at init; make sure all params exist
             for k in range(len(self.ops)):
                 self.candidates[k](x, train, control_flow)
-        out = nn.switch(idx, branches, self, x)
+        return self._scaled(nn.switch(idx, branches, self, x), w, idx, x.dtype)
+
+    def _scaled(self, out, w, idx, dtype):
         # hooks for tests/analysis: d loss / d output (collection 'perturbations') and the output
         # itself ('intermediates'); both are no-ops unless those collections are requested
         self.sow("intermediates", "op_output", out)
-        return self.perturb("op_output", out) * w[idx].astype(x.dtype)
+        return self.perturb("op_output", out) * w[idx].astype(dtype)
+
+    def _edge_ops(self):
+        """The candidates as ops/sparse_edge.py's static ops, or None where one is not of its kinds
+        (DARTS's ops) or ``kernels.sparse_edge_vjp`` is off. Conv kernels are numbered in order."""
+        if not self.kernels.sparse_edge_vjp:
+            return None
+        ops, convs = [], 0
+        for c in self.candidates:
+            if isinstance(c, Zero):
+                ops.append(EdgeOp("zero", c.stride))
+            elif isinstance(c, Identity):
+                ops.append(EdgeOp("identity"))
+            elif isinstance(c, Pool) and c.kind == "avg" and not c.bn:
+                ops.append(EdgeOp("avg_pool", c.stride, cpu=c.kernels.cpu))
+            elif isinstance(c, ReLUConvBN) and not (c.affine or c.track) and c.dilation == 1:
+                ops.append(EdgeOp("relu_conv_bn", c.stride, kernel=convs, epsilon=Norm.epsilon))
+                convs += 1
+            else:
+                return None
+        return tuple(ops)
 
 
 class Cell(nn.Module):

@@ -1,0 +1,86 @@
+"""The sparse edge with a hand-written VJP (ops/sparse_edge.py): the same values and gradients as the
+rematerialised switch it replaces, op by op and in whole NAS-Bench-201 supernets."""
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+from jax import lax
+
+from jaxnas.models.ops.conv import Kernels, avg_pool3, conv2d
+from jaxnas.models.ops.layers import batch_normalize
+from jaxnas.models.ops.sparse_edge import EdgeOp, switch_edge
+from jaxnas.models.supernets import DartsNet, NasBench201Net, init_params
+from jaxnas.spaces.cells import DartsSpace, NasBench201Space
+
+KEY = jax.random.key(0)
+
+
+def _plain(op, x, kernels):
+    """The op as the candidate modules compute it (ops/candidates.py)."""
+    if op.kind == "zero":
+        return jnp.zeros((x.shape[0], -(-x.shape[1] // op.stride), -(-x.shape[2] // op.stride), x.shape[3]))
+    if op.kind == "identity":
+        return x
+    if op.kind == "avg_pool":
+        return avg_pool3(x, op.stride)
+    return batch_normalize(conv2d(jax.nn.relu(x), kernels[op.kernel], op.stride), op.epsilon)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_switch_edge_equals_the_rematerialised_switch(stride):
+    ops = (EdgeOp("zero", stride), EdgeOp("relu_conv_bn", stride, kernel=0), EdgeOp("avg_pool", stride),
+           EdgeOp("relu_conv_bn", stride, kernel=1))
+    if stride == 1:
+        ops += (EdgeOp("identity"),)
+    x = jax.random.normal(KEY, (4, 7, 6, 5))
+    kernels = (jax.random.normal(jax.random.fold_in(KEY, 1), (1, 1, 5, 5)),
+               jax.random.normal(jax.random.fold_in(KEY, 2), (3, 3, 5, 5)) * 0.3)
+    probe = jax.random.normal(jax.random.fold_in(KEY, 3), _plain(ops[0], x, kernels).shape)
+
+    def loss(edge):
+        return lambda x, k, i: jnp.sum(jnp.sin(edge(i, x, k)) * probe)
+    ours = jax.jit(jax.value_and_grad(loss(lambda i, x, k: switch_edge(ops, i, x, k)), (0, 1)))
+    remat = jax.jit(jax.value_and_grad(loss(lambda i, x, k: lax.switch(
+        i, [jax.checkpoint(lambda x, k, op=op: _plain(op, x, k)) for op in ops], x, k)), (0, 1)))
+    for i in range(len(ops)):
+        a, b = ours(x, kernels, i), remat(x, kernels, i)
+        chex.assert_trees_all_close(a, b, atol=1e-5, rtol=1e-5)
+        if ops[i].kind == "relu_conv_bn":   # the conv's kernel gets a gradient, the others none
+            assert float(jnp.abs(a[1][1][ops[i].kernel]).max()) > 0
+            assert float(jnp.abs(a[1][1][1 - ops[i].kernel]).max()) == 0
+
+
+def _nb201_grads(kernels: Kernels, scan_cells: bool, archs):
+    sp = NasBench201Space.create(C=4, cells_per_stage=2)
+    net = NasBench201Net(sp, scan_cells=scan_cells, kernels=kernels)
+    x = jax.random.normal(KEY, (8, 8, 8, 3))
+    params = init_params(net, KEY, x, jnp.ones((sp.num_decisions, sp.max_choices)))
+
+    def loss(p, w):
+        return jnp.sum(jnp.sin(net.apply({"params": p}, x, w, mode="sparse", control_flow=True)))
+    f = jax.jit(jax.value_and_grad(loss, (0, 1)))
+    jaxpr = str(jax.make_jaxpr(loss)(params, sp.one_hot(archs[0])))
+    return [f(params, 0.5 * sp.one_hot(a)) for a in archs], "custom_vjp_call" in jaxpr and "switch_edge" in jaxpr
+
+
+@pytest.mark.parametrize("scan_cells", [False, True])
+def test_nb201_supernet_gradients_equal_with_and_without_the_edge_vjp(scan_cells):
+    sp = NasBench201Space.create(C=4, cells_per_stage=2)
+    archs = [sp.sample(jax.random.fold_in(KEY, 10 + i)) for i in range(3)]
+    ours, used = _nb201_grads(Kernels(), scan_cells, archs)
+    ref, ref_used = _nb201_grads(Kernels(sparse_edge_vjp=False), scan_cells, archs)
+    assert used and not ref_used          # the default takes the edge VJP, the option the old switch
+    for a, b in zip(ours, ref):
+        chex.assert_trees_all_close(a, b, atol=1e-5, rtol=1e-4)
+        assert float(jnp.abs(a[1][1]).max()) > 0   # d loss / d weights reaches the chosen ops (eq. 7)
+
+
+def test_darts_edges_keep_the_rematerialised_switch():
+    """DARTS's ops (sep/dil convs, pooling with BN) are not of the edge VJP's kinds: the old switch."""
+    sp = DartsSpace.create(C=4, num_cells=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"))
+    net = DartsNet(sp)
+    x = jax.random.normal(KEY, (2, 8, 8, 3))
+    w = jnp.ones((sp.num_decisions, sp.max_choices))
+    params = init_params(net, KEY, x, w)
+    jaxpr = str(jax.make_jaxpr(lambda p: net.apply({"params": p}, x, w, mode="sparse"))(params))
+    assert "switch_edge" not in jaxpr and "cond" in jaxpr
