@@ -104,7 +104,7 @@ def mean_se(values) -> tuple[float, float]:
 
 def _pm(values, digits: int) -> str:
     m, s = mean_se(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    return f"{m:.{digits}f}" if len(values) < 2 else f"{m:.{digits}f} ± {s:.{digits}f}"   # one seed: no s.e.
 
 
 def _load(name: str) -> dict:
