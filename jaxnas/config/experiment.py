@@ -228,9 +228,9 @@ def scan_edges_of(s: dict, mode: str) -> bool:
 def scan_cells_of(s: dict, mode: str) -> bool:
     """``space.scan_cells``, or where it is None (the default) one compiled cell each. A sparse
     NAS-Bench-201 step with the edge VJP (``space.sparse_edge_vjp``, the default) is faster per cell:
-    the scan stacks every edge's saved conv output (C16 N5, the engine's step, 16 paired steps,
-    ``python bench/engine_ab.py sparse_edge``: 0.88 of the scanned step with rematerialised
-    edges per cell, 0.954 scanned; tracing 2.6 -> 8.3 s). With ``sparse_edge_vjp=False`` a stage's cells
+    the scan stacks every edge's saved conv output (C16 N5, the engine's step, 48 paired steps,
+    ``python bench/engine_ab.py sparse_edge``: per cell 0.873 of the scanned step with rematerialised
+    edges, scanned 0.978; tracing 2.5 -> 7.6 s). With ``sparse_edge_vjp=False`` a stage's cells
     are scanned (0.961 +- 0.052 of the per-cell step, tracing 20.9 -> 9.0 s, compile 31.5 -> 15.3 s);
     dense searches and DARTS keep their cells apart (20 cells: the step 1.15x slower;
     docs/cpu-performance.md)."""
