@@ -124,6 +124,7 @@ def run_fork(name: str, seed: int, args, table, theta_options) -> dict:
         state, m = search.run_chunk(state, tb, vb, kind=kind)
         if (step + n) % args.every == 0 or step + n == total:
             moves.append({"step": step + n, **movement(probs, derive, space, state.strategy, table)})
+            print(f"    {name} seed {seed}: step {step + n}/{total} ({time.perf_counter() - t0:.0f} s)", flush=True)
     arch = np.asarray(jax.device_get(derive(state.strategy)))
     row = table.lookup(arch, space)
     ops = [space.choices[d][int(a)] for d, a in enumerate(arch)]
