@@ -112,8 +112,7 @@ class LMSharedWeightsEvaluator(SharedWeightsEvaluator):
         Br = self.train_stream.shape[1] if self.reward_stream is None else self.reward_stream.shape[1]
         z = lambda n: jnp.zeros((n, H), jnp.float32)
         i0 = jnp.zeros((), jnp.int32)
-        # the optimizer state as one compiled program (shared_weights.py)
-        return LMState(params=params, opt_state=jax.jit(self.optimizer.init)(params), step=i0,
+        return LMState(params=params, opt_state=self.init_opt_state(params), step=i0,
                        hidden=z(self.train_stream.shape[1]), pos=i0, reward_hidden=z(Br), reward_pos=i0)
 
     def inputs(self):

@@ -70,12 +70,13 @@ def _fwd(ops, idx, x, kernels):
     _check(ops)
     shape = downsampled_shape(x.shape, ops[0].stride)
     c = shape[-1]
-    empty = (jnp.zeros(shape, x.dtype), jnp.zeros((c,), x.dtype), jnp.zeros((c,), x.dtype))
 
     def branch(op):
         def run(x, k):
             y, saved = _forward(op, x, k)
-            return y, empty if saved is None else saved
+            if saved is None:   # filled inside the branch: only a non-conv op pays for the empty slot
+                saved = (jnp.zeros(shape, x.dtype), jnp.zeros((c,), x.dtype), jnp.zeros((c,), x.dtype))
+            return y, saved
         return run
     y, saved = lax.switch(idx, [branch(op) for op in ops], x, kernels)
     return y, (idx, x, kernels, saved)
