@@ -88,7 +88,35 @@ def _vs_pytorch() -> str:
     load = ", ".join(f"{x:.1f}" for x in m["load_average_before"])
     return (table(r) + f"\n\n{m['utc']} UTC, git {m['git']}, {m['cpu_count']} cores ({m['cpu']}), cores pinned "
             f"{m['cores_pinned']}, PyTorch {m['torch']} on {m['torch_threads']} thread(s), jax {m['jax']}; load average "
-            f"before ({load}); {m['protocol']}.")
+            f"before ({load}); {m['protocol']}." + (f" Runs: {m['note']}." if m.get("note") else ""))
+
+
+def _vs_pytorch_retained() -> str:
+    """The same comparison with the jaxnas worker started as ``--retain-host-memory`` starts a search."""
+    from vs_pytorch import table
+    path = RESULTS / "vs_pytorch_retained.json"
+    if not path.exists():
+        return ("(not measured yet: `python bench/vs_pytorch.py --retain-host-memory "
+                "--out bench/results/vs_pytorch_retained.json`)")
+    r = json.loads(path.read_text())
+    m = r["meta"]
+    return (table(r) + f"\n\n{m['utc']} UTC, git {m['git']}, cores pinned {m['cores_pinned']}, PyTorch {m['torch']} on "
+            f"{m['torch_threads']} thread(s); jaxnas worker with glibc tunables {m.get('jaxnas_retain_host_memory')}.")
+
+
+def _host_memory_ab() -> str:
+    r = json.loads((RESULTS / "host_memory_ab.json").read_text())
+    out = ["| workload | step, default / retained | retained / default (median; mean ± s.e.) | minor faults a step, "
+           "default / retained | cold compile, default / retained | pairs | git, load |",
+           "|---|---|---|---|---|---|---|"]
+    for name, w in r.items():
+        s, c = w["step_ratio"], w["compile_ratio"]
+        out.append(f"| {name} | {w['step_ms']['default']:,.0f} / {w['step_ms']['retained']:,.0f} ms | "
+                   f"**{s['median']:.3f}** ({s['mean']:.3f} ± {s['se']:.3f}) | "
+                   f"{w['faults_per_step']['default']:,.0f} / {w['faults_per_step']['retained']:,.0f} | "
+                   f"{w['compile_s']['default']:.1f} / {w['compile_s']['retained']:.1f} s "
+                   f"({c['median']:.2f}×) | {w['pairs']} | {w['git']}, {w['load_average_before'][0]:.1f} |")
+    return "\n".join(out)
 
 
 def mean_se(values) -> tuple[float, float]:
@@ -200,6 +228,7 @@ SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "superne
             "nb201_oneshot": _nb201_oneshot, "ptb_tiny": _ptb_tiny, "tabnas_connect4": _tabnas_connect4,
             "shapley_kendall": _shapley_kendall, "ma2ml_synthetic": _ma2ml_synthetic,
             "ma2ml_cifar_tiny": _ma2ml_cifar_tiny, "vs_pytorch": _vs_pytorch,
+            "vs_pytorch_retained": _vs_pytorch_retained, "host_memory_ab": _host_memory_ab,
             "ma2ml_digits": _ma2ml_digits, "oneshot_v2": _oneshot_v2, "v2_protocol": _v2_protocol}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 

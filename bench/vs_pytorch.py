@@ -37,7 +37,12 @@ jaxnas worker computes the architecture its next step will sample from its state
 afterwards), the order alternating between rounds; ``--warmup`` rounds first, not recorded. Reported:
 the paired medians, the median of the per-round ratios jaxnas / PyTorch, their mean and standard
 error (ddof=1), the peak resident memory of each worker (VmHWM) and ``os.getloadavg()`` before and
-after. ``--warm-start`` also starts a second jaxnas worker on the now filled compilation cache.
+after. ``--warm-start`` also starts a second jaxnas worker on the now filled compilation cache;
+``--cold-apart`` runs the rounds in that warm-started worker instead (the cold one stops after its
+first step; DARTS-8 dense's compile memory beside PyTorch's exceeds this machine's 24 GB). Every
+workload carries its commit, time and load; ``--merge`` keeps an existing file's other workloads.
+``--retain-host-memory`` starts the jaxnas worker as ``jaxnas search --retain-host-memory`` does
+(``jaxnas.core.host_memory``); PyTorch runs as its users run it.
 
 Writes ``--out`` (default bench/results/vs_pytorch.json) and prints a markdown table.
 """
@@ -511,9 +516,13 @@ class Worker:
         if args.cores:
             cmd = ["taskset", "-c", args.cores] + cmd
         self.side = side
+        env = None
+        if side == "jax" and args.retain_host_memory:   # as `jaxnas search --retain-host-memory` restarts itself
+            from jaxnas.core import host_memory
+            env = host_memory.environment()
         t0 = time.time()
         self.proc = subprocess.Popen(cmd + ["--t0", repr(t0)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1, cwd=str(HERE.parent))
+                                     text=True, bufsize=1, cwd=str(HERE.parent), env=env)
 
     def read(self):
         for line in self.proc.stdout:
@@ -551,10 +560,19 @@ def run_workload(name, args, data, tmp):
     print(f"== {name}: starting the jaxnas worker (cold compilation cache {cache})", file=sys.stderr, flush=True)
     jw = Worker("jax", args, name, data, cache)
     jready = jw.read()
+    starts = ("start_to_first_step_s", "import_s", "build_init_s", "first_step_s")
     out = {"description": desc, "kind": kind, "space_shape": jready["space_shape"], "ops": jready["ops"],
-           "jaxnas": {k: jready[k] for k in ("start_to_first_step_s", "import_s", "build_init_s", "first_step_s")},
-           "torch": None, "load_average_before": list(load0)}
+           "jaxnas": {k: jready[k] for k in starts}, "torch": None, "load_average_before": list(load0),
+           "git": git_head(), "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     print(f"   jaxnas first step {jready['start_to_first_step_s']:.1f} s after start", file=sys.stderr, flush=True)
+    if args.cold_apart:     # the rounds run in a warm-started process: no compile memory beside PyTorch
+        out["jaxnas"]["cold_process_peak_rss_mb"] = jw.stop()["peak_rss_mb"]
+        jw = Worker("jax", args, name, data, cache)
+        jready = jw.read()
+        out["jaxnas"]["warm_cache"] = {k: jready[k] for k in starts}
+        out["rounds_process"] = "warm-started (--cold-apart)"
+        print(f"   jaxnas warm start: first step {jready['start_to_first_step_s']:.1f} s after start", file=sys.stderr,
+              flush=True)
     tw = None
     if not args.no_torch:
         tw = Worker("torch", args, name, data)
@@ -590,7 +608,7 @@ def run_workload(name, args, data, tmp):
     else:
         out["jaxnas_step_ms_median"] = 1000 * statistics.median(jx)
     out["distinct_archs"] = len({tuple(a) for a in archs})
-    if args.warm_start:     # a second jaxnas process on the compilation cache the first one filled
+    if args.warm_start and not args.cold_apart:   # a second jaxnas process on the cache the first one filled
         w2 = Worker("jax", args, name, data, cache)
         ready = w2.read()
         w2.stop()
@@ -636,22 +654,26 @@ def _fmt_ms(v):
 
 def table(results) -> str:
     rows = ["| workload | jaxnas | PyTorch | jaxnas / PyTorch (median of rounds; mean ± s.e.) | first step after "
-            "start, jaxnas / PyTorch | peak RSS, jaxnas / PyTorch |", "|---|---|---|---|---|---|"]
+            "start, jaxnas / PyTorch | peak RSS, jaxnas / PyTorch | measured (UTC, git, load) |",
+            "|---|---|---|---|---|---|---|"]
     for name, w in results["workloads"].items():
         j, t = w["jaxnas"], w["torch"]
+        meta = results.get("meta", {})
+        when = (f"{w.get('utc', meta.get('utc'))}, {w.get('git', meta.get('git'))}, "
+                f"{w['load_average_before'][0]:.1f}" + (", rounds warm-started" if "rounds_process" in w else ""))
         w = {**w, "description": WORKLOADS[name][2] if name in WORKLOADS else w["description"]}   # today's labels
         first = f"{j['start_to_first_step_s']:.1f} s"
         if "warm_cache" in j:
             first += f" (warm cache {j['warm_cache']['start_to_first_step_s']:.1f} s)"
         if t is None:
             rows.append(f"| {w['description']} | {_fmt_ms(w['jaxnas_step_ms_median'])} | – | – | {first} / – | "
-                        f"{j['peak_rss_mb'] / 1024:.2f} GB / – |")
+                        f"{j['peak_rss_mb'] / 1024:.2f} GB / – | {when} |")
             continue
         rows.append(f"| {w['description']} | {_fmt_ms(w['jaxnas_step_ms_median'])} | "
                     f"{_fmt_ms(w['torch_step_ms_median'])} | **{w['ratio_median']:.2f}×** "
                     f"({w['ratio_mean']:.2f} ± {w['ratio_se']:.2f}, {w['rounds']} rounds) | "
                     f"{first} / {t['start_to_first_step_s']:.1f} s | "
-                    f"{j['peak_rss_mb'] / 1024:.2f} GB / {t['peak_rss_mb'] / 1024:.2f} GB |")
+                    f"{j['peak_rss_mb'] / 1024:.2f} GB / {t['peak_rss_mb'] / 1024:.2f} GB | {when} |")
     return "\n".join(rows)
 
 
@@ -663,6 +685,16 @@ def main():
     ap.add_argument("--warmup", type=int, default=2, help="rounds before the recorded ones")
     ap.add_argument("--warm-start", action="store_true",
                     help="also time a second jaxnas start on the compilation cache the first one filled")
+    ap.add_argument("--cold-apart", action="store_true",
+                    help="the cold jaxnas start in a process of its own (stopped after its first step), the rounds in "
+                         "a second one started on the cache it filled (its start: the warm start); for darts8_dense, "
+                         "whose compile memory beside PyTorch's exceeds 24 GB")
+    ap.add_argument("--retain-host-memory", action="store_true",
+                    help="start the jaxnas worker with jaxnas.core.host_memory's glibc tunables (as `jaxnas search "
+                         "--retain-host-memory`); PyTorch as users run it")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the workloads of an existing --out that this run does not measure (each is stamped "
+                         "with its own commit, time and load)")
     ap.add_argument("--cores", default=None, help="taskset core list for both workers (default: all, e.g. 0,1)")
     ap.add_argument("--torch-threads", type=int, default=None, help="default: the number of pinned cores")
     ap.add_argument("--no-torch", action="store_true", help="the jaxnas side only (default when torch is missing)")
@@ -710,17 +742,22 @@ def main():
                                     "alternating, a new architecture every round (the jaxnas strategy's)",
                         "nb201": {"C": args.C, "cells_per_stage": args.cells},
                         "darts": {"C": args.C, "num_cells": args.num_cells},
-                        "smoke": args.smoke, "torch_ran": not args.no_torch},
+                        "smoke": args.smoke, "torch_ran": not args.no_torch,
+                        "jaxnas_retain_host_memory": args.retain_host_memory},
                "workloads": {}}
+    out = Path(args.out)
+    if args.merge and out.exists():   # the other workloads as they were measured (meta: this run's machine)
+        old = json.loads(out.read_text())
+        stamp = {k: old["meta"].get(k) for k in ("git", "utc", "cores_pinned")}
+        results["workloads"] = {k: {**stamp, **w} for k, w in old["workloads"].items() if k not in workloads}
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vs_pytorch-") as tmp:
         data = make_images(Path(tmp) / "images.npz")
         for name in workloads:
             results["workloads"][name] = run_workload(name, args, data, tmp)
             print(json.dumps({name: results["workloads"][name]}), file=sys.stderr, flush=True)
-    results["meta"]["load_average_after"] = list(os.getloadavg())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+            results["meta"]["load_average_after"] = list(os.getloadavg())
+            out.write_text(json.dumps(results, indent=1))     # each workload as it lands
     print(table(results))
 
 

@@ -87,6 +87,11 @@ def main(argv=None):
     cache.add_argument("--no-compile-cache", action="store_true",
                        help="do not use the persistent compilation cache (default: on, in "
                             "$JAXNAS_COMPILE_CACHE or ~/.cache/jaxnas/xla; see jaxnas/engine/compile_cache.py)")
+    cache.add_argument("--retain-host-memory", action="store_true",
+                       help="CPU, Linux/glibc: restart with glibc tunables that keep freed memory in the process, so "
+                            "a step's temporary block is not faulted in again every step (NB201 steps 0.87 of the time "
+                            "on 2 cores, but DARTS-8 steps 1.16x and cold compiles ~1.3x: one malloc arena); "
+                            "docs/cpu-performance.md")
     s = sub.add_parser("search", parents=[cache], help="run (or resume) a search from a config file")
     s.add_argument("config", help="Python file with get_config(), e.g. configs/quickstart.py, or the name of a "
                                      "shipped config (quickstart; jaxnas list shows them)")
@@ -135,6 +140,16 @@ def main(argv=None):
         ap.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    if getattr(args, "retain_host_memory", False):
+        from jaxnas.core import host_memory
+        if not host_memory.active():
+            if argv is not None:   # called from Python: the tunables are read at process start only
+                ap.error("--retain-host-memory applies when jaxnas starts a process (the jaxnas command); from "
+                         f"Python, start the interpreter with GLIBC_TUNABLES={host_memory.TUNABLES}")
+            try:
+                host_memory.restart_retaining()   # jax is not imported yet
+            except OSError as e:
+                ap.error(str(e))
     if not getattr(args, "no_compile_cache", True):
         from jaxnas.engine.compile_cache import ensure
         ensure()   # a resume or a second run loads its compiled programs instead of compiling again

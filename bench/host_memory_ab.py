@@ -1,0 +1,132 @@
+"""Retained host memory (``jaxnas.core.host_memory``, ``--retain-host-memory``) against glibc's default,
+process against process: glibc reads its tunables at process start, so the variants cannot share one.
+
+    python bench/host_memory_ab.py [--workloads nb201_weights darts8_sparse_scan_edges] [--pairs 3]
+                                   [--steps 16] [--out bench/results/host_memory_ab.json]
+
+Per workload (bench/vs_pytorch.py's configs: the engine's compiled weight chunk, one step per call, a
+new architecture every step), ``--pairs`` pairs of worker processes, one per variant, the order
+alternating; each traces and compiles the chunk (no persistent cache: the compile seconds are a
+cold start's), runs one warm step, then ``--steps`` steps, and reports the median step, the minor
+page faults per step (``getrusage``), the compile seconds and its peak RSS. Paired ratios retained /
+default: median and mean +- s.e. (ddof = 1) over the pairs. Writes ``--out`` (merged per workload),
+stamped with the commit and the load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+RESULTS = HERE / "results" / "host_memory_ab.json"
+PREFIX = "@@host_memory_ab "
+
+
+def worker(workload: str, data: str, steps: int) -> None:
+    import resource
+    import time
+
+    import jax
+    import vs_pytorch
+
+    from jaxnas.config.experiment import build
+    from jaxnas.config.settings import resolve
+    from jaxnas.data import BatchSampler, gather
+    exp = build(resolve(vs_pytorch.jaxnas_config(workload, data)))
+    search, d = exp.search, exp.data
+    state = search.init(jax.random.key(0))
+    tr, va = BatchSampler(len(d.y_train), 64, 0), BatchSampler(len(d.y_val), 64, 1)
+
+    def batches(i):
+        return search.shard_batches((gather((d.x_train, d.y_train), tr.chunk(i, 1)),
+                                     gather((d.x_val, d.y_val), va.chunk(i, 1))))
+    chunk, _ = search._chunk_fn("weights")
+    t0 = time.perf_counter()
+    compiled = chunk.lower(state, search.inputs, batches(0)).compile()
+    compile_s = time.perf_counter() - t0
+    state, _ = compiled(state, search.inputs, batches(0))
+    jax.block_until_ready(state)
+    times = []
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for i in range(1, steps + 1):
+        b = batches(i)
+        t = time.perf_counter()
+        state, _ = compiled(state, search.inputs, b)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps
+    print(PREFIX + json.dumps({"step_ms": 1000 * statistics.median(times), "faults_per_step": faults,
+                               "compile_s": compile_s, "temp_mb": compiled.memory_analysis().temp_size_in_bytes / 1e6,
+                               "peak_rss_mb": vs_pytorch.peak_rss_mb(),
+                               "tunables": os.environ.get("GLIBC_TUNABLES")}), flush=True)
+
+
+def run(workload: str, data: str, steps: int, retained: bool) -> dict:
+    from jaxnas.core import host_memory
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env = host_memory.environment(env) if retained else env
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent)] + [p for p in [env.get("PYTHONPATH")] if p])
+    out = subprocess.run([sys.executable, __file__, "--worker", workload, "--data", data, "--steps", str(steps)],
+                         env=env, capture_output=True, text=True, check=False)
+    lines = [x for x in out.stdout.splitlines() if x.startswith(PREFIX)]
+    if not lines:
+        raise RuntimeError(f"worker failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(lines[-1][len(PREFIX):])
+
+
+def _ratio_stats(a, b):
+    r = [x / y for x, y in zip(a, b)]
+    se = statistics.stdev(r) / math.sqrt(len(r)) if len(r) > 1 else float("nan")
+    return {"median": statistics.median(r), "mean": statistics.fmean(r), "se": se}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", nargs="+", default=["nb201_weights", "darts8_sparse_scan_edges"])
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker, args.data, args.steps)
+    import vs_pytorch
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = str(vs_pytorch.make_images(Path(tmp) / "images.npz"))
+        for wl in args.workloads:
+            load = os.getloadavg()
+            runs = {"default": [], "retained": []}
+            for p in range(args.pairs):
+                for variant in (("default", "retained") if p % 2 == 0 else ("retained", "default")):
+                    r = run(wl, data, args.steps, variant == "retained")
+                    runs[variant].append(r)
+                    print(f"{wl} pair {p} {variant}: step {r['step_ms']:.0f} ms, {r['faults_per_step']:.0f} faults "
+                          f"a step, compile {r['compile_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            get = lambda v, k: [r[k] for r in runs[v]]   # noqa: E731
+            results[wl] = {
+                "runs": runs, "pairs": args.pairs, "steps": args.steps, "git": vs_pytorch.git_head(),
+                "load_average_before": list(load), "load_average_after": list(os.getloadavg()),
+                "step_ratio": _ratio_stats(get("retained", "step_ms"), get("default", "step_ms")),
+                "compile_ratio": _ratio_stats(get("retained", "compile_s"), get("default", "compile_s")),
+                "faults_per_step": {v: statistics.median(get(v, "faults_per_step")) for v in runs},
+                "step_ms": {v: statistics.median(get(v, "step_ms")) for v in runs},
+                "compile_s": {v: statistics.median(get(v, "compile_s")) for v in runs}}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
+            s = results[wl]["step_ratio"]
+            print(f"{wl}: retained / default step {s['median']:.3f} ({s['mean']:.3f} +- {s['se']:.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

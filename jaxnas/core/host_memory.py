@@ -1,0 +1,61 @@
+"""Keep freed host memory in the process, so a CPU step stops paying page faults (glibc on Linux).
+
+XLA:CPU runs each call of a compiled program in one temporary block (``memory_analysis()``'s temp
+size: 400 MB for the NB201 C16 N5 search step, 0.74 GB for DARTS-8 sparse). glibc serves a block that
+large with ``mmap`` and returns it with ``munmap`` when the call ends, so every step faults the whole
+block in again (98,000 minor faults a step for NB201) and the kernel zeroes every page. PyTorch's
+tensors are small enough to come back from malloc's heap. These glibc tunables keep the block:
+one malloc arena (the block cannot come from a thread's 64 MB arena heap), no ``mmap`` for large
+blocks, and no trimming of the heap's free top below 16 GB. Measured (``bench/host_memory_ab.py``,
+``docs/cpu-performance.md``, 2 cores): NB201 faults 98,000 -> 0 a step, the step 0.87 of the
+default; but DARTS-8's step 1.16x (its many small concurrent allocations wait on one arena's lock)
+and cold compiles ~1.3x (the compiler threads too). The process keeps its peak heap until it exits.
+So it is opt-in: for long NB201-space searches on CPU.
+
+glibc reads tunables only at process start, so this is a property of a process, chosen by whoever
+starts it: ``jaxnas search/retrain/export --retain-host-memory`` restarts itself with them (before
+jax is imported), and any other program can be started with ``GLIBC_TUNABLES`` = :data:`TUNABLES`
+(:func:`environment`). Nothing here changes a running process.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Mapping, Optional
+
+TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+
+
+def supported() -> bool:
+    """Linux with glibc (where ``GLIBC_TUNABLES`` means anything)."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+def active(env: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether ``env`` (default: this process's) starts processes with :data:`TUNABLES`."""
+    current = (os.environ if env is None else env).get("GLIBC_TUNABLES", "")
+    return all(t in current.split(":") for t in TUNABLES.split(":"))
+
+
+def environment(env: Optional[Mapping[str, str]] = None) -> dict:
+    """A copy of ``env`` (default: this process's) whose ``GLIBC_TUNABLES`` adds :data:`TUNABLES`
+    (a user's other tunables kept; ours replace the same names)."""
+    out = dict(os.environ if env is None else env)
+    ours = dict(t.split("=", 1) for t in TUNABLES.split(":"))
+    kept = [t for t in out.get("GLIBC_TUNABLES", "").split(":") if t and t.split("=", 1)[0] not in ours]
+    out["GLIBC_TUNABLES"] = ":".join(kept + [TUNABLES])
+    return out
+
+
+def restart_retaining() -> None:
+    """Replace this process by the same command line started with :data:`TUNABLES` (returns only
+    where they are already active). For a program's entry point, before it imports jax."""
+    if active():
+        return
+    if not supported():
+        raise OSError(f"--retain-host-memory needs Linux with glibc (this is {sys.platform}, "
+                      f"{platform.libc_ver()[0] or 'another C library'}); leave the option out")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, list(sys.orig_argv), environment())
