@@ -8,8 +8,8 @@ tensors are small enough to come back from malloc's heap. These glibc tunables k
 one malloc arena (the block cannot come from a thread's 64 MB arena heap), no ``mmap`` for large
 blocks, and no trimming of the heap's free top below 16 GB. Measured (``bench/host_memory_ab.py``,
 ``docs/cpu-performance.md``, 2 cores): NB201 faults 98,000 -> 0 a step, the step 0.87 of the
-default; but DARTS-8's step 1.16x (its many small concurrent allocations wait on one arena's lock)
-and cold compiles ~1.3x (the compiler threads too). The process keeps its peak heap until it exits.
+default; but DARTS-8's step 1.16x and cold compiles ~1.3x (one arena for every thread; lock
+contention is the likely cause, not profiled). The process keeps its peak heap until it exits.
 So it is opt-in: for long NB201-space searches on CPU.
 
 glibc reads tunables only at process start, so this is a property of a process, chosen by whoever
