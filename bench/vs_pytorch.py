@@ -42,7 +42,11 @@ after. ``--warm-start`` also starts a second jaxnas worker on the now filled com
 first step; DARTS-8 dense's compile memory beside PyTorch's exceeds this machine's 24 GB). Every
 workload carries its commit, time and load; ``--merge`` keeps an existing file's other workloads.
 ``--retain-host-memory`` starts the jaxnas worker as ``jaxnas search --retain-host-memory`` does
-(``jaxnas.core.host_memory``); PyTorch runs as its users run it.
+(``jaxnas.core.host_memory``); PyTorch runs as its users run it. ``--chunk K``: each round is K steps,
+one compiled call on the jaxnas side as a search runs them (``search.chunk``, 50 by default; the
+issue's protocol is K = 1, one call per step, which pays the per-call costs, e.g. faulting in the
+step's temporary block, every step), the same K architectures one by one on the PyTorch side; per-step
+times.
 
 Writes ``--out`` (default bench/results/vs_pytorch.json) and prints a markdown table.
 """
@@ -168,51 +172,64 @@ def jax_worker(args):
     strategy_samples = kind == "strategy" and hasattr(state.strategy, "logits")
 
     @jax.jit
-    def peek(st):
-        """The architecture (and its weights) the engine's next step evaluates: its key derivation
-        (jaxnas/engine/search.py ``Search._step``, lane 0): ``strategy.sample`` with the first key for
-        a weight step; a policy strategy's ``step`` samples from its logits with the fourth."""
-        ks = jax.random.split(st.key, 5)
+    def peek_at(st, key):
+        """The architecture (and its weights) the engine's step from ``key`` evaluates: its key
+        derivation (jaxnas/engine/search.py ``Search._step``, lane 0): ``strategy.sample`` with the
+        first key for a weight step; a policy strategy's ``step`` samples from its logits with the
+        fourth. Returns the next step's key too."""
+        ks = jax.random.split(key, 5)
         if strategy_samples:
             arch = space.sample(jax.random.fold_in(ks[4], 0), st.strategy.logits)
-            return arch, space.one_hot(arch)
-        return search.strategy.sample(st.strategy, jax.random.fold_in(ks[1], 0))
+            return (arch, space.one_hot(arch)), ks[0]
+        return search.strategy.sample(st.strategy, jax.random.fold_in(ks[1], 0)), ks[0]
+
+    def peek(st):
+        """The ``--chunk`` architectures (and weights) the next call runs, one per step (a policy's
+        later steps sample from logits the chunk's first steps update: those can differ)."""
+        out, key = [], st.key
+        for _ in range(args.chunk):
+            (arch, w), key = peek_at(st, key)
+            out.append((np.asarray(arch), np.asarray(w)))
+        return out
 
     step_no = [0]
     mismatches = [0]
 
     def step(state):
-        i = step_no[0]
-        arch, w = peek(state)
-        tb, vb = gather((d.x_train, d.y_train), tr.chunk(i, 1)), gather((d.x_val, d.y_val), va.chunk(i, 1))
+        i, n = step_no[0], args.chunk
+        planned = peek(state)
+        tb, vb = gather((d.x_train, d.y_train), tr.chunk(i * n, n)), gather((d.x_val, d.y_val), va.chunk(i * n, n))
         best0 = state.strategy.best_reward if strategy_samples else None
         t = time.perf_counter()
         state, m = search.run_chunk(state, tb, vb, kind=kind)
         jax.block_until_ready(state)
-        dt = time.perf_counter() - t
-        arch = np.asarray(arch)
-        if kind == "weights":       # the architecture the step sampled
-            checked = np.array_equal(np.asarray(m["sample/arch"])[0, 0], arch)
-        else:                       # a new best is the architecture just evaluated
+        dt = (time.perf_counter() - t) / n
+        if kind == "weights":       # the architectures the steps sampled
+            checked = np.array_equal(np.asarray(m["sample/arch"])[:, 0], np.stack([a for a, _ in planned]))
+        elif n == 1:                # a new best is the architecture just evaluated
             nb = state.strategy.best_reward
-            checked = bool(nb == best0) or np.array_equal(np.asarray(state.strategy.best_arch), arch)
+            checked = bool(nb == best0) or np.array_equal(np.asarray(state.strategy.best_arch), planned[0][0])
+        else:
+            checked = True
         mismatches[0] += not checked
         step_no[0] += 1
         return state, dt
 
+    def plan(st):
+        nxt = peek(st)
+        return {"archs": [a.tolist() for a, _ in nxt], "weights": [w.tolist() for _, w in nxt]}
+
     state, first = step(state)
     t_first = time.time() - t0
-    nxt = peek(state)
+    nxt = plan(state)
     _say({"ready": True, "start_to_first_step_s": t_first, "import_s": t_import,
           "build_init_s": t_init - t_import, "first_step_s": first, "compile_cache": str(cache) if cache else None,
-          "arch": np.asarray(nxt[0]).tolist(), "weights": np.asarray(nxt[1]).tolist(),
-          "space_shape": list(space.shape), "ops": list(space.choices[0]),
-          "arch_text": space.encode(np.asarray(nxt[0]))})
+          **nxt, "space_shape": list(space.shape), "ops": list(space.choices[0]),
+          "arch_text": space.encode(np.asarray(nxt["archs"][0]))})
     for cmd in _commands():
         if cmd["cmd"] == "step":
             state, dt = step(state)
-            nxt = peek(state)
-            _say({"step_s": dt, "arch": np.asarray(nxt[0]).tolist(), "weights": np.asarray(nxt[1]).tolist()})
+            _say({"step_s": dt, **plan(state)})
         elif cmd["cmd"] == "stop":
             _say({"peak_rss_mb": peak_rss_mb(), "arch_mismatches": mismatches[0], "steps": step_no[0]})
             return
@@ -499,7 +516,9 @@ def torch_worker(args):
           "num_params": sum(p.numel() for p in params), "threads": torch.get_num_threads()})
     for cmd in _commands():
         if cmd["cmd"] == "step":
-            _say({"step_s": step(cmd["arch"], cmd.get("weights") if dense else None)})
+            archs, weights = cmd["archs"], cmd["weights"]     # one call: the jaxnas chunk's steps
+            total = sum(step(a, w if dense else None) for a, w in zip(archs, weights))
+            _say({"step_s": total / len(archs)})
         elif cmd["cmd"] == "stop":
             _say({"peak_rss_mb": peak_rss_mb()})
             return
@@ -510,7 +529,8 @@ class Worker:
     def __init__(self, side, args, workload, data, cache_dir=None):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--workload", workload,
                "--data", str(data), "--C", str(args.C), "--cells", str(args.cells), "--num-cells",
-               str(args.num_cells), "--batch", str(args.batch), "--threads", str(args.torch_threads)]
+               str(args.num_cells), "--batch", str(args.batch), "--threads", str(args.torch_threads),
+               "--chunk", str(args.chunk)]
         if cache_dir:
             cmd += ["--cache-dir", str(cache_dir)]
         if args.cores:
@@ -581,9 +601,9 @@ def run_workload(name, args, data, tmp):
                                                 "threads")}
         print(f"   torch first step {tready['start_to_first_step_s']:.1f} s after start", file=sys.stderr, flush=True)
     nxt = jready
-    jx, th, archs = [], [], []
+    jx, th, seen = [], [], []
     for r in range(args.warmup + args.rounds):
-        arch, weights = nxt["arch"], nxt["weights"]
+        archs, weights = nxt["archs"], nxt["weights"]
         order = ("jax", "torch") if r % 2 == 0 else ("torch", "jax")
         times = {}
         for side in order:
@@ -591,10 +611,10 @@ def run_workload(name, args, data, tmp):
                 nxt = jw.send(cmd="step")
                 times["jax"] = nxt["step_s"]
             elif tw is not None:
-                times["torch"] = tw.send(cmd="step", arch=arch, weights=weights)["step_s"]
+                times["torch"] = tw.send(cmd="step", archs=archs, weights=weights)["step_s"]
         if r >= args.warmup:
             jx.append(times["jax"])
-            archs.append(arch)
+            seen.extend(tuple(a) for a in archs)
             if tw is not None:
                 th.append(times["torch"])
         print(f"   round {r}{' (warm-up)' if r < args.warmup else ''}: jaxnas {1000 * times['jax']:.0f} ms"
@@ -607,7 +627,8 @@ def run_workload(name, args, data, tmp):
         out.update(_stats(jx, th))
     else:
         out["jaxnas_step_ms_median"] = 1000 * statistics.median(jx)
-    out["distinct_archs"] = len({tuple(a) for a in archs})
+    out["distinct_archs"] = len(set(seen))
+    out["steps_per_call"] = args.chunk
     if args.warm_start and not args.cold_apart:   # a second jaxnas process on the cache the first one filled
         w2 = Worker("jax", args, name, data, cache)
         ready = w2.read()
@@ -662,6 +683,8 @@ def table(results) -> str:
         when = (f"{w.get('utc', meta.get('utc'))}, {w.get('git', meta.get('git'))}, "
                 f"{w['load_average_before'][0]:.1f}" + (", rounds warm-started" if "rounds_process" in w else ""))
         w = {**w, "description": WORKLOADS[name][2] if name in WORKLOADS else w["description"]}   # today's labels
+        if w.get("steps_per_call", 1) > 1:
+            w["description"] += f", {w['steps_per_call']} steps per call"
         first = f"{j['start_to_first_step_s']:.1f} s"
         if "warm_cache" in j:
             first += f" (warm cache {j['warm_cache']['start_to_first_step_s']:.1f} s)"
@@ -685,6 +708,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=2, help="rounds before the recorded ones")
     ap.add_argument("--warm-start", action="store_true",
                     help="also time a second jaxnas start on the compilation cache the first one filled")
+    ap.add_argument("--chunk", type=int, default=1,
+                    help="steps per round: jaxnas runs them as one compiled call (a search's search.chunk, 50 by "
+                         "default), PyTorch steps the same architectures one by one; per-step times are reported")
     ap.add_argument("--cold-apart", action="store_true",
                     help="the cold jaxnas start in a process of its own (stopped after its first step), the rounds in "
                          "a second one started on the cache it filled (its start: the warm start); for darts8_dense, "
@@ -739,7 +765,8 @@ def main():
                         "data": "random uint8 images and random labels (the step cost does not depend on them), "
                                 "no augmentation on either side",
                         "protocol": f"{args.rounds} paired rounds after {args.warmup} warm-up rounds, order "
-                                    "alternating, a new architecture every round (the jaxnas strategy's)",
+                                    f"alternating, {args.chunk} step(s) per round (one compiled call on the jaxnas "
+                                    "side), a new architecture every step (the jaxnas strategy's)",
                         "nb201": {"C": args.C, "cells_per_stage": args.cells},
                         "darts": {"C": args.C, "num_cells": args.num_cells},
                         "smoke": args.smoke, "torch_ran": not args.no_torch,
