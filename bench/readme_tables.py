@@ -95,17 +95,29 @@ def _vs_pytorch() -> str:
             f"before ({load}); {m['protocol']}." + (f" Runs: {m['note']}." if m.get("note") else ""))
 
 
-def _vs_pytorch_retained() -> str:
-    """The same comparison with the jaxnas worker started as ``--retain-host-memory`` starts a search."""
+def _vs_pytorch_variant(name: str, how: str) -> str:
+    """A variant run of the comparison (its own JSON), with its protocol line."""
     from vs_pytorch import table
-    path = RESULTS / "vs_pytorch_retained.json"
+    path = RESULTS / f"{name}.json"
     if not path.exists():
-        return ("(not measured yet: `python bench/vs_pytorch.py --retain-host-memory "
-                "--out bench/results/vs_pytorch_retained.json`)")
+        return f"(not measured yet: `{how}`)"
     r = json.loads(path.read_text())
     m = r["meta"]
     return (table(r) + f"\n\n{m['utc']} UTC, git {m['git']}, cores pinned {m['cores_pinned']}, PyTorch {m['torch']} on "
-            f"{m['torch_threads']} thread(s); jaxnas worker with glibc tunables {m.get('jaxnas_retain_host_memory')}.")
+            f"{m['torch_threads']} thread(s); jaxnas worker with glibc tunables: "
+            f"{'yes' if m.get('jaxnas_retain_host_memory') else 'no'}; {m['protocol']}.")
+
+
+def _vs_pytorch_retained() -> str:
+    """The comparison with the jaxnas worker started as ``--retain-host-memory`` starts a search."""
+    return _vs_pytorch_variant("vs_pytorch_retained", "python bench/vs_pytorch.py --retain-host-memory "
+                                                      "--out bench/results/vs_pytorch_retained.json")
+
+
+def _vs_pytorch_chunk10() -> str:
+    """The comparison at 10 steps per compiled call, as a search runs its steps."""
+    return _vs_pytorch_variant("vs_pytorch_chunk10", "python bench/vs_pytorch.py --chunk 10 "
+                                                     "--out bench/results/vs_pytorch_chunk10.json")
 
 
 def _host_memory_ab() -> str:
@@ -233,6 +245,7 @@ SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "superne
             "shapley_kendall": _shapley_kendall, "ma2ml_synthetic": _ma2ml_synthetic,
             "ma2ml_cifar_tiny": _ma2ml_cifar_tiny, "vs_pytorch": _vs_pytorch,
             "vs_pytorch_retained": _vs_pytorch_retained, "host_memory_ab": _host_memory_ab,
+            "vs_pytorch_chunk10": _vs_pytorch_chunk10,
             "ma2ml_digits": _ma2ml_digits, "oneshot_v2": _oneshot_v2, "v2_protocol": _v2_protocol}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 

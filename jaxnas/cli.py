@@ -89,9 +89,9 @@ def main(argv=None):
                             "$JAXNAS_COMPILE_CACHE or ~/.cache/jaxnas/xla; see jaxnas/engine/compile_cache.py)")
     cache.add_argument("--retain-host-memory", action="store_true",
                        help="CPU, Linux/glibc: restart with glibc tunables that keep freed memory in the process, so "
-                            "a step's temporary block is not faulted in again every step (NB201 steps 0.87 of the time "
-                            "on 2 cores, but DARTS-8 steps 1.16x and cold compiles ~1.3x: one malloc arena); "
-                            "docs/cpu-performance.md")
+                            "a compiled call's temporary block is not faulted in again every call (one step per call: "
+                            "NB201 steps 0.87 of the time on 2 cores, but DARTS-8 steps 1.16x and cold compiles ~1.3x; "
+                            "at search.chunk=50 the faults are paid once per 50 steps); docs/cpu-performance.md")
     s = sub.add_parser("search", parents=[cache], help="run (or resume) a search from a config file")
     s.add_argument("config", help="Python file with get_config(), e.g. configs/quickstart.py, or the name of a "
                                      "shipped config (quickstart; jaxnas list shows them)")

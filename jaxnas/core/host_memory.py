@@ -10,7 +10,9 @@ blocks, and no trimming of the heap's free top below 16 GB. Measured (``bench/ho
 ``docs/cpu-performance.md``, 2 cores): NB201 faults 98,000 -> 0 a step, the step 0.87 of the
 default; but DARTS-8's step 1.16x and cold compiles ~1.3x (one arena for every thread; lock
 contention is the likely cause, not profiled). The process keeps its peak heap until it exits.
-So it is opt-in: for long NB201-space searches on CPU.
+The faults are paid once per call, and a search runs ``search.chunk`` steps per call (50 by
+default), so at the default they cost ~1/50 of what one step per call pays: the option matters
+where a program is called with few steps per call. So it is opt-in.
 
 glibc reads tunables only at process start, so this is a property of a process, chosen by whoever
 starts it: ``jaxnas search/retrain/export --retain-host-memory`` restarts itself with them (before
