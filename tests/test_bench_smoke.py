@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -17,9 +19,10 @@ def _positive(x):
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def test_vs_pytorch_smoke(tmp_path):
+@pytest.mark.parametrize("chunk", [1, 2])    # one compiled call per step; two steps per call (--chunk)
+def test_vs_pytorch_smoke(tmp_path, chunk):
     out = tmp_path / "vs_pytorch.json"
-    cmd = [sys.executable, str(REPO / "bench" / "vs_pytorch.py"), "--smoke", "--out", str(out)]
+    cmd = [sys.executable, str(REPO / "bench" / "vs_pytorch.py"), "--smoke", "--chunk", str(chunk), "--out", str(out)]
     if not HAS_TORCH:
         cmd.append("--no-torch")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -35,7 +38,8 @@ def test_vs_pytorch_smoke(tmp_path):
         for key in ("start_to_first_step_s", "first_step_s", "peak_rss_mb", "import_s", "build_init_s"):
             assert _positive(j[key]), (name, key, j[key])
         assert len(j["steps_ms"]) == 2 and all(_positive(t) for t in j["steps_ms"])
-        assert j["arch_mismatches"] == 0            # the torch side stepped on the architecture jaxnas did
+        assert j["arch_mismatches"] == 0            # the torch side stepped on the architectures jaxnas did
+        assert w["steps_per_call"] == chunk and w["git"] and w["utc"]
         assert len(w["load_average_before"]) == 3 and len(w["load_average_after"]) == 3
         if HAS_TORCH:
             t = w["torch"]
