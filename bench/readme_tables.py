@@ -114,6 +114,13 @@ def _vs_pytorch_retained() -> str:
                                                       "--out bench/results/vs_pytorch_retained.json")
 
 
+def _vs_pytorch_chunk50() -> str:
+    """The comparison at the library's default 50 steps per compiled call (NB201 only)."""
+    return _vs_pytorch_variant("vs_pytorch_chunk50", "python bench/vs_pytorch.py --chunk 50 --workloads "
+                                                     "nb201_weights nb201_advantage_arch "
+                                                     "--out bench/results/vs_pytorch_chunk50.json")
+
+
 def _vs_pytorch_chunk10() -> str:
     """The comparison at 10 steps per compiled call, as a search runs its steps."""
     return _vs_pytorch_variant("vs_pytorch_chunk10", "python bench/vs_pytorch.py --chunk 10 "
@@ -245,7 +252,7 @@ SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "superne
             "shapley_kendall": _shapley_kendall, "ma2ml_synthetic": _ma2ml_synthetic,
             "ma2ml_cifar_tiny": _ma2ml_cifar_tiny, "vs_pytorch": _vs_pytorch,
             "vs_pytorch_retained": _vs_pytorch_retained, "host_memory_ab": _host_memory_ab,
-            "vs_pytorch_chunk10": _vs_pytorch_chunk10,
+            "vs_pytorch_chunk10": _vs_pytorch_chunk10, "vs_pytorch_chunk50": _vs_pytorch_chunk50,
             "ma2ml_digits": _ma2ml_digits, "oneshot_v2": _oneshot_v2, "v2_protocol": _v2_protocol}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
