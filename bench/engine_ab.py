@@ -8,9 +8,11 @@ what a search step costs (a new architecture every step, the update included).
     python bench/engine_ab.py pointwise --skeleton darts8 --steps 10
     python bench/engine_ab.py sparse_edge  # NB201 sparse edges rematerialised or keeping their conv
                                            # output (the edge VJP), scanned cells or one per cell
+    python bench/engine_ab.py cpu_convolutions [--skeleton darts8 --scan-edges --steps 10]
+                                           # XLA:CPU's YNNPACK convolutions (before) vs XLA's own
 
 Each variant is bench/vs_pytorch.py's weight-step workload (random strategy for sparse, darts for
-dense) with its ``space`` overrides, or with one of the library's kernels swapped for its previous
+dense) with its ``space`` (and ``search``) overrides, or with one of the library's kernels swapped for its previous
 implementation (PATCHES, kept here) while the variant compiles; all variants are compiled first
 (tracing and compile seconds, temp memory), then stepped in turn on the same batches and the same
 architecture each round (the strategies share keys). Paired ratios to the first variant: median and
@@ -78,16 +80,20 @@ STUDIES = {
         "scan_saved": {"space": {"scan_cells": True}},
         "cell_remat": {"space": {"sparse_edge_vjp": False, "scan_cells": False}},
         "cell_saved": {"space": {"scan_cells": False}}}),
+    "cpu_convolutions": ("random", {"ynnpack": {"search": {"cpu_convolutions": "ynnpack"}},
+                                    "xla": {"search": {"cpu_convolutions": "xla"}}}),
 }
 
 
 def variant(data, skeleton, size, strategy, spec, batch):
-    """One variant: ``spec["space"]`` overrides the workload's space, ``spec["patch"]`` (a PATCHES
-    name) swaps a kernel in while the chunk is traced and compiled."""
-    workload = "nb201_weights" if skeleton == "nb201" else "darts8_sparse"
+    """One variant: ``spec["space"]`` / ``spec["search"]`` override the workload's, ``spec["patch"]``
+    (a PATCHES name) swaps a kernel in while the chunk is traced and compiled."""
+    workload = {"nb201": "nb201_weights", "darts8": "darts8_sparse",
+                "darts8_scan_edges": "darts8_sparse_scan_edges"}[skeleton]
     cfg = resolve({**vs_pytorch.jaxnas_config(workload, data, batch=batch, **size),
                    "strategy": {"name": strategy}})
     cfg["space"].update(spec.get("space", {}))
+    cfg["search"].update(spec.get("search", {}))
     exp = build(cfg)
     patch = mock.patch.object(*PATCHES[spec["patch"]]) if "patch" in spec else contextlib.nullcontext()
     with patch:
@@ -125,17 +131,19 @@ def main():
     ap.add_argument("study", choices=list(STUDIES))
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--skeleton", choices=("nb201", "darts8"), default="nb201")
+    ap.add_argument("--scan-edges", action="store_true", help="DARTS-8 with scanned edges (its default form)")
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--cells", type=int, default=5, help="NB201 cells per stage")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     strategy, variants = STUDIES[args.study]
+    skeleton = args.skeleton + ("_scan_edges" if args.scan_edges and args.skeleton == "darts8" else "")
     size = {"C": args.C, "cells": args.cells} if args.skeleton == "nb201" else {"C": args.C, "num_cells": 8}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         data = vs_pytorch.make_images(Path(tmp) / "images.npz")
-        runs = {name: list(variant(data, args.skeleton, size, strategy, o, args.batch)) for name, o in variants.items()}
+        runs = {name: list(variant(data, skeleton, size, strategy, o, args.batch)) for name, o in variants.items()}
     ref = list(runs)[0]
     for name, r in runs.items():    # the same computation? (after the warm step; one layout only)
         a, b = r[1].evaluator.params, runs[ref][1].evaluator.params
@@ -154,7 +162,7 @@ def main():
             jax.block_until_ready(state)
             times[name].append(time.perf_counter() - t)
             r[1] = state
-    out = {"skeleton": args.skeleton, "size": size, "batch": args.batch, "strategy": strategy, "steps": args.steps,
+    out = {"skeleton": skeleton, "size": size, "batch": args.batch, "strategy": strategy, "steps": args.steps,
            "measured": {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": vs_pytorch.git_head(),
                         "load_average_before": [round(x, 1) for x in load_before],
                         "load_average_after": [round(x, 1) for x in os.getloadavg()]},
@@ -167,7 +175,7 @@ def main():
                                                  "se": round(float(ratio.std(ddof=1) / np.sqrt(len(ratio))), 3)}}
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.exists() else {}
-    key = args.study if args.skeleton == "nb201" else f"{args.study}/{args.skeleton}"
+    key = args.study if skeleton == "nb201" else f"{args.study}/{skeleton}"
     results[key] = out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))

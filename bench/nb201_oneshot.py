@@ -108,7 +108,8 @@ def config(name: str, args) -> dict:
                       "weight_decay": 5e-4, "schedule": "cosine", "clip": 1.0},
         "search": {"steps": args.steps, "warmup_steps": args.warmup, "batch_size": args.batch,
                    "val_batch_size": args.batch, "chunk": args.chunk,
-                   "checkpoint_every": args.steps, "reward": "neg_loss"},
+                   "checkpoint_every": args.steps, "reward": "neg_loss",
+                   "cpu_convolutions": "ynnpack"},   # as its rows ran (the default until 2026-12-07)
     })
 
 

@@ -72,7 +72,10 @@ def v2_config(name: str, seed: int, args, theta_options) -> dict:
                       "weight_decay": 5e-4, "schedule": "cosine", "clip": 5.0},
         "search": {"steps": args.warmup + args.steps, "warmup_steps": args.warmup, "batch_size": args.batch,
                    "val_batch_size": args.batch, "chunk": args.every,
-                   "checkpoint_every": args.warmup, "reward": "neg_loss"},
+                   "checkpoint_every": args.warmup, "reward": "neg_loss",
+                   # the protocol as its first seeds ran (XLA:CPU's YNNPACK convolutions, the default
+                   # until 2026-12-07): every strategy of a seed forks the same warm-up, bit for bit
+                   "cpu_convolutions": "ynnpack"},
     })
 
 

@@ -83,7 +83,8 @@ def experiment(name: str, steps: int, data_path: Path):
                       "weight_decay": 5e-4, "schedule": "cosine", "clip": 5.0},
         # steps + 1 with a warm-up of ``steps``: the weight schedule spans exactly ``steps``
         "search": {"steps": max(steps, 1) + 1, "warmup_steps": max(steps, 1), "batch_size": BATCH,
-                   "val_batch_size": BATCH, "chunk": CHUNK},
+                   "val_batch_size": BATCH, "chunk": CHUNK,
+                   "cpu_convolutions": "ynnpack"},   # as its units ran (the default until 2026-12-07)
     })
     return build(cfg)
 

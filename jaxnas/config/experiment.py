@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxnas import data as D
 from jaxnas.core import schema as S
+from jaxnas.core.cpu_compile import compiler_options
 from jaxnas.core.registry import Registry
 from jaxnas.data.text import load_lm_data
 from jaxnas.engine.distributed import check_lanes
@@ -360,5 +361,8 @@ def build(cfg: dict, lanes=None) -> Experiment:
                         task=task, axis_name=axis, mode=strategy.mode, weight_steps=weight_steps(phases0))
     phases = check_phases(phases0, evaluator, strategy)
     trace_key = json.dumps(cfg, sort_keys=True, default=str) if cfg["search"]["trace_cache"] else None
-    search = Search(evaluator, strategy, mesh, samples, trace_key=trace_key)
+    platform = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform
+    options = compiler_options(cfg["search"]["cpu_convolutions"], platform)
+    search = Search(evaluator, strategy, mesh, samples, trace_key=trace_key,
+                    compiler_options=tuple(sorted(options.items())) if options else None)
     return Experiment(cfg, data, space, task, strategy, evaluator, search, phases)

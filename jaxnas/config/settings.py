@@ -97,6 +97,9 @@ SCHEMA: dict = {
         "val_batch_size": S.Optional(S.Int(ge=1)),
         "chunk": S.Int(50, ge=1),            # steps per compiled call (lax.scan)
         "trace_cache": S.Bool(True),         # traced chunks kept beside the compilation cache (core/trace_cache.py)
+        # on CPU, who runs single convolutions: "xla" (XLA's own: faster here) or "ynnpack" (XLA:CPU's
+        # default); core/cpu_compile.py. Other platforms: XLA's defaults either way
+        "cpu_convolutions": S.Choice("xla", "ynnpack", default="xla"),
         "checkpoint_every": S.Int(500, ge=1),
         "devices": S.Either(S.Int(ge=1), S.Choice("all"), default=1),  # 1, a number, or "all": one sample per device
         "reward": S.Choice(*TASK_REWARDS, default="neg_loss"),  # shared_weights: neg_loss | accuracy

@@ -88,10 +88,12 @@ def _digest(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def chunk_caller(fn: Callable, identity: Optional[str], objects, args, static=()) -> Optional[Callable]:
+def chunk_caller(fn: Callable, identity: Optional[str], objects, args, static=(),
+                 compiler_options: Optional[dict] = None) -> Optional[Callable]:
     """A jitted callable equal to ``jax.jit(fn)`` on ``args`` (``fn(state, ...) -> (state, metrics)``,
     metrics a dict of arrays), loaded from disk when this exact program was traced before, else traced
-    once, stored and used; None where no trace can be kept (the caller jits ``fn`` itself)."""
+    once, stored and used; None where no trace can be kept (the caller jits ``fn`` itself).
+    ``compiler_options``: the compile's (``jax.jit``'s), not part of the trace."""
     d = directory()
     if identity is None or d is None:
         return None
@@ -126,7 +128,7 @@ def chunk_caller(fn: Callable, identity: Optional[str], objects, args, static=()
             atomic_write_bytes(path, exported.serialize())
         except OSError:
             pass
-    call = jax.jit(exported.call)
+    call = jax.jit(exported.call, compiler_options=compiler_options)
 
     def run(*a):
         state_leaves, metrics = call(*jax.tree.leaves(a))

@@ -16,7 +16,8 @@ checkpoints.
   ``data.test_split`` (the search never reads the test split; retraining does), ``search.distributed.*``
   (how the processes of a run find each other), ``space.scan_edges`` / ``space.scan_cells`` (the cell
   supernet's parameter layout: a checkpoint saved in the other one is converted as it restores, the
-  same values; the step computes the same function, equal to float rounding). The *lanes* are compared instead: the device count the
+  same values; the step computes the same function, equal to float rounding), ``search.cpu_convolutions``
+  (which library runs a convolution: equal to float rounding). The *lanes* are compared instead: the device count the
   search ran on and the samples per step (``search.devices='all'`` resumed on another number of
   devices would change the run); a fingerprint without them (older jaxnas) skips that comparison. The
   data's location
@@ -57,7 +58,7 @@ FINGERPRINT = "fingerprint.json"
 DAMAGED = FINGERPRINT + ".damaged"     # where a damaged fingerprint is moved aside (kept, not read)
 FORMAT = 1
 RUN_NEUTRAL_KEYS = ("search.chunk", "search.checkpoint_every", "search.eval_batch_size", "search.handle_signals",
-                    "search.trace_cache",
+                    "search.trace_cache", "search.cpu_convolutions",   # compile options: equal to float rounding
                     "search.divergence_factor", "search.tensorboard",
                     "benchmark.nb201_table", "data.test_path", "data.test_split",
                     # the supernet's parameter layout: a checkpoint of the other layout is converted at restore

@@ -142,6 +142,9 @@ class Search:
     # cache and one device, traced chunks are kept on disk and the next process skips tracing
     # (core/trace_cache.py); None: traced in every process
     trace_key: Optional[str] = None
+    # XLA compile options of its chunks, ((name, value), ...) (``search.cpu_convolutions``:
+    # core/cpu_compile.py); None: XLA's defaults
+    compiler_options: Optional[tuple] = None
 
     def __post_init__(self):
         if self.mesh is not None and self.samples != self.mesh.size:
@@ -271,8 +274,9 @@ class Search:
             else:
                 f = chunk
                 nob = lambda s, i, n: chunk(s, i, None, n)
-            cache[kind] = (jax.jit(f) if f is not None else None,
-                           jax.jit(nob, static_argnums=2))
+            opts = dict(self.compiler_options) if self.compiler_options else None
+            cache[kind] = (jax.jit(f, compiler_options=opts) if f is not None else None,
+                           jax.jit(nob, static_argnums=2, compiler_options=opts))
         return cache[kind]
 
     def run_chunk(self, state: SearchState, train_batches=None, val_batches=None, kind: str = "both",
@@ -305,8 +309,9 @@ class Search:
             task = getattr(self.evaluator, "task", None)
             objects = (self.evaluator, self.strategy, getattr(self.evaluator, "space", None), task,
                        getattr(task, "net", None))
-            memo[sig] = trace_cache.chunk_caller(self._chunk_body(kind), self.trace_key, objects, args,
-                                                 static=(kind,))
+            memo[sig] = trace_cache.chunk_caller(
+                self._chunk_body(kind), self.trace_key, objects, args, static=(kind,),
+                compiler_options=dict(self.compiler_options) if self.compiler_options else None)
         return memo[sig]
 
     def export_chunk(self, platforms, state: SearchState, train_batches=None, val_batches=None, kind: str = "both",
