@@ -4,10 +4,11 @@ XLA:CPU (jaxlib 0.10) hands three kinds of fusion to YNNPACK by default: single 
 single convolutions (its flag's help says the default list is empty; the compiled programs say
 otherwise). YNNPACK's convolutions, the 1x1 forward convolutions of every conv supernet here, are
 slower than XLA's own on our CPU: the engine's weight step without them, paired in one process,
-NB201 C16 N5 0.84x and DARTS-8 sparse 0.93x (``python bench/engine_ab.py cpu_convolutions``,
-``bench/results/engine_ab.json``). Leaving reductions to XLA as well was faster for NB201 but 1.3x
-slower for DARTS-8, so only the convolutions move. A compile option of each program, not a process
-flag: it composes with a user's ``XLA_FLAGS`` and reaches the compilation cache's key.
+NB201 C16 N5 0.81x, DARTS-8 sparse (scanned edges) 0.96x, within noise (``python bench/engine_ab.py
+cpu_convolutions``, ``bench/results/engine_ab.json``). Leaving reductions to XLA as well was faster
+for NB201 but 1.3x slower for DARTS-8 (scratch A/Bs), so only the convolutions move. A compile option
+of each program, not a process flag: it composes with a user's ``XLA_FLAGS`` and reaches the
+compilation cache's key.
 """
 from __future__ import annotations
 
