@@ -39,8 +39,8 @@ def _nb201_oneshot() -> str:
 
 
 def _oneshot_v2() -> str:
-    from oneshot_v2 import markdown_v2
-    return markdown_v2(json.loads((RESULTS / "nb201_oneshot.json").read_text()).get("v2") or {})
+    from oneshot_v2 import load, markdown_v2
+    return markdown_v2(load(RESULTS / "nb201_oneshot.json"))
 
 
 def _v2_protocol() -> str:
