@@ -14,7 +14,7 @@ from jaxnas.config.settings import resolve
 from jaxnas.core import cpu_compile
 from jaxnas.core.workdir import RUN_NEUTRAL_KEYS
 from jaxnas.data.batching import BatchSampler, gather
-from tests.test_lowering import CIFAR, needs_cifar
+from tests.test_lowering import _image_cfg, needs_cifar
 
 
 def test_options_per_platform_and_value():
@@ -59,12 +59,8 @@ def _ynn_fused_ops(text: str) -> set:
 def test_search_chunk_convolutions_leave_ynnpack_and_compute_the_same_step():
     runs = {}
     for lib in ("xla", "ynnpack"):
-        cfg = resolve({"seed": 0, "space": {"name": "nb201", "C": 8, "cells_per_stage": 1}, "strategy": {"name": "random"},
-                       "data": {"name": "image_npz", "path": str(CIFAR), "val_fraction": 0.5, "max_train": 64,
-                                "max_val": 64},
-                       "search": {"steps": 4, "batch_size": 16, "chunk": 1, "checkpoint_every": 4,
-                                  "cpu_convolutions": lib}})
-        exp = build(cfg)
+        exp = build(_image_cfg({"name": "nb201", "C": 8, "cells_per_stage": 1}, {"name": "random"},
+                               batch_size=16, chunk=1, cpu_convolutions=lib))
         search, d = exp.search, exp.data
         tb = gather((d.x_train, d.y_train), BatchSampler(len(d.y_train), 16, 0).chunk(0, 1))
         vb = gather((d.x_val, d.y_val), BatchSampler(len(d.y_val), 16, 1).chunk(0, 1))
