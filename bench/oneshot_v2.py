@@ -7,7 +7,11 @@ strategy's samples: the ranking bench's ``uniform`` mode), a search work dir sto
 then every strategy forks from it (:func:`jaxnas.engine.fork.fork_state`: the same supernet, weight
 optimizer, step and key) and runs ``--steps`` steps of one weight and one architecture step per batch.
 Paired: strategy and random share the warm-up and the batches of seed s, so their difference per
-seed is the paired measure (mean, s.e. with ddof = 1, a 95 % bootstrap interval over seeds).
+seed is the paired measure (mean, s.e. with ddof = 1, a 95 % bootstrap interval over seeds). Pairs are
+keyed by (seed, warm-up digest): a warm-up retrained after a kernel change differs in rounding, so
+before a strategy forks a seed whose random row came from another warm-up, the bench forks ``random``
+from the current one too and keeps it under ``"random_references"`` (the random row itself stays the
+first warm-ups' runs).
 Every ``--every`` steps each run records how far its policy moved: the entropy per decision, the KL
 divergence from the uniform policy, and the table accuracy of the policy's mode (the derived cell).
 
@@ -92,6 +96,22 @@ def warmup(seed: int, args, theta_options) -> Path:
     return wd
 
 
+def warm_digest(seed: int, args, theta_options) -> str:
+    """The digest (16 hex) that a fork of seed ``seed``'s warm-up records, without running the fork."""
+    warm = warmup(seed, args, theta_options)
+    cfg = v2_config("random", seed, args, theta_options)
+    cfg["search"]["init_from"] = f"{warm}:{args.warmup}"
+    exp = build(cfg)
+    state = exp.search.init(jax.random.key(seed))
+    _, record = fork_state(cfg["search"]["init_from"], state, W.fingerprint(cfg, exp.data)["data_sha256"])
+    return record["evaluator_digest"][:16]
+
+
+def random_runs(v2: dict) -> list:
+    """Every random fork: the random row's runs and the references forked from later warm-ups."""
+    return v2.get("strategies", {}).get("random", {}).get("runs", []) + v2.get("random_references", [])
+
+
 def movement(probs, derive, space, state, table) -> dict:
     """Entropy per decision, KL from the uniform policy (valid ops), the mode's table accuracy
     (``probs`` / ``derive``: the strategy's, jitted)."""
@@ -154,7 +174,8 @@ def summarise_v2(v2: dict) -> dict:
     rows = v2.get("strategies", {})
     rand = rows.get("random", {}).get("runs", [])
     ref = {r["seed"]: r["cifar10"] for r in rand}
-    ref_digest = {r["seed"]: r["warmup_digest"] for r in rand}
+    by_warmup = {(r["seed"], r["warmup_digest"]): r["cifar10"] for r in random_runs(v2)}
+    first = {r["seed"]: r["warmup_digest"] for r in rand}
     for name, row in rows.items():
         runs = row["runs"]
         for col in ("cifar10", "cifar100", "imagenet16"):
@@ -163,10 +184,14 @@ def summarise_v2(v2: dict) -> dict:
         row["collapsed_fraction"] = float(np.mean([r["collapsed"] for r in runs]))
         row["seconds_per_search"] = float(np.mean([r["seconds"] for r in runs]))
         if name != "random":
-            # paired only where the fork started from random's warm-up of that seed, bit for bit (a
-            # warm-up run after a kernel change differs in rounding, then in everything)
-            same = {r["seed"]: r["cifar10"] for r in runs if ref_digest.get(r["seed"]) == r["warmup_digest"]}
-            d = paired(same, ref, sorted(ref))
+            # paired only with a random fork of the same warm-up, bit for bit (a warm-up run after a
+            # kernel change differs in rounding, then in everything)
+            same = {r["seed"]: r["cifar10"] for r in runs if (r["seed"], r["warmup_digest"]) in by_warmup}
+            mine = {r["seed"]: by_warmup[(r["seed"], r["warmup_digest"])] for r in runs
+                    if (r["seed"], r["warmup_digest"]) in by_warmup}
+            d = paired(same, mine, sorted(mine))
+            d["re_run_references"] = sum(r["seed"] in same and first.get(r["seed"]) != r["warmup_digest"]
+                                         for r in runs)
             if len(same) < len(runs):
                 d["other_warmups"] = len(runs) - len(same)
                 if len(same) < 2 and len(runs) >= 2 and len(ref) >= 2:     # unpaired: difference of means
@@ -253,8 +278,17 @@ def main_v2(args, names, table, theta_options, out_path: Path, update) -> None:
     results = update(out_path, start)
     seeds = [int(x) for x in args.only_seeds.split(",")] if args.only_seeds else range(args.seeds)
     for seed in seeds:                      # seed-major: every strategy of a seed shares its warm-up
+        digest = None
         for name in names:
-            done = {r["seed"] for r in results["v2"]["strategies"].get(name, {}).get("runs", [])}
+            done = {r["seed"]: r for r in results["v2"]["strategies"].get(name, {}).get("runs", [])}
+            if name != "random":
+                digest = digest or warm_digest(seed, args, theta_options)
+                if seed in done and done[seed]["warmup_digest"] != digest:
+                    print(f"  v2 {name} seed {seed}: its row forked warm-up {done[seed]['warmup_digest']}, this "
+                          f"code trains {digest}: it stays unpaired (delete the row to rerun it)", flush=True)
+                    continue
+                if (seed, digest) not in {(r["seed"], r["warmup_digest"]) for r in random_runs(results["v2"])}:
+                    results = reference(seed, digest, args, table, theta_options, out_path, update)
             if seed in done:
                 continue
             run = run_fork(name, seed, args, table, theta_options)
@@ -271,6 +305,22 @@ def main_v2(args, names, table, theta_options, out_path: Path, update) -> None:
                 return {**res, "v2": summarise_v2(v2)}
             results = update(out_path, put)
     print(markdown_v2(results["v2"]))
+
+
+def reference(seed: int, digest: str, args, table, theta_options, out_path: Path, update) -> dict:
+    """Fork ``random`` from the current warm-up of ``seed`` (digest ``digest``) as the pairing reference
+    of the strategies forked from it; kept under ``"random_references"``."""
+    run = run_fork("random", seed, args, table, theta_options)
+    if run["warmup_digest"] != digest:
+        raise SystemExit(f"seed {seed}: random forked warm-up {run['warmup_digest']}, expected {digest}")
+    print(f"  v2 random reference seed {seed} (warm-up {digest}): c10 {run['cifar10']:.2f}", flush=True)
+
+    def put(res):
+        v2 = res["v2"]
+        refs = [r for r in v2.get("random_references", []) if (r["seed"], r["warmup_digest"]) != (seed, digest)]
+        v2["random_references"] = sorted(refs + [run], key=lambda r: (r["seed"], r["warmup_digest"]))
+        return {**res, "v2": summarise_v2(v2)}
+    return update(out_path, put)
 
 
 def uniform_mean(table) -> float:
