@@ -208,7 +208,13 @@ def markdown_v2(v2: dict) -> str:
     pr = v2["protocol"]
     head = (f"Protocol v2: {pr['source']}; {pr['warmup']} shared warm-up steps + {pr['steps']} search steps, "
             f"batch {pr['batch']}, C = {pr['channels']}, {pr['cells']} cell(s) per stage; mean ± s.e. over seeds "
-            f"(ddof = 1), paired difference to random with a 95 % bootstrap interval.\n\n")
+            f"(ddof = 1), paired difference to random with a 95 % bootstrap interval")
+    refs = v2.get("random_references", [])
+    if refs:
+        head += (f"; {len(refs)} random fork(s) of warm-ups retrained after a kernel change pair the strategies "
+                 f"forked from those warm-ups (seeds {sorted({r['seed'] for r in refs})}; the random row is its "
+                 f"first warm-ups' forks)")
+    head += ".\n\n"
     lines = ["| strategy | seeds | CIFAR-10 | − random (paired) [95 %] | CIFAR-100 | ImageNet16-120 | collapsed | "
              "mode KL from uniform at the end | s / search |", "|---|---|---|---|---|---|---|---|---|"]
     rows = sorted(v2["strategies"].items(), key=lambda kv: -kv[1]["cifar10"][0])
