@@ -28,13 +28,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "host_memory_ab.json"
 PREFIX = "@@host_memory_ab "
+# glibc's default; TUNABLES at process start (``--retain-host-memory`` before 2026-12-07); mallopt and
+# synchronous CPU dispatch in the running process (host_memory.retain_in_process)
+VARIANTS = ("default", "retained", "in_process")
 
 
-def worker(workload: str, data: str, steps: int) -> None:
+def worker(workload: str, data: str, steps: int, in_process: bool) -> None:
     import resource
     import time
 
     import jax
+    if in_process:
+        from jaxnas.core import host_memory
+        host_memory.retain_in_process()
     import vs_pytorch
     from engine_ab import weight_chunk  # the engine's weight chunk, traced and compiled, timed
 
@@ -61,12 +67,13 @@ def worker(workload: str, data: str, steps: int) -> None:
                                "tunables": os.environ.get("GLIBC_TUNABLES")}), flush=True)
 
 
-def run(workload: str, data: str, steps: int, retained: bool) -> dict:
+def run(workload: str, data: str, steps: int, variant: str) -> dict:
     from jaxnas.core import host_memory
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    env = host_memory.environment(env) if retained else env
+    env = host_memory.environment(env) if variant == "retained" else env
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent)] + [p for p in [env.get("PYTHONPATH")] if p])
-    out = subprocess.run([sys.executable, __file__, "--worker", workload, "--data", data, "--steps", str(steps)],
+    out = subprocess.run([sys.executable, __file__, "--worker", workload, "--data", data, "--steps", str(steps)]
+                         + (["--in-process"] if variant == "in_process" else []),
                          env=env, capture_output=True, text=True, check=False)
     lines = [x for x in out.stdout.splitlines() if x.startswith(PREFIX)]
     if not lines:
@@ -87,10 +94,12 @@ def main():
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.data, args.steps)
+        return worker(args.worker, args.data, args.steps, args.in_process)
     import vs_pytorch
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
@@ -98,26 +107,33 @@ def main():
         data = str(vs_pytorch.make_images(Path(tmp) / "images.npz"))
         for wl in args.workloads:
             load = os.getloadavg()
-            runs = {"default": [], "retained": []}
+            runs = {v: [] for v in ["default"] + [v for v in args.variants if v != "default"]}
             for p in range(args.pairs):
-                for variant in (("default", "retained") if p % 2 == 0 else ("retained", "default")):
-                    r = run(wl, data, args.steps, variant == "retained")
+                for variant in (list(runs) if p % 2 == 0 else list(runs)[::-1]):
+                    r = run(wl, data, args.steps, variant)
                     runs[variant].append(r)
                     print(f"{wl} pair {p} {variant}: step {r['step_ms']:.0f} ms, {r['faults_per_step']:.0f} faults "
                           f"a step, compile {r['compile_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
             get = lambda v, k: [r[k] for r in runs[v]]   # noqa: E731
+            others = [v for v in runs if v != "default"]
             results[wl] = {
                 "runs": runs, "pairs": args.pairs, "steps": args.steps, "git": vs_pytorch.git_head(),
                 "load_average_before": list(load), "load_average_after": list(os.getloadavg()),
-                "step_ratio": _ratio_stats(get("retained", "step_ms"), get("default", "step_ms")),
-                "compile_ratio": _ratio_stats(get("retained", "compile_s"), get("default", "compile_s")),
+                # retained / default (the first study's keys), then every variant's
+                **({"step_ratio": _ratio_stats(get("retained", "step_ms"), get("default", "step_ms")),
+                    "compile_ratio": _ratio_stats(get("retained", "compile_s"), get("default", "compile_s"))}
+                   if "retained" in runs else {}),
+                "step_ratio_over_default": {v: _ratio_stats(get(v, "step_ms"), get("default", "step_ms"))
+                                            for v in others},
+                "compile_ratio_over_default": {v: _ratio_stats(get(v, "compile_s"), get("default", "compile_s"))
+                                               for v in others},
                 "faults_per_step": {v: statistics.median(get(v, "faults_per_step")) for v in runs},
                 "step_ms": {v: statistics.median(get(v, "step_ms")) for v in runs},
                 "compile_s": {v: statistics.median(get(v, "compile_s")) for v in runs}}
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=1))
-            s = results[wl]["step_ratio"]
-            print(f"{wl}: retained / default step {s['median']:.3f} ({s['mean']:.3f} +- {s['se']:.3f})", flush=True)
+            for v, s in results[wl]["step_ratio_over_default"].items():
+                print(f"{wl}: {v} / default step {s['median']:.3f} ({s['mean']:.3f} +- {s['se']:.3f})", flush=True)
 
 
 if __name__ == "__main__":

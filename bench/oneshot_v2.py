@@ -21,6 +21,7 @@ the same command resumes; warm-up work dirs live in ``bench/work/`` (not committ
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def run_fork(name: str, seed: int, args, table, theta_options) -> dict:
     ops = [space.choices[d][int(a)] for d, a in enumerate(arch)]
     return {"seed": seed, "cell": space.describe(arch)["arch"], "seconds": round(time.perf_counter() - t0, 1),
             "collapsed": not any(o in CONV_OPS for o in ops), "warmup_digest": record["evaluator_digest"][:16],
+            "cpus": len(os.sched_getaffinity(0)),     # XLA:CPU's thread pool, hence the rounding, follows it
             "cifar10": float(row["cifar10_test"]), "cifar100": float(row["cifar100_test"]),
             "imagenet16": float(row["imagenet16_test"]), "movement": moves}
 

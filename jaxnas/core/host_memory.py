@@ -61,3 +61,33 @@ def restart_retaining() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, list(sys.orig_argv), environment())
+
+
+# mallopt(3) parameters (glibc's malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def retain_in_process() -> None:
+    """Keep a compiled call's temporary block in this process from now on, without a restart and
+    without :data:`TUNABLES`' single arena: run CPU calls on the calling thread (jax's
+    ``jax_cpu_enable_async_dispatch`` off, so the block comes from the main thread's arena, which can
+    grow past 64 MB) and make glibc serve large blocks from its heap (``mallopt``: no ``mmap``, no
+    trimming; a negative threshold is SIZE_MAX). Other threads keep their arenas. Programs over
+    several devices still dispatch asynchronously (jax's flag covers one-device calls only) and keep
+    paying their faults. Call before jax creates its CPU client (the first computation); raises
+    otherwise, and where glibc is not the C library."""
+    import ctypes
+
+    import jax
+    from jax._src import xla_bridge
+    if not supported():
+        raise OSError(f"retaining host memory needs Linux with glibc (this is {sys.platform}, "
+                      f"{platform.libc_ver()[0] or 'another C library'})")
+    if jax.config.read("jax_cpu_enable_async_dispatch") and xla_bridge.backends_are_initialized():
+        raise RuntimeError("retain host memory before the first jax computation of this process (jax's CPU "
+                           "client reads jax_cpu_enable_async_dispatch when it is created): call "
+                           "jaxnas.core.host_memory.retain_in_process() right after importing jax")
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    libc = ctypes.CDLL("libc.so.6")
+    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, -1)):
+        raise OSError("glibc refused mallopt(M_MMAP_MAX / M_TRIM_THRESHOLD)")
