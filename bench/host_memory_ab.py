@@ -1,15 +1,17 @@
-"""Retained host memory (``jaxnas.core.host_memory``, ``--retain-host-memory``) against glibc's default,
-process against process: glibc reads its tunables at process start, so the variants cannot share one.
+"""Retained host memory against glibc's default, process against process (each variant is a property of
+its process): ``default``; ``retained``, glibc tunables read at process start (jaxnas's mechanism
+until 2026-12-07); ``in_process``, ``jaxnas.core.host_memory.retain_in_process()`` (the CLI's default).
 
     python bench/host_memory_ab.py [--workloads nb201_weights darts8_sparse_scan_edges] [--pairs 3]
-                                   [--steps 16] [--out bench/results/host_memory_ab.json]
+                                   [--steps 16] [--variants default retained in_process]
+                                   [--out bench/results/host_memory_ab.json]
 
 Per workload (bench/vs_pytorch.py's configs: the engine's compiled weight chunk, one step per call, a
 new architecture every step), ``--pairs`` pairs of worker processes, one per variant, the order
 alternating; each traces and compiles the chunk (no persistent cache: the compile seconds are a
 cold start's), runs one warm step, then ``--steps`` steps, and reports the median step, the minor
-page faults per step (``getrusage``), the compile seconds and its peak RSS. Paired ratios retained /
-default: median and mean +- s.e. (ddof = 1) over the pairs. Writes ``--out`` (merged per workload),
+page faults per step (``getrusage``), the compile seconds and its peak RSS. Paired ratios of each
+variant to the default: median and mean +- s.e. (ddof = 1) over the pairs. Writes ``--out`` (merged per workload),
 stamped with the commit and the load.
 """
 from __future__ import annotations
@@ -28,9 +30,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "host_memory_ab.json"
 PREFIX = "@@host_memory_ab "
-# glibc's default; TUNABLES at process start (``--retain-host-memory`` before 2026-12-07); mallopt and
-# synchronous CPU dispatch in the running process (host_memory.retain_in_process)
+# glibc's default; TUNABLES at process start (jaxnas's mechanism until 2026-12-07: one malloc arena, no
+# mmap, no trim below 16 GB); mallopt and synchronous CPU dispatch in the running process
+# (host_memory.retain_in_process, the CLI's default since)
 VARIANTS = ("default", "retained", "in_process")
+TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 
 
 def worker(workload: str, data: str, steps: int, in_process: bool) -> None:
@@ -68,9 +72,9 @@ def worker(workload: str, data: str, steps: int, in_process: bool) -> None:
 
 
 def run(workload: str, data: str, steps: int, variant: str) -> dict:
-    from jaxnas.core import host_memory
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    env = host_memory.environment(env) if variant == "retained" else env
+    if variant == "retained":
+        env["GLIBC_TUNABLES"] = TUNABLES
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent)] + [p for p in [env.get("PYTHONPATH")] if p])
     out = subprocess.run([sys.executable, __file__, "--worker", workload, "--data", data, "--steps", str(steps)]
                          + (["--in-process"] if variant == "in_process" else []),

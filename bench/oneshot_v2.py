@@ -8,7 +8,8 @@ then every strategy forks from it (:func:`jaxnas.engine.fork.fork_state`: the sa
 optimizer, step and key) and runs ``--steps`` steps of one weight and one architecture step per batch.
 Paired: strategy and random share the warm-up and the batches of seed s, so their difference per
 seed is the paired measure (mean, s.e. with ddof = 1, a 95 % bootstrap interval over seeds). Pairs are
-keyed by (seed, warm-up digest): a warm-up retrained after a kernel change differs in rounding, so
+keyed by (seed, warm-up digest): a warm-up retrained after a kernel change, or under another CPU
+affinity (XLA:CPU's thread pool follows it), differs in rounding, so
 before a strategy forks a seed whose random row came from another warm-up, the bench forks ``random``
 from the current one too and keeps it under ``"random_references"`` (the random row itself stays the
 first warm-ups' runs).
@@ -187,7 +188,7 @@ def summarise_v2(v2: dict) -> dict:
         row["seconds_per_search"] = float(np.mean([r["seconds"] for r in runs]))
         if name != "random":
             # paired only with a random fork of the same warm-up, bit for bit (a warm-up run after a
-            # kernel change differs in rounding, then in everything)
+            # kernel change or on another CPU count differs in rounding, then in everything)
             same = {r["seed"]: r["cifar10"] for r in runs if (r["seed"], r["warmup_digest"]) in by_warmup}
             mine = {r["seed"]: by_warmup[(r["seed"], r["warmup_digest"])] for r in runs
                     if (r["seed"], r["warmup_digest"]) in by_warmup}
@@ -213,9 +214,9 @@ def markdown_v2(v2: dict) -> str:
             f"(ddof = 1), paired difference to random with a 95 % bootstrap interval")
     refs = v2.get("random_references", [])
     if refs:
-        head += (f"; {len(refs)} random fork(s) of warm-ups retrained after a kernel change pair the strategies "
-                 f"forked from those warm-ups (seeds {sorted({r['seed'] for r in refs})}; the random row is its "
-                 f"first warm-ups' forks)")
+        head += (f"; {len(refs)} more random fork(s), of warm-ups other than the random row's (another CPU count "
+                 f"or kernel changes the rounding), pair the strategies forked from those warm-ups (seeds "
+                 f"{sorted({r['seed'] for r in refs})}; the random row is its first warm-ups' forks)")
     head += ".\n\n"
     lines = ["| strategy | seeds | CIFAR-10 | − random (paired) [95 %] | CIFAR-100 | ImageNet16-120 | collapsed | "
              "mode KL from uniform at the end | s / search |", "|---|---|---|---|---|---|---|---|---|"]

@@ -104,14 +104,7 @@ def _vs_pytorch_variant(name: str, how: str) -> str:
     r = json.loads(path.read_text())
     m = r["meta"]
     return (table(r) + f"\n\n{m['utc']} UTC, git {m['git']}, cores pinned {m['cores_pinned']}, PyTorch {m['torch']} on "
-            f"{m['torch_threads']} thread(s); jaxnas worker with glibc tunables: "
-            f"{'yes' if m.get('jaxnas_retain_host_memory') else 'no'}; {m['protocol']}.")
-
-
-def _vs_pytorch_retained() -> str:
-    """The comparison with the jaxnas worker started as ``--retain-host-memory`` starts a search."""
-    return _vs_pytorch_variant("vs_pytorch_retained", "python bench/vs_pytorch.py --retain-host-memory "
-                                                      "--out bench/results/vs_pytorch_retained.json")
+            f"{m['torch_threads']} thread(s); {m['protocol']}.")
 
 
 def _vs_pytorch_chunk50() -> str:
@@ -128,17 +121,23 @@ def _vs_pytorch_chunk10() -> str:
 
 
 def _host_memory_ab() -> str:
-    r = json.loads((RESULTS / "host_memory_ab.json").read_text())
-    out = ["| workload | step, default / retained | retained / default (median; mean ± s.e.) | minor faults a step, "
-           "default / retained | cold compile, default / retained | pairs | git, load |",
-           "|---|---|---|---|---|---|---|"]
-    for name, w in r.items():
-        s, c = w["step_ratio"], w["compile_ratio"]
-        out.append(f"| {name} | {w['step_ms']['default']:,.0f} / {w['step_ms']['retained']:,.0f} ms | "
-                   f"**{s['median']:.3f}** ({s['mean']:.3f} ± {s['se']:.3f}) | "
-                   f"{w['faults_per_step']['default']:,.0f} / {w['faults_per_step']['retained']:,.0f} | "
-                   f"{w['compile_s']['default']:.1f} / {w['compile_s']['retained']:.1f} s "
-                   f"({c['median']:.2f}×) | {w['pairs']} | {w['git']}, {w['load_average_before'][0]:.1f} |")
+    """Each variant against glibc's default, process against process: the start-time tunables
+    (host_memory_ab.json, before 2026-12-07) and the in-process form (host_memory_in_process.json)."""
+    out = ["| workload | variant | step, default / variant | variant / default (median; mean ± s.e.) | minor faults "
+           "a step, default / variant | cold compile, default / variant | pairs | git, load |",
+           "|---|---|---|---|---|---|---|---|"]
+    label = {"retained": "glibc tunables at start, one arena (before)", "in_process": "**in process (the default)**"}
+    for f in ("host_memory_ab.json", "host_memory_in_process.json"):
+        for name, w in json.loads((RESULTS / f).read_text()).items():
+            ratios = w.get("step_ratio_over_default") or {"retained": w["step_ratio"]}
+            compiles = w.get("compile_ratio_over_default") or {"retained": w["compile_ratio"]}
+            for v, s in ratios.items():
+                out.append(f"| {name} | {label[v]} | {w['step_ms']['default']:,.0f} / {w['step_ms'][v]:,.0f} ms | "
+                           f"**{s['median']:.3f}** ({s['mean']:.3f} ± {s['se']:.3f}) | "
+                           f"{w['faults_per_step']['default']:,.0f} / {w['faults_per_step'][v]:,.0f} | "
+                           f"{w['compile_s']['default']:.1f} / {w['compile_s'][v]:.1f} s "
+                           f"({compiles[v]['median']:.2f}×) | {w['pairs']} | {w['git']}, "
+                           f"{w['load_average_before'][0]:.1f} |")
     return "\n".join(out)
 
 
@@ -251,7 +250,7 @@ SECTIONS = {"nb201_table": _nb201_table, "manas_regret": _manas_regret, "superne
             "nb201_oneshot": _nb201_oneshot, "ptb_tiny": _ptb_tiny, "tabnas_connect4": _tabnas_connect4,
             "shapley_kendall": _shapley_kendall, "ma2ml_synthetic": _ma2ml_synthetic,
             "ma2ml_cifar_tiny": _ma2ml_cifar_tiny, "vs_pytorch": _vs_pytorch,
-            "vs_pytorch_retained": _vs_pytorch_retained, "host_memory_ab": _host_memory_ab,
+            "host_memory_ab": _host_memory_ab,
             "vs_pytorch_chunk10": _vs_pytorch_chunk10, "vs_pytorch_chunk50": _vs_pytorch_chunk50,
             "ma2ml_digits": _ma2ml_digits, "oneshot_v2": _oneshot_v2, "v2_protocol": _v2_protocol}
 _SECTION = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)

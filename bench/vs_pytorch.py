@@ -41,8 +41,9 @@ after. ``--warm-start`` also starts a second jaxnas worker on the now filled com
 ``--cold-apart`` runs the rounds in that warm-started worker instead (the cold one stops after its
 first step; DARTS-8 dense's compile memory beside PyTorch's exceeds this machine's 24 GB). Every
 workload carries its commit, time and load; ``--merge`` keeps an existing file's other workloads.
-``--retain-host-memory`` starts the jaxnas worker as ``jaxnas search --retain-host-memory`` does
-(``jaxnas.core.host_memory``); PyTorch runs as its users run it. ``--chunk K``: each round is K steps,
+The jaxnas worker keeps its compiled calls' temporary blocks as ``jaxnas search`` does
+(``jaxnas.core.host_memory.retain_in_process``; ``--no-retain-host-memory``: glibc's default, as every
+row before 2026-12-07 ran, labelled in the table); PyTorch runs as its users run it. ``--chunk K``: each round is K steps,
 one compiled call on the jaxnas side as a search runs them (``search.chunk``, 50 by default; the
 issue's protocol is K = 1, one call per step, which pays the per-call costs, e.g. faulting in the
 step's temporary block, every step), the same K architectures one by one on the PyTorch side; per-step
@@ -152,6 +153,9 @@ def jax_worker(args):
     t0 = args.t0
     import jax
     import numpy as np
+    if not args.no_retain_host_memory:   # as `jaxnas search` runs (before the first computation)
+        from jaxnas.core import host_memory
+        host_memory.retain_in_process()
 
     from jaxnas.config.experiment import build
     from jaxnas.config.settings import resolve
@@ -531,18 +535,16 @@ class Worker:
                "--data", str(data), "--C", str(args.C), "--cells", str(args.cells), "--num-cells",
                str(args.num_cells), "--batch", str(args.batch), "--threads", str(args.torch_threads),
                "--chunk", str(args.chunk)]
+        if side == "jax" and args.no_retain_host_memory:
+            cmd += ["--no-retain-host-memory"]
         if cache_dir:
             cmd += ["--cache-dir", str(cache_dir)]
         if args.cores:
             cmd = ["taskset", "-c", args.cores] + cmd
         self.side = side
-        env = None
-        if side == "jax" and args.retain_host_memory:   # as `jaxnas search --retain-host-memory` restarts itself
-            from jaxnas.core import host_memory
-            env = host_memory.environment()
         t0 = time.time()
         self.proc = subprocess.Popen(cmd + ["--t0", repr(t0)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1, cwd=str(HERE.parent), env=env)
+                                     text=True, bufsize=1, cwd=str(HERE.parent))
 
     def read(self):
         for line in self.proc.stdout:
@@ -583,7 +585,8 @@ def run_workload(name, args, data, tmp):
     starts = ("start_to_first_step_s", "import_s", "build_init_s", "first_step_s")
     out = {"description": desc, "kind": kind, "space_shape": jready["space_shape"], "ops": jready["ops"],
            "jaxnas": {k: jready[k] for k in starts}, "torch": None, "load_average_before": list(load0),
-           "git": git_head(), "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+           "git": git_head(), "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+           "jaxnas_retained_host_memory": not args.no_retain_host_memory}
     print(f"   jaxnas first step {jready['start_to_first_step_s']:.1f} s after start", file=sys.stderr, flush=True)
     if args.cold_apart:     # the rounds run in a warm-started process: no compile memory beside PyTorch
         out["jaxnas"]["cold_process_peak_rss_mb"] = jw.stop()["peak_rss_mb"]
@@ -685,6 +688,8 @@ def table(results) -> str:
         w = {**w, "description": WORKLOADS[name][2] if name in WORKLOADS else w["description"]}   # today's labels
         if w.get("steps_per_call", 1) > 1:
             w["description"] += f", {w['steps_per_call']} steps per call"
+        if not w.get("jaxnas_retained_host_memory", False):      # rows before 2026-12-07 or --no-retain-...
+            w["description"] += " (jaxnas: glibc's default host memory)"
         first = f"{j['start_to_first_step_s']:.1f} s"
         if "warm_cache" in j:
             first += f" (warm cache {j['warm_cache']['start_to_first_step_s']:.1f} s)"
@@ -715,9 +720,9 @@ def main():
                     help="the cold jaxnas start in a process of its own (stopped after its first step), the rounds in "
                          "a second one started on the cache it filled (its start: the warm start); for darts8_dense, "
                          "whose compile memory beside PyTorch's exceeds 24 GB")
-    ap.add_argument("--retain-host-memory", action="store_true",
-                    help="start the jaxnas worker with jaxnas.core.host_memory's glibc tunables (as `jaxnas search "
-                         "--retain-host-memory`); PyTorch as users run it")
+    ap.add_argument("--no-retain-host-memory", action="store_true",
+                    help="the jaxnas worker without jaxnas.core.host_memory.retain_in_process() (default: with it, as "
+                         "`jaxnas search` runs); PyTorch as users run it")
     ap.add_argument("--merge", action="store_true",
                     help="keep the workloads of an existing --out that this run does not measure (each is stamped "
                          "with its own commit, time and load)")
@@ -770,7 +775,7 @@ def main():
                         "nb201": {"C": args.C, "cells_per_stage": args.cells},
                         "darts": {"C": args.C, "num_cells": args.num_cells},
                         "smoke": args.smoke, "torch_ran": not args.no_torch,
-                        "jaxnas_retain_host_memory": args.retain_host_memory},
+                        "jaxnas_retained_host_memory": not args.no_retain_host_memory},
                "workloads": {}}
     out = Path(args.out)
     if args.merge and out.exists():   # the other workloads as they were measured (meta: this run's machine)

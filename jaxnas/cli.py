@@ -87,11 +87,10 @@ def main(argv=None):
     cache.add_argument("--no-compile-cache", action="store_true",
                        help="do not use the persistent compilation cache (default: on, in "
                             "$JAXNAS_COMPILE_CACHE or ~/.cache/jaxnas/xla; see jaxnas/engine/compile_cache.py)")
-    cache.add_argument("--retain-host-memory", action="store_true",
-                       help="CPU, Linux/glibc: restart with glibc tunables that keep freed memory in the process, so "
-                            "a compiled call's temporary block is not faulted in again every call (one step per call: "
-                            "NB201 steps 0.87 of the time on 2 cores, but DARTS-8 steps 1.16x and cold compiles ~1.3x; "
-                            "at search.chunk=50 the faults are paid once per 50 steps); docs/cpu-performance.md")
+    cache.add_argument("--no-retain-host-memory", action="store_true",
+                       help="CPU: let glibc unmap a compiled call's temporary block after each call (default: kept in "
+                            "the process, synchronous CPU dispatch, so a call does not fault it in again: NB201 steps "
+                            "0.78, DARTS-8 0.85 of the time at one step per call; docs/cpu-performance.md)")
     s = sub.add_parser("search", parents=[cache], help="run (or resume) a search from a config file")
     s.add_argument("config", help="Python file with get_config(), e.g. configs/quickstart.py, or the name of a "
                                      "shipped config (quickstart; jaxnas list shows them)")
@@ -140,16 +139,13 @@ def main(argv=None):
         ap.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    if getattr(args, "retain_host_memory", False):
+    if hasattr(args, "no_retain_host_memory") and not args.no_retain_host_memory:
         from jaxnas.core import host_memory
-        if not host_memory.active():
-            if argv is not None:   # called from Python: the tunables are read at process start only
-                ap.error("--retain-host-memory applies when jaxnas starts a process (the jaxnas command); from "
-                         f"Python, start the interpreter with GLIBC_TUNABLES={host_memory.TUNABLES}")
+        if host_memory.supported():
             try:
-                host_memory.restart_retaining()   # jax is not imported yet
-            except OSError as e:
-                ap.error(str(e))
+                host_memory.retain_in_process()   # before any computation: the CPU client is not created yet
+            except RuntimeError:   # cli.main from Python in a process that has computed: glibc's default stays
+                pass
     if not getattr(args, "no_compile_cache", True):
         from jaxnas.engine.compile_cache import ensure
         ensure()   # a resume or a second run loads its compiled programs instead of compiling again

@@ -16,7 +16,6 @@ from pathlib import Path
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from jaxnas import protocols

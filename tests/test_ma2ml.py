@@ -1,7 +1,6 @@
 """MA2ML / MA2ML-Lite (jaxnas/strategies/ma2ml.py) and the product space (jaxnas/spaces/product.py),
 checked against independent computations: enumeration of a small product space, sampling
 statistics, orbax round trips."""
-import itertools
 
 import chex
 import jax

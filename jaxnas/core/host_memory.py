@@ -2,80 +2,43 @@
 
 XLA:CPU runs each call of a compiled program in one temporary block (``memory_analysis()``'s temp
 size: 400 MB for the NB201 C16 N5 search step, 0.74 GB for DARTS-8 sparse). glibc serves a block that
-large with ``mmap`` and returns it with ``munmap`` when the call ends, so every step faults the whole
-block in again (98,000 minor faults a step for NB201) and the kernel zeroes every page. PyTorch's
-tensors are small enough to come back from malloc's heap. These glibc tunables keep the block:
-one malloc arena (the block cannot come from a thread's 64 MB arena heap), no ``mmap`` for large
-blocks, and no trimming of the heap's free top below 16 GB. Measured (``bench/host_memory_ab.py``,
-``docs/cpu-performance.md``, 2 cores): NB201 faults 98,000 -> 0 a step, the step 0.87 of the
-default; but DARTS-8's step 1.16x and cold compiles ~1.3x (one arena for every thread; lock
-contention is the likely cause, not profiled). The process keeps its peak heap until it exits.
-The faults are paid once per call, and a search runs ``search.chunk`` steps per call (50 by
-default), so at the default they cost ~1/50 of what one step per call pays: the option matters
-where a program is called with few steps per call. So it is opt-in.
+large with ``mmap`` and returns it with ``munmap`` when the call ends, so every call faults the whole
+block in again (98,000 minor faults a step for NB201, 182,000 for DARTS-8) and the kernel zeroes every
+page. PyTorch's tensors are small enough to come back from malloc's heap.
 
-glibc reads tunables only at process start, so this is a property of a process, chosen by whoever
-starts it: ``jaxnas search/retrain/export --retain-host-memory`` restarts itself with them (before
-jax is imported), and any other program can be started with ``GLIBC_TUNABLES`` = :data:`TUNABLES`
-(:func:`environment`). Nothing here changes a running process.
+:func:`retain_in_process` keeps the block: CPU calls run on the calling thread (jax's
+``jax_cpu_enable_async_dispatch`` off), whose arena is glibc's main one, the only one that can grow
+past 64 MB, and ``mallopt`` makes glibc serve large blocks from the heap and never trim it. Other
+threads keep their own arenas. Measured process against process (``python bench/host_memory_ab.py
+--variants default in_process``, ``docs/cpu-performance.md``, 2 cores, one step per call): NB201 faults
+98,000 -> 700-9,000 a step and the step 0.78 of the default, DARTS-8 sparse 182,000 -> 600-15,000 and
+0.85, compiles unchanged. The process keeps its peak heap until it exits (a search's steady state is that
+peak anyway). The earlier form, glibc tunables read at process start with one malloc arena for every
+thread, made DARTS-8's step 1.16x slower (likely the one arena's lock); it is kept in the bench for comparison.
+
+``jaxnas search/retrain/export`` call it before any computation (``--no-retain-host-memory``: off).
+From Python, call it right after importing jax. Programs over several devices still dispatch
+asynchronously (jax's flag covers one-device calls) and keep paying their faults.
 """
 from __future__ import annotations
 
-import os
 import platform
 import sys
-from typing import Mapping, Optional
-
-TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
-
-
-def supported() -> bool:
-    """Linux with glibc (where ``GLIBC_TUNABLES`` means anything)."""
-    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-
-
-def active(env: Optional[Mapping[str, str]] = None) -> bool:
-    """Whether ``env`` (default: this process's) starts processes with :data:`TUNABLES`."""
-    current = (os.environ if env is None else env).get("GLIBC_TUNABLES", "")
-    return all(t in current.split(":") for t in TUNABLES.split(":"))
-
-
-def environment(env: Optional[Mapping[str, str]] = None) -> dict:
-    """A copy of ``env`` (default: this process's) whose ``GLIBC_TUNABLES`` adds :data:`TUNABLES`
-    (a user's other tunables kept; ours replace the same names)."""
-    out = dict(os.environ if env is None else env)
-    ours = dict(t.split("=", 1) for t in TUNABLES.split(":"))
-    kept = [t for t in out.get("GLIBC_TUNABLES", "").split(":") if t and t.split("=", 1)[0] not in ours]
-    out["GLIBC_TUNABLES"] = ":".join(kept + [TUNABLES])
-    return out
-
-
-def restart_retaining() -> None:
-    """Replace this process by the same command line started with :data:`TUNABLES` (returns only
-    where they are already active). For a program's entry point, before it imports jax."""
-    if active():
-        return
-    if not supported():
-        raise OSError(f"--retain-host-memory needs Linux with glibc (this is {sys.platform}, "
-                      f"{platform.libc_ver()[0] or 'another C library'}); leave the option out")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, list(sys.orig_argv), environment())
-
 
 # mallopt(3) parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
+def supported() -> bool:
+    """Linux with glibc (where ``mallopt`` means what this module needs)."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def retain_in_process() -> None:
-    """Keep a compiled call's temporary block in this process from now on, without a restart and
-    without :data:`TUNABLES`' single arena: run CPU calls on the calling thread (jax's
-    ``jax_cpu_enable_async_dispatch`` off, so the block comes from the main thread's arena, which can
-    grow past 64 MB) and make glibc serve large blocks from its heap (``mallopt``: no ``mmap``, no
-    trimming; a negative threshold is SIZE_MAX). Other threads keep their arenas. Programs over
-    several devices still dispatch asynchronously (jax's flag covers one-device calls only) and keep
-    paying their faults. Call before jax creates its CPU client (the first computation); raises
-    otherwise, and where glibc is not the C library."""
+    """Keep a compiled call's temporary block in this process from now on: synchronous CPU dispatch
+    (the block comes from the main thread's arena) and ``mallopt``: no ``mmap``, no trimming (a
+    negative threshold is SIZE_MAX). Call before jax creates its CPU client (the first computation);
+    raises otherwise, and where glibc is not the C library."""
     import ctypes
 
     import jax
