@@ -11,8 +11,8 @@ new architecture every step), ``--pairs`` pairs of worker processes, one per var
 alternating; each traces and compiles the chunk (no persistent cache: the compile seconds are a
 cold start's), runs one warm step, then ``--steps`` steps, and reports the median step, the minor
 page faults per step (``getrusage``), the compile seconds and its peak RSS. Paired ratios of each
-variant to the default: median and mean +- s.e. (ddof = 1) over the pairs. Writes ``--out`` (merged per workload),
-stamped with the commit and the load.
+variant to the default: median and mean +- s.e. (ddof = 1) over the pairs. Writes ``--out`` (merged
+per workload), stamped with the commit and the load.
 """
 from __future__ import annotations
 
