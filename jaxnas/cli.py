@@ -139,12 +139,14 @@ def main(argv=None):
         ap.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    if hasattr(args, "no_retain_host_memory") and not args.no_retain_host_memory:
+    # only as the process's entry point (the jaxnas command): cli.main([...]) from Python leaves the
+    # calling process as it is (host_memory.retain_in_process() is the Python form)
+    if argv is None and hasattr(args, "no_retain_host_memory") and not args.no_retain_host_memory:
         from jaxnas.core import host_memory
         if host_memory.supported():
             try:
                 host_memory.retain_in_process()   # before any computation: the CPU client is not created yet
-            except RuntimeError:   # cli.main from Python in a process that has computed: glibc's default stays
+            except RuntimeError:   # a program that computed before calling cli.main(): glibc's default stays
                 pass
     if not getattr(args, "no_compile_cache", True):
         from jaxnas.engine.compile_cache import ensure

@@ -61,3 +61,7 @@ def test_the_cli_retains_by_default_and_not_with_the_option():
     out = {opt: subprocess.run([sys.executable, "-c", probe] + ([opt] if opt else []), capture_output=True, text=True,
                                timeout=120, env=env).stdout.split() for opt in ("", "--no-retain-host-memory")}
     assert out[""][-1] == str(not host_memory.supported()) and out["--no-retain-host-memory"][-1] == "True"
+    # cli.main([...]) from Python leaves its process as it is
+    inline = probe.replace("cli.main()", "cli.main(sys.argv[1:])")
+    assert subprocess.run([sys.executable, "-c", inline], capture_output=True, text=True, timeout=120,
+                          env=env).stdout.split()[-1] == "True"

@@ -16,7 +16,8 @@ threads keep their own arenas. Measured process against process (``python bench/
 peak anyway). The earlier form, glibc tunables read at process start with one malloc arena for every
 thread, made DARTS-8's step 1.16x slower (likely the one arena's lock); it is kept in the bench for comparison.
 
-``jaxnas search/retrain/export`` call it before any computation (``--no-retain-host-memory``: off).
+``jaxnas search/retrain/export`` (the command, not ``cli.main([...])`` from Python) call it before any
+computation (``--no-retain-host-memory``: off).
 From Python, call it right after importing jax. Programs over several devices still dispatch
 asynchronously (jax's flag covers one-device calls) and keep paying their faults.
 """
