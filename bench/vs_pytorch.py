@@ -43,8 +43,8 @@ first step; DARTS-8 dense's compile memory beside PyTorch's exceeds this machine
 workload carries its commit, time and load; ``--merge`` keeps an existing file's other workloads.
 The jaxnas worker keeps its compiled calls' temporary blocks as ``jaxnas search`` does
 (``jaxnas.core.host_memory.retain_in_process``; ``--no-retain-host-memory``: glibc's default, as every
-row before 2026-12-07 ran, labelled in the table); PyTorch runs as its users run it. ``--chunk K``: each round is K steps,
-one compiled call on the jaxnas side as a search runs them (``search.chunk``, 50 by default; the
+row before 2026-12-07 ran, labelled in the table); PyTorch runs as its users run it. ``--chunk K``:
+each round is K steps, one compiled call on the jaxnas side as a search runs them (``search.chunk``, 50 by default; the
 issue's protocol is K = 1, one call per step, which pays the per-call costs, e.g. faulting in the
 step's temporary block, every step), the same K architectures one by one on the PyTorch side; per-step
 times.
