@@ -123,10 +123,6 @@ def main():
             results[wl] = {
                 "runs": runs, "pairs": args.pairs, "steps": args.steps, "git": vs_pytorch.git_head(),
                 "load_average_before": list(load), "load_average_after": list(os.getloadavg()),
-                # retained / default (the first study's keys), then every variant's
-                **({"step_ratio": _ratio_stats(get("retained", "step_ms"), get("default", "step_ms")),
-                    "compile_ratio": _ratio_stats(get("retained", "compile_s"), get("default", "compile_s"))}
-                   if "retained" in runs else {}),
                 "step_ratio_over_default": {v: _ratio_stats(get(v, "step_ms"), get("default", "step_ms"))
                                             for v in others},
                 "compile_ratio_over_default": {v: _ratio_stats(get(v, "compile_s"), get("default", "compile_s"))

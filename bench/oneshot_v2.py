@@ -189,12 +189,11 @@ def summarise_v2(v2: dict) -> dict:
         if name != "random":
             # paired only with a random fork of the same warm-up, bit for bit (a warm-up run after a
             # kernel change or on another CPU count differs in rounding, then in everything)
-            same = {r["seed"]: r["cifar10"] for r in runs if (r["seed"], r["warmup_digest"]) in by_warmup}
-            mine = {r["seed"]: by_warmup[(r["seed"], r["warmup_digest"])] for r in runs
-                    if (r["seed"], r["warmup_digest"]) in by_warmup}
+            matched = [r for r in runs if (r["seed"], r["warmup_digest"]) in by_warmup]
+            same = {r["seed"]: r["cifar10"] for r in matched}
+            mine = {r["seed"]: by_warmup[(r["seed"], r["warmup_digest"])] for r in matched}
             d = paired(same, mine, sorted(mine))
-            d["re_run_references"] = sum(r["seed"] in same and first.get(r["seed"]) != r["warmup_digest"]
-                                         for r in runs)
+            d["re_run_references"] = sum(first.get(r["seed"]) != r["warmup_digest"] for r in matched)
             if len(same) < len(runs):
                 d["other_warmups"] = len(runs) - len(same)
                 if len(same) < 2 and len(runs) >= 2 and len(ref) >= 2:     # unpaired: difference of means

@@ -129,6 +129,7 @@ def _host_memory_ab() -> str:
     label = {"retained": "glibc tunables at start, one arena (before)", "in_process": "**in process (the default)**"}
     for f in ("host_memory_ab.json", "host_memory_in_process.json"):
         for name, w in json.loads((RESULTS / f).read_text()).items():
+            # rows written before the per-variant keys hold the one variant "retained" as step_ratio
             ratios = w.get("step_ratio_over_default") or {"retained": w["step_ratio"]}
             compiles = w.get("compile_ratio_over_default") or {"retained": w["compile_ratio"]}
             for v, s in ratios.items():
