@@ -8,6 +8,8 @@ what a search step costs (a new architecture every step, the update included).
     python bench/engine_ab.py pointwise --skeleton darts8 --steps 10
     python bench/engine_ab.py sparse_edge  # NB201 sparse edges rematerialised or keeping their conv
                                            # output (the edge VJP), scanned cells or one per cell
+    python bench/engine_ab.py edge_output  # NB201 sparse edges saving the conv's pre-BN output and a
+                                           # zero slot for other ops (before) vs the edge's output
     python bench/engine_ab.py cpu_convolutions [--skeleton darts8 --scan-edges --steps 10]
                                            # XLA:CPU's YNNPACK convolutions (before) vs XLA's own
 
@@ -44,6 +46,7 @@ from jaxnas.config.experiment import build  # noqa: E402
 from jaxnas.config.settings import resolve  # noqa: E402
 from jaxnas.data import BatchSampler, gather  # noqa: E402
 from jaxnas.models.ops import conv, layers  # noqa: E402
+from jaxnas.models.supernets import cells  # noqa: E402
 from jaxnas.models.supernets.cells import layout_of  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine_ab.json"
@@ -61,10 +64,73 @@ def _two_pass_bn(x, epsilon=1e-5):
     return (x - mean) * jnp.reciprocal(jnp.sqrt(var + epsilon))
 
 
+def _switch_edge_pre_bn():
+    """ops/sparse_edge.py's switch_edge as it was before it kept the edge's output: a ReLU-conv-BN
+    branch saved its conv's pre-BN output and both moments, every other op an activation-sized zero
+    slot in their place."""
+    from functools import partial
+
+    from jax import lax
+
+    from jaxnas.models.ops import sparse_edge as se
+
+    def forward(op, x, kernels):
+        if op.kind == "relu_conv_bn":
+            z = conv.conv2d_reference(jax.nn.relu(x), kernels[op.kernel], op.stride)
+            mean, rstd = layers.batch_moments(z, op.epsilon)
+            return (z - mean) * rstd, (z, mean, rstd)
+        return se._forward(op, x, kernels)[0], None
+
+    @partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def switch_edge(ops, idx, x, kernels):
+        return lax.switch(idx, [lambda x, k, op=op: forward(op, x, k)[0] for op in ops], x, kernels)
+
+    def fwd(ops, idx, x, kernels):
+        shape = layers.downsampled_shape(x.shape, ops[0].stride)
+        c = shape[-1]
+
+        def branch(op):
+            def run(x, k):
+                y, saved = forward(op, x, k)
+                if saved is None:
+                    saved = (jnp.zeros(shape, x.dtype), jnp.zeros((c,), x.dtype), jnp.zeros((c,), x.dtype))
+                return y, saved
+            return run
+        y, saved = lax.switch(idx, [branch(op) for op in ops], x, kernels)
+        return y, (idx, x, kernels, saved)
+
+    def bwd(ops, res, g):
+        idx, x, kernels, saved = res
+
+        def branch(op):
+            def run(x, kernels, saved, g):
+                dk = [jnp.zeros_like(k) for k in kernels]
+                if op.kind == "relu_conv_bn":
+                    z, mean, rstd = saved
+                    dz = layers.batch_normalize_backward((z - mean) * rstd, rstd, g)
+                    dr, dk[op.kernel] = conv.conv2d_backward(jax.nn.relu(x), kernels[op.kernel], dz, op.stride)
+                    dx = jnp.where(x > 0, dr, jnp.zeros_like(dr))
+                elif op.kind == "zero":
+                    dx = jnp.zeros_like(x)
+                elif op.kind == "identity":
+                    dx = g
+                else:
+                    dx = jax.vjp(lambda x: conv.avg_pool3(x, op.stride, op.cpu), x)[1](g)[0]
+                return dx, tuple(dk)
+            return run
+        dx, dk = lax.switch(idx, [branch(op) for op in ops], x, kernels, saved, g)
+        return None, dx, dk
+
+    switch_edge.defvjp(fwd, bwd)
+    return switch_edge
+
+
 PATCHES = {   # name -> (module, attribute, replacement)
     "two_pass_bn": (layers, "batch_normalize", _two_pass_bn),
     # 1x1 kernels through the general conv-form gradient (transposes), as before the dots
     "conv_form_1x1": (conv, "_cpu_backward", conv.conv_form_backward),
+    # NB201 sparse edges saving the conv's pre-BN output (a zero slot for the other ops), as before
+    "pre_bn_slot": (cells, "switch_edge", _switch_edge_pre_bn()),
 }
 
 # study -> (strategy, {variant: {"space": overrides, "patch": PATCHES key}}); the first variant is the
@@ -80,6 +146,7 @@ STUDIES = {
         "scan_saved": {"space": {"scan_cells": True}},
         "cell_remat": {"space": {"sparse_edge_vjp": False, "scan_cells": False}},
         "cell_saved": {"space": {"scan_cells": False}}}),
+    "edge_output": ("random", {"pre_bn_slot": {"patch": "pre_bn_slot"}, "edge_output": {}}),
     "cpu_convolutions": ("random", {"ynnpack": {"search": {"cpu_convolutions": "ynnpack"}},
                                     "xla": {"search": {"cpu_convolutions": "xla"}}}),
 }

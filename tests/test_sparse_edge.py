@@ -71,7 +71,9 @@ def test_nb201_supernet_gradients_equal_with_and_without_the_edge_vjp(scan_cells
     ref, ref_used = _nb201_grads(Kernels(sparse_edge_vjp=False), scan_cells, archs)
     assert used and not ref_used          # the default takes the edge VJP, the option the old switch
     for a, b in zip(ours, ref):
-        chex.assert_trees_all_close(a, b, atol=1e-5, rtol=1e-4)
+        # float rounding: each form is up to 1e-4 from a float64 evaluation of this net (BN over 8
+        # images of 8x8), 1.2e-5 from the other; a wrong BN or conv gradient is off by ~1e-2
+        chex.assert_trees_all_close(a, b, atol=5e-5, rtol=1e-4)
         assert float(jnp.abs(a[1][1]).max()) > 0   # d loss / d weights reaches the chosen ops (eq. 7)
 
 

@@ -38,7 +38,7 @@ class Kernels:
       on every platform (bench/op_cost.py's "before" column).
     - ``cotangent_barrier``: a dense edge's input cotangent computed once, into one buffer, on CPU
       (:func:`cotangent_barrier`); False: left to XLA's fusion.
-    - ``sparse_edge_vjp``: a sparse edge of NAS-Bench-201's ops keeps its conv's output for the
+    - ``sparse_edge_vjp``: a sparse edge of NAS-Bench-201's ops keeps its (normalised) conv output for the
       backward pass instead of recomputing it (ops/sparse_edge.py; every platform); False: the
       rematerialised switch of every other edge.
 

@@ -80,11 +80,11 @@ def batch_moments(x, epsilon: float = 1e-5):
     return mean, lax.rsqrt(var + epsilon)
 
 
-def batch_normalize_backward(x, mean, rstd, g):
-    """The input cotangent of :func:`batch_normalize` at ``x`` (its moments given) for output
-    cotangent ``g``: ``rstd (g - E[g] - x_hat E[g x_hat])`` (batch statistics, where var > 0)."""
-    axes = tuple(range(x.ndim - 1))
-    xhat = (x - mean) * rstd
+def batch_normalize_backward(xhat, rstd, g):
+    """The input cotangent of :func:`batch_normalize` for output cotangent ``g``, from its output
+    ``xhat`` and ``rstd``: ``rstd (g - E[g] - xhat E[g xhat])`` (batch statistics, where var > 0). The
+    output, not the input, so a caller keeps one activation (the op's output) for its backward pass."""
+    axes = tuple(range(xhat.ndim - 1))
     return rstd * (g - jnp.mean(g, axes) - xhat * jnp.mean(g * xhat, axes))
 
 

@@ -4,13 +4,14 @@ Differentiating ``lax.switch`` gives every branch the union of all branches' res
 edge rematerialises its branches (``MixedEdge.remat``): only the edge input is saved and the chosen
 op's forward, convolution included, runs again in the backward pass. For edges whose ops are all
 zero, identity, 3x3 average pooling or ReLU-conv-BN without affine or running statistics (the five
-NAS-Bench-201 ops) a hand-written VJP needs one more residual: the conv's output before the batch
-norm and its two per-channel moments, in one slot of the edge output's shape shared by every conv
-branch (zeros for the others). The backward pass is one switch over the ops' own backward passes:
-BN's from the saved output, the conv's through :func:`conv.conv2d_backward` (the CPU kernels, XLA's
-own elsewhere), ReLU's mask from the edge input. Memory: one activation per edge more than
+NAS-Bench-201 ops) a hand-written VJP keeps the edge's output (for a ReLU-conv-BN branch the normalised
+conv output, all its BN's backward pass reads) and the BN's per-channel ``1/std``, in a slot shared by
+the conv branches (zeros for the others). The backward pass is one switch over the ops' own backward
+passes: BN's from the saved output, the conv's through :func:`conv.conv2d_backward` (the CPU kernels,
+XLA's own elsewhere), ReLU's mask from the edge input. Memory: one activation per edge more than
 rematerialising (what PyTorch keeps); time: no conv forward in the backward pass
-(``python bench/engine_ab.py sparse_edge``).
+(``python bench/engine_ab.py sparse_edge``). Saving the output rather than the conv's pre-BN output
+spares every other op an activation-sized zero fill (``python bench/engine_ab.py edge_output``).
 """
 from __future__ import annotations
 
@@ -36,11 +37,12 @@ class EdgeOp(NamedTuple):
 
 
 def _forward(op: EdgeOp, x, kernels):
-    """``(y, (z, mean, rstd))``: the op's output and, for ReLU-conv-BN, what its backward reads."""
+    """``(y, rstd)``: the op's output and, for ReLU-conv-BN, its BN's ``1/std`` (its backward reads
+    that and ``y``)."""
     if op.kind == "relu_conv_bn":
         z = conv2d_reference(jax.nn.relu(x), kernels[op.kernel], op.stride)
         mean, rstd = batch_moments(z, op.epsilon)
-        return (z - mean) * rstd, (z, mean, rstd)
+        return (z - mean) * rstd, rstd
     if op.kind == "zero":
         y = jnp.zeros(downsampled_shape(x.shape, op.stride), x.dtype)
     elif op.kind == "identity":
@@ -68,29 +70,25 @@ def switch_edge(ops: tuple[EdgeOp, ...], idx, x, kernels: tuple):
 
 def _fwd(ops, idx, x, kernels):
     _check(ops)
-    shape = downsampled_shape(x.shape, ops[0].stride)
-    c = shape[-1]
+    c = downsampled_shape(x.shape, ops[0].stride)[-1]
 
     def branch(op):
         def run(x, k):
-            y, saved = _forward(op, x, k)
-            if saved is None:   # filled inside the branch: only a non-conv op pays for the empty slot
-                saved = (jnp.zeros(shape, x.dtype), jnp.zeros((c,), x.dtype), jnp.zeros((c,), x.dtype))
-            return y, saved
+            y, rstd = _forward(op, x, k)
+            return y, jnp.zeros((c,), x.dtype) if rstd is None else rstd
         return run
-    y, saved = lax.switch(idx, [branch(op) for op in ops], x, kernels)
-    return y, (idx, x, kernels, saved)
+    y, rstd = lax.switch(idx, [branch(op) for op in ops], x, kernels)
+    return y, (idx, x, kernels, y, rstd)
 
 
 def _bwd(ops, res, g):
-    idx, x, kernels, saved = res
+    idx, x, kernels, y, rstd = res
 
     def branch(op):
-        def run(x, kernels, saved, g):
+        def run(x, kernels, y, rstd, g):
             dk = [jnp.zeros_like(k) for k in kernels]
             if op.kind == "relu_conv_bn":
-                z, mean, rstd = saved
-                dz = batch_normalize_backward(z, mean, rstd, g)              # BN (batch statistics)
+                dz = batch_normalize_backward(y, rstd, g)                    # BN (batch statistics)
                 w = kernels[op.kernel]
                 dr, dk[op.kernel] = conv2d_backward(jax.nn.relu(x), w, dz, op.stride)
                 dx = jnp.where(x > 0, dr, jnp.zeros_like(dr))                # ReLU
@@ -102,7 +100,7 @@ def _bwd(ops, res, g):
                 dx = jax.vjp(lambda x: avg_pool3(x, op.stride, op.cpu), x)[1](g)[0]
             return dx, tuple(dk)
         return run
-    dx, dk = lax.switch(idx, [branch(op) for op in ops], x, kernels, saved, g)
+    dx, dk = lax.switch(idx, [branch(op) for op in ops], x, kernels, y, rstd, g)
     return None, dx, dk
 
 
