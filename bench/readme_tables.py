@@ -85,26 +85,28 @@ def _ma2ml_digits() -> str:
     return "\n".join(out)
 
 
-def _vs_pytorch() -> str:
-    from vs_pytorch import table
-    r = json.loads((RESULTS / "vs_pytorch.json").read_text())
-    m = r["meta"]
-    load = ", ".join(f"{x:.1f}" for x in m["load_average_before"])
-    return (table(r) + f"\n\n{m['utc']} UTC, git {m['git']}, {m['cpu_count']} cores ({m['cpu']}), cores pinned "
-            f"{m['cores_pinned']}, PyTorch {m['torch']} on {m['torch_threads']} thread(s), jax {m['jax']}; load average "
-            f"before ({load}); {m['protocol']}." + (f" Runs: {m['note']}." if m.get("note") else ""))
-
-
-def _vs_pytorch_variant(name: str, how: str) -> str:
-    """A variant run of the comparison (its own JSON), with its protocol line."""
+def _vs_pytorch(name: str = "vs_pytorch", how: str = "", machine: bool = True) -> str:
+    """A run of the comparison (``bench/results/<name>.json``) with its protocol line; ``machine``: the
+    main table's line also names the CPU, jax and the load."""
     from vs_pytorch import table
     path = RESULTS / f"{name}.json"
-    if not path.exists():
+    if how and not path.exists():
         return f"(not measured yet: `{how}`)"
     r = json.loads(path.read_text())
     m = r["meta"]
-    return (table(r) + f"\n\n{m['utc']} UTC, git {m['git']}, cores pinned {m['cores_pinned']}, PyTorch {m['torch']} on "
-            f"{m['torch_threads']} thread(s); {m['protocol']}.")
+    where = f"{m['cpu_count']} cores ({m['cpu']}), " if machine else ""
+    line = (f"{m['utc']} UTC, git {m['git']}, {where}cores pinned {m['cores_pinned']}, PyTorch {m['torch']} on "
+            f"{m['torch_threads']} thread(s)")
+    if machine:
+        load = ", ".join(f"{x:.1f}" for x in m["load_average_before"])
+        line += f", jax {m['jax']}; load average before ({load})"
+    note = f" Runs: {m['note']}." if machine and m.get("note") else ""
+    return table(r) + f"\n\n{line}; {m['protocol']}.{note}"
+
+
+def _vs_pytorch_variant(name: str, how: str) -> str:
+    """A variant run of the comparison (its own JSON)."""
+    return _vs_pytorch(name, how, machine=False)
 
 
 def _vs_pytorch_chunk50() -> str:

@@ -304,7 +304,7 @@ class Search:
         if self.trace_key is None or self.mesh is not None or self.samples > 1:
             return None
         memo = self.__dict__.setdefault("_traces", {})
-        sig = (kind, tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
+        sig = (kind, tuple((x.shape, x.dtype) for x in jax.tree.leaves(args)))   # per call: no str()
         if sig not in memo:
             task = getattr(self.evaluator, "task", None)
             objects = (self.evaluator, self.strategy, getattr(self.evaluator, "space", None), task,
