@@ -104,22 +104,17 @@ def _vs_pytorch(name: str = "vs_pytorch", how: str = "", machine: bool = True) -
     return table(r) + f"\n\n{line}; {m['protocol']}.{note}"
 
 
-def _vs_pytorch_variant(name: str, how: str) -> str:
-    """A variant run of the comparison (its own JSON)."""
-    return _vs_pytorch(name, how, machine=False)
-
-
 def _vs_pytorch_chunk50() -> str:
     """The comparison at the library's default 50 steps per compiled call (NB201 only)."""
-    return _vs_pytorch_variant("vs_pytorch_chunk50", "python bench/vs_pytorch.py --chunk 50 --workloads "
-                                                     "nb201_weights nb201_advantage_arch "
-                                                     "--out bench/results/vs_pytorch_chunk50.json")
+    return _vs_pytorch("vs_pytorch_chunk50", "python bench/vs_pytorch.py --chunk 50 --workloads nb201_weights "
+                                             "nb201_advantage_arch --out bench/results/vs_pytorch_chunk50.json",
+                       machine=False)
 
 
 def _vs_pytorch_chunk10() -> str:
     """The comparison at 10 steps per compiled call, as a search runs its steps."""
-    return _vs_pytorch_variant("vs_pytorch_chunk10", "python bench/vs_pytorch.py --chunk 10 "
-                                                     "--out bench/results/vs_pytorch_chunk10.json")
+    return _vs_pytorch("vs_pytorch_chunk10", "python bench/vs_pytorch.py --chunk 10 "
+                                             "--out bench/results/vs_pytorch_chunk10.json", machine=False)
 
 
 def _host_memory_ab() -> str:

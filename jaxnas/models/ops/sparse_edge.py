@@ -70,7 +70,7 @@ def switch_edge(ops: tuple[EdgeOp, ...], idx, x, kernels: tuple):
 
 def _fwd(ops, idx, x, kernels):
     _check(ops)
-    c = downsampled_shape(x.shape, ops[0].stride)[-1]
+    c = x.shape[-1]     # edges keep their channels (a stride changes height and width)
 
     def branch(op):
         def run(x, k):
