@@ -168,20 +168,25 @@ conv2d.defvjp(_fwd, _bwd)
 # (cuDNN / the TPU convolution emitter): one code path, a platform-dependent lowering.
 # ---------------------------------------------------------------------------------------------
 
+# These helpers trace lax primitives, not jnp's operators and indexing: jnp's wrap every call in a
+# jit of its own, and a DARTS-8 step traces ~15,000 of these taps and products (seconds of its trace).
 def _taps(xp, k: int, stride: int, dilation: int, ho: int, wo: int):
     """The k*k strided windows ``xp[:, a*d + i*s, b*d + j*s]`` of a padded input, tap-major."""
+    n, _, _, c = xp.shape
     span = lambda o: stride * (o - 1) + 1
-    return [xp[:, a * dilation:a * dilation + span(ho):stride, b * dilation:b * dilation + span(wo):stride]
+    return [lax.slice(xp, (0, a * dilation, b * dilation, 0), (n, a * dilation + span(ho), b * dilation + span(wo), c),
+                      (1, stride, stride, 1))
             for a in range(k) for b in range(k)]
 
 
 def _shift_sum(xp, w2, stride, dilation, ho, wo):
     """sum_{a,b} xp[:, a*d + i*s, b*d + j*s, c] * w2[a, b, c]: one fused elementwise loop."""
-    k = w2.shape[0]
+    k, c = w2.shape[0], w2.shape[-1]
     out = None
     for t, xs in enumerate(_taps(xp, k, stride, dilation, ho, wo)):
-        y = xs * w2[t // k, t % k]
-        out = y if out is None else out + y
+        wt = lax.reshape(lax.slice(w2, (t // k, t % k, 0), (t // k + 1, t % k + 1, c)), (c,))
+        y = lax.mul(xs, lax.broadcast_in_dim(wt, xs.shape, (3,)))
+        out = y if out is None else lax.add(out, y)
     return out
 
 
@@ -195,7 +200,7 @@ def _upsample(g, stride: int, h: int, w: int):
 
 
 def _pad(x, p, value=0.0):
-    return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=value)
+    return lax.pad(x, lax.convert_element_type(value, x.dtype), ((0, 0, 0), (p, p, 0), (p, p, 0), (0, 0, 0)))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -214,7 +219,7 @@ def _depthwise_bwd(stride, dilation, res, g):
     k, p = w.shape[0], _same_pad(w.shape[0], dilation)
     h, wd = x.shape[1:3]
     # input gradient: the stride-1 correlation of the (upsampled) cotangent with the flipped kernel
-    dx = _shift_sum(_pad(_upsample(g, stride, h, wd), p), w[::-1, ::-1, 0], 1, dilation, h, wd)
+    dx = _shift_sum(_pad(_upsample(g, stride, h, wd), p), lax.rev(w[:, :, 0], (0, 1)), 1, dilation, h, wd)
     # kernel gradient: one (batch, height, width) contraction per tap, looped (lax.map): unrolled,
     # XLA:CPU stores every shifted copy of x for its reductions (k*k x the input in temp memory);
     # the loop keeps one, compiles one body and ran 2.6x faster (5x5, 64x32x32x16)

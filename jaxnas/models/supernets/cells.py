@@ -117,13 +117,14 @@ class MixedEdge(nn.Module):
         # (the union over branches), so without remat the saved activations approach the dense
         # supernet's; with it only the edge input is saved and the chosen op's forward is
         # recomputed in the backward pass (memory of one architecture, one more forward in time).
+        if self.is_initializing():  # every op's params; the chosen op's output without a switch (tracing
+            # one, remat'd, again at init was ~2 s of a DARTS-8 init's shape trace)
+            outs = [self.candidates[k](x, train, control_flow) for k in range(len(self.ops))]
+            return self._scaled(jax.lax.select_n(idx, *outs), w, idx, x.dtype)
         branches = [lambda mdl, x, k=k: mdl.candidates[k](x, train, control_flow=True)   # a switch branch
                     for k in range(len(self.ops))]
         if self.remat:
             branches = [nn.checkpoint(b) for b in branches]
-        if self.is_initializing():  # nn.switch runs every branch at init; make sure all params exist
-            for k in range(len(self.ops)):
-                self.candidates[k](x, train, control_flow)
         return self._scaled(nn.switch(idx, branches, self, x), w, idx, x.dtype)
 
     def _scaled(self, out, w, idx, dtype):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.core import trace_cache
@@ -41,23 +40,25 @@ def init_variables(module, key, *args, **kwargs) -> dict:
     shapes = {c: v for c, v in shapes.items() if c not in ("perturbations", "intermediates")}
     rng = np.random.default_rng(_seed(key))
 
+    # host arrays, moved in one transfer: a jnp constructor per leaf compiled a program per shape and
+    # dtype (DARTS-8: 145 leaves, 0.5 s of a warm start); float64 -> dtype rounds as XLA's convert does
     def fill(path, leaf):
         name = str(getattr(path[-1], "key", path[-1]))
         collection = str(getattr(path[0], "key", path[0]))
-        shape, dtype = leaf.shape, leaf.dtype
+        shape, dtype = leaf.shape, np.dtype(leaf.dtype)
         if collection == "batch_stats":
-            return jnp.ones(shape, dtype) if name == "var" else jnp.zeros(shape, dtype)
+            return np.ones(shape, dtype) if name == "var" else np.zeros(shape, dtype)
         if name == "kernel":
             fan_in = math.prod(shape[:-1])
             scale = 2.0 if len(shape) == 4 else 1.0
-            return jnp.asarray(_truncated_normal(rng, shape, math.sqrt(scale / fan_in)), dtype)
+            return _truncated_normal(rng, shape, math.sqrt(scale / fan_in)).astype(dtype)
         if name == "scale":
-            return jnp.ones(shape, dtype)
+            return np.ones(shape, dtype)
         if name == "bias":
-            return jnp.zeros(shape, dtype)
+            return np.zeros(shape, dtype)
         raise ValueError(f"init_variables: no initialiser rule for parameter {'/'.join(map(str, path))}")
 
-    return jax.tree_util.tree_map_with_path(fill, shapes)
+    return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
 
 
 def init_params(module, key, *args, **kwargs) -> dict:
