@@ -19,6 +19,7 @@ from jaxnas.models.ops.conv import (
 from jaxnas.models.supernets import (
     MLP,
     DartsNet,
+    MixedEdge,
     MLPSupernet,
     NasBench201Net,
     child_params,
@@ -141,6 +142,20 @@ def test_sparse_equals_dense_at_one_hot(space, net_cls):
     # scaling the chosen op's weight scales that edge's output: sparse and dense still agree
     w = space.one_hot(space.sample(jax.random.key(7))) * 0.5
     chex.assert_trees_all_close(fwd(params, w, "sparse"), fwd(params, w, "dense"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_sparse_edge_at_init_gives_the_chosen_ops_output(stride):
+    """At init a sparse MixedEdge runs every op (its params) and selects the chosen one's output
+    without tracing its switch: the same output as the switch on the initialised params."""
+    edge = MixedEdge("darts", DARTS_OPS, 4, stride)
+    x = jax.random.normal(KEY, (2, 8, 8, 4))
+    for k in (0, 3, 5):
+        w = jax.nn.one_hot(k, len(DARTS_OPS)) * 0.5
+        out, variables = jax.jit(lambda x, w: edge.init_with_output(KEY, x, w))(x, w)
+        chex.assert_shape(out, (2, 8 // stride, 8 // stride, 4))
+        chex.assert_trees_all_close(out, jax.jit(edge.apply)(variables, x, w), atol=1e-6, rtol=1e-6)
+        assert k == 0 or float(jnp.abs(out).sum()) > 0
 
 
 def test_sparse_weight_gradient_is_eq7():
