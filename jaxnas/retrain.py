@@ -52,6 +52,10 @@ def space_kind(cfg: dict) -> str:
     return kind
 
 
+# settings a resume may change (the identity's flattened keys): compile options, equal to float rounding;
+# a retrain folder written before one existed lacks it
+RUN_NEUTRAL_SETTINGS = ("settings.cpu_convolutions",)
+
 def default_settings(cfg: dict) -> dict:
     """The retrain settings of a search config's space, before overrides."""
     return protocols.get(space_kind(cfg)).default_settings(cfg)
@@ -116,7 +120,8 @@ def _prepare_dir(workdir: Path, ident: dict, force: bool, progress) -> Path:
     if sfile.exists():
         old = json.loads(sfile.read_text())
         old, new = flatten(old), flatten(json.loads(json.dumps(ident, default=str)))
-        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k) and k not in RUN_NEUTRAL_SETTINGS]
         if diff:
             what = ("of an earlier search result (the search in this work dir was rerun since)"
                     if any(d.startswith("search.") for d in diff) else "with other settings")

@@ -239,6 +239,13 @@ def test_tiny_darts_retrain_on_cifar_subset_with_resume(tmp_path):
     run_dir = wd / "retrain" / "c0_s0"
     assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [3]
     assert not (wd / "retrain.json").exists()
+    # a retrain folder written before retrain.cpu_convolutions existed (a compile option) still resumes
+    sfile = wd / "retrain" / "settings.json"
+    ident = json.loads(sfile.read_text())
+    assert ident["settings"].pop("cpu_convolutions") == "xla"
+    sfile.write_text(json.dumps(ident))
+    with pytest.raises(ValueError, match="with other settings"):    # a setting that changes the run does not
+        retrain(wd, config=tiny, progress=None, overrides={"cutout": 8})
     log = []
 
     class Log:
@@ -250,8 +257,8 @@ def test_tiny_darts_retrain_on_cifar_subset_with_resume(tmp_path):
     out = retrain(wd, config=tiny, progress=Log())
     assert any("resuming from step 3" in s for s in log)
     s = out["settings"]
-    assert (s["C"], s["num_cells"], s["auxiliary_weight"], s["cutout"], s["drop_path"], s["grad_clip"]) == \
-        (4, 3, 0.4, 16, 0.2, 5.0)
+    assert (s["C"], s["num_cells"], s["auxiliary_weight"], s["cutout"], s["drop_path"], s["grad_clip"],
+            s["cpu_convolutions"]) == (4, 3, 0.4, 16, 0.2, 5.0, "xla")
     (cand,) = out["candidates"]
     (run,) = cand["runs"]
     assert run["steps"] == 6

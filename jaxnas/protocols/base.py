@@ -22,6 +22,7 @@ from jaxnas.benchmarks.nb201 import BENCHMARK_DATA
 from jaxnas.config.experiment import build_space, load_data
 from jaxnas.config.settings import resolve
 from jaxnas.core import schema as S
+from jaxnas.core.cpu_compile import CPU_CONVOLUTIONS
 from jaxnas.core.registry import Registry
 
 RETRAIN_DIR = "retrain"
@@ -43,6 +44,7 @@ SETTINGS: dict = {
     "cutout": S.Int(ge=0), "drop_path": S.Float(ge=0, lt=1), "dropout": S.Float(ge=0, lt=1),
     "grad_clip": S.Optional(S.Float(gt=0)), "nesterov": S.Bool(), "augment": S.Bool(),
     "table": S.Optional(S.Path()),
+    "cpu_convolutions": S.Choice(*CPU_CONVOLUTIONS),
 }
 
 

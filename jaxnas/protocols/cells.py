@@ -48,6 +48,10 @@ _IMAGE_COMMON = {
     "chunk": 1,               # steps per compiled call (a scan over host-gathered batches): on CPU 50 gave no
                               # speedup over 1 (bench/results/retrain_chunks.json); accelerators: unmeasured
     "log_every": 50,          # steps between progress lines
+    # on CPU, who runs single convolutions (core/cpu_compile.py), as search.cpu_convolutions: XLA's own
+    # made the NB201 C16 N5 training step 0.80x of YNNPACK's, DARTS-8 C16's 0.96x (within noise;
+    # bench/retrain_convolutions.py)
+    "cpu_convolutions": "xla",
 }
 
 DEFAULTS: dict[str, dict] = {

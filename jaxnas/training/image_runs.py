@@ -6,6 +6,7 @@ metrics and the final variables. The retrain protocols of the cell spaces
 (``jaxnas.protocols.cells``) call it."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,7 @@ import numpy as np
 import optax
 
 from jaxnas.core import optim
+from jaxnas.core.cpu_compile import compiler_options
 from jaxnas.core.workdir import atomic_write_json, progress_line, save_tree
 from jaxnas.data.images import normalize, random_crop_flip
 from jaxnas.models.networks.darts_eval import DartsEvalNet, param_count
@@ -134,7 +136,9 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
         idx = np.stack(idx)
         return data.x_train[idx], data.y_train[idx].astype(np.int32)
 
-    @jax.jit
+    options = compiler_options(s.get("cpu_convolutions", "xla"), jax.default_backend())
+
+    @partial(jax.jit, compiler_options=options)
     def eval_fn(variables, x):
         return call_network(net, variables, normalize(x, mean, std), False, 0.0, None)
 
@@ -143,7 +147,7 @@ def train_image_run(net, data, s: dict, seed: int, run_dir: Path, progress=None,
                             f"{param_count(state['params']):,} parameters")
     schedule = Schedule(total, int(s.get("chunk") or 1), int(s["log_every"]), int(s["checkpoint_every"]))
     done_ = run_chunks(run_dir, state, train_step, batches, schedule, progress=progress, label=label,
-                       stop_after=stop_after, stop=stop)
+                       stop_after=stop_after, stop=stop, compiler_options=options)
     if done_ is None:
         return None
     state, seconds = done_.state, done_.seconds

@@ -52,13 +52,15 @@ def finished_run(run_dir, progress=None, label: str = "") -> Optional[dict]:
 
 
 def run_chunks(run_dir, state, step: Callable, batches: Callable, schedule: Schedule, *, progress=None,
-               label: str = "", stop_after: Optional[int] = None, consts=None, stop=None) -> Optional[Finished]:
+               label: str = "", stop_after: Optional[int] = None, consts=None, stop=None,
+               compiler_options: Optional[dict] = None) -> Optional[Finished]:
     """Trains from the newest checkpoint in ``run_dir`` (or ``state``) to ``schedule.total`` steps;
     None when ``stop_after`` steps of this session stopped it first (a rerun resumes). ``stop``: a
     :class:`jaxnas.core.signals.StopSignals`; a signal ends the run at the next chunk boundary with a
     checkpoint of that step (:class:`jaxnas.core.signals.StopRequested`). ``consts``:
     arrays every step reads (a whole training set), passed to the compiled call as an argument (a
-    closed-over array would be baked into the program) and given to ``step(state, batch, consts)``."""
+    closed-over array would be baked into the program) and given to ``step(state, batch, consts)``.
+    ``compiler_options``: the compiled call's (``jax.jit``'s; core/cpu_compile.py)."""
     run_dir = Path(run_dir)
     sc = schedule
     mgr = ocp.CheckpointManager((run_dir / "checkpoints").resolve(),
@@ -72,9 +74,10 @@ def run_chunks(run_dir, state, step: Callable, batches: Callable, schedule: Sche
         seconds = float(json.loads(meta.read_text())["seconds"]) if meta.exists() else 0.0
         progress_line(progress, f"[{label}] resuming from step {start} ({run_dir / 'checkpoints'})")
     if consts is None:
-        run = jax.jit(lambda state, batch: jax.lax.scan(step, state, batch))
+        run = jax.jit(lambda state, batch: jax.lax.scan(step, state, batch), compiler_options=compiler_options)
     else:
-        scanned = jax.jit(lambda state, batch, c: jax.lax.scan(lambda s, b: step(s, b, c), state, batch))
+        scanned = jax.jit(lambda state, batch, c: jax.lax.scan(lambda s, b: step(s, b, c), state, batch),
+                          compiler_options=compiler_options)
         run = lambda state, batch: scanned(state, batch, consts)  # noqa: E731
     t0 = time.perf_counter()
     window: list = []
