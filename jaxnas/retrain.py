@@ -56,6 +56,7 @@ def space_kind(cfg: dict) -> str:
 # a retrain folder written before one existed lacks it
 RUN_NEUTRAL_SETTINGS = ("settings.cpu_convolutions",)
 
+
 def default_settings(cfg: dict) -> dict:
     """The retrain settings of a search config's space, before overrides."""
     return protocols.get(space_kind(cfg)).default_settings(cfg)

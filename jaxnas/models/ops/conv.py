@@ -169,7 +169,7 @@ conv2d.defvjp(_fwd, _bwd)
 # ---------------------------------------------------------------------------------------------
 
 # These helpers trace lax primitives, not jnp's operators and indexing: jnp's wrap every call in a
-# jit of its own, and a DARTS-8 step traces ~15,000 of these taps and products (seconds of its trace).
+# jit of its own, and a DARTS-8 step traces thousands of these taps and products (~2 s of its trace).
 def _taps(xp, k: int, stride: int, dilation: int, ho: int, wo: int):
     """The k*k strided windows ``xp[:, a*d + i*s, b*d + j*s]`` of a padded input, tap-major."""
     n, _, _, c = xp.shape
