@@ -2,8 +2,8 @@
 
 The persistent compilation cache (:mod:`jaxnas.engine.compile_cache`) stores compiled programs, but
 finding one needs the program first: JAX traces the Python model again in every process, which for a
-DARTS-8 supernet is most of the time to the first step (its chunk ~40 s of tracing under load, the
-parameter shapes ~10 s, the cached compile a few seconds). Here a search's traced chunk is stored as a
+DARTS-8 supernet is much of the time to the first step (its chunk ~9 s of tracing, the parameter
+shapes ~3 s, loading the cached compile 3-6 s; 2026-12-07, quiet). Here a search's traced chunk is stored as a
 ``jax.export`` module (StableHLO, ~1 MB; :func:`chunk_caller`) and a supernet's variable shapes as
 JSON (:func:`cached_shapes`); a second process deserialises and lowers the chunk (under 1 s) and
 reads the shapes instead of tracing either.
@@ -152,7 +152,7 @@ def _shapes_from_json(tree):
 
 def cached_shapes(module, args, kwargs, compute: Callable):
     """``compute()``, the variable shapes of ``module`` (nested dicts of ``ShapeDtypeStruct``; for a
-    supernet its init traced under ``eval_shape``: ~10 s for DARTS-8), from disk when the same module
+    supernet its init traced under ``eval_shape``: ~3 s for DARTS-8), from disk when the same module
     (its fields, the jaxnas sources, the versions) on the same argument shapes was initialised before."""
     d = directory()
     if d is None or " at 0x" in repr(module):     # no cache, or a field with no stable repr
