@@ -263,13 +263,13 @@ class _Captured(Exception):
 
 
 def retrain_step(net, data, settings: dict):
-    """The training step, initial state and batch function ``train_image_run`` builds for ``net``, taken
-    where it hands them to the one training loop (``run_chunks``)."""
+    """The training step, initial state, batch function and compile options ``train_image_run`` builds for
+    ``net``, taken where it hands them to the one training loop (``run_chunks``)."""
     from jaxnas.training import image_runs
     got = {}
 
     def capture(run_dir, state, step, batches, schedule, **kw):
-        got.update(state=state, step=step, batches=batches)
+        got.update(state=state, step=step, batches=batches, compiler_options=kw.get("compiler_options"))
         raise _Captured
 
     with tempfile.TemporaryDirectory() as tmp, mock.patch.object(image_runs, "run_chunks", capture):
@@ -279,7 +279,7 @@ def retrain_step(net, data, settings: dict):
             pass
     if not got:
         raise RuntimeError("train_image_run no longer hands its step to run_chunks")
-    return got["step"], got["state"], got["batches"]
+    return got["step"], got["state"], got["batches"], got["compiler_options"]
 
 
 def time_discrete_step(skeleton: str, exp, steps: int, sz: dict) -> dict:
@@ -300,8 +300,9 @@ def time_discrete_step(skeleton: str, exp, steps: int, sz: dict) -> dict:
     s.update(batch_size=sz["batch"], epochs=1, max_steps=None, augment=False, cutout=0, drop_path=0.0,
              auxiliary_weight=0.0, chunk=1, optimizer=o["name"], lr=o["lr"], momentum=o["momentum"],
              nesterov=o["nesterov"], weight_decay=o["weight_decay"], grad_clip=o["clip"], schedule=o["schedule"])
-    step, state, batches = retrain_step(build_model(spec), exp.data, s)
-    chunk = jax.jit(lambda state, batch: jax.lax.scan(step, state, batch))   # run_chunks' program
+    step, state, batches, options = retrain_step(build_model(spec), exp.data, s)
+    # run_chunks' program
+    chunk = jax.jit(lambda state, batch: jax.lax.scan(step, state, batch), compiler_options=options)
     host = [batches(i, 1) for i in range(steps + 1)]
     dev = [jax.device_put(b) for b in host]
     compiled, comp = lower_compile(chunk, state, dev[0])

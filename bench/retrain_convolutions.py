@@ -3,10 +3,10 @@
 
     python bench/retrain_convolutions.py [--nets nb201 darts8] [--rounds 14] [--warmup 2]
 
-The step is the retrain loop's (jaxnas/training/image_runs.py) without its data augmentation: the
-network in training mode with tracked batch norm (``control_flow=True``, as in the loop's scan), the
-cross-entropy, its gradient and an SGD-momentum update, one step per compiled call; batch 64 of
-32x32x3. Nets: NAS-Bench-201 C 16, 5 cells per stage (a fixed cell of 3x3 and 1x1 convs, a skip and an
+The step is the retrain loop's own (``train_image_run``'s, taken where it hands it to ``run_chunks``:
+``bench/device_check.py retrain_step``) with its space's default settings (augmentation, cutout and
+drop-path as configured; no auxiliary head), one step per compiled call; batch 64 of random 32x32x3
+images. Nets: NAS-Bench-201 C 16, 5 cells per stage (a fixed cell of 3x3 and 1x1 convs, a skip and an
 average pooling); the DARTS evaluation network C 16, 8 cells, a random genotype (seed 0). Both programs
 are compiled first, then stepped in turn, the order alternating by round. Writes
 bench/results/retrain_convolutions.json: per net the step medians, the ratio xla / ynnpack (median of
@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxnas.core import host_memory
 
@@ -45,39 +43,34 @@ def build_net(name: str):
 
 
 def measure(name: str, rounds: int, warmup: int) -> dict:
+    from device_check import retrain_step
+
     from jaxnas.core.cpu_compile import compiler_options
-    from jaxnas.models.supernets.init import init_variables
-    from jaxnas.training.image_runs import call_network
+    from jaxnas.data.images import ImageData
+    from jaxnas.protocols.cells import DEFAULTS
     net, arch = build_net(name)
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(64, 32, 32, 3)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, 10, 64))
-    v = init_variables(net, jax.random.key(0), x[:2], train=False)
-    tx = optax.sgd(0.025, momentum=0.9)
-    state = {"params": v["params"], "batch_stats": v.get("batch_stats", {}), "opt": tx.init(v["params"])}
-
-    def step(st, _):
-        def loss_fn(p):
-            out, upd = call_network(net, {"params": p, "batch_stats": st["batch_stats"]}, x, True, 0.0,
-                                    jax.random.key(1), mutable=["batch_stats"], control_flow=True)
-            out = out[0] if isinstance(out, tuple) else out
-            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], 1)), upd["batch_stats"]
-        (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(st["params"])
-        u, opt = tx.update(g, st["opt"], st["params"])
-        return {"params": optax.apply_updates(st["params"], u), "batch_stats": stats, "opt": opt}, loss
+    x = rng.integers(0, 256, (256, 32, 32, 3), np.uint8)
+    y = (np.arange(256) % 10).astype(np.int32)
+    data = ImageData(x_train=x, y_train=y, x_val=x[:64], y_val=y[:64], num_classes=10,
+                     class_names=tuple(map(str, range(10))), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    settings = {**DEFAULTS["nb201" if name == "nb201" else "darts"], "batch_size": 64, "epochs": 1,
+                "auxiliary_weight": 0.0}
+    step, state, batches, _ = retrain_step(net, data, settings)    # the retrain loop's own step
+    batch = jax.device_put(batches(0, 1))
 
     compiled, states, compile_s = {}, {}, {}
     for lib in ("ynnpack", "xla"):
         t = time.perf_counter()
-        compiled[lib] = jax.jit(lambda st: jax.lax.scan(step, st, None, length=1),
-                                compiler_options=compiler_options(lib, "cpu")).lower(state).compile()
+        compiled[lib] = jax.jit(lambda st, b: jax.lax.scan(step, st, b),
+                                compiler_options=compiler_options(lib, "cpu")).lower(state, batch).compile()
         compile_s[lib] = time.perf_counter() - t
         states[lib] = state
     times = {lib: [] for lib in compiled}
     for r in range(warmup + rounds):
         for lib in (list(compiled) if r % 2 == 0 else list(compiled)[::-1]):
             t = time.perf_counter()
-            states[lib], _ = compiled[lib](states[lib])
+            states[lib], _ = compiled[lib](states[lib], batch)
             jax.block_until_ready(states[lib])
             if r >= warmup:
                 times[lib].append(time.perf_counter() - t)

@@ -49,7 +49,7 @@ _IMAGE_COMMON = {
                               # speedup over 1 (bench/results/retrain_chunks.json); accelerators: unmeasured
     "log_every": 50,          # steps between progress lines
     # on CPU, who runs single convolutions (core/cpu_compile.py), as search.cpu_convolutions: XLA's own
-    # made the NB201 C16 N5 training step 0.80x of YNNPACK's, DARTS-8 C16's 0.96x (within noise;
+    # made the NB201 C16 N5 training step 0.81x of YNNPACK's, DARTS-8 C16's 0.98x (within noise;
     # bench/retrain_convolutions.py)
     "cpu_convolutions": "xla",
 }
