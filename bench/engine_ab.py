@@ -12,6 +12,8 @@ what a search step costs (a new architecture every step, the update included).
                                            # zero slot for other ops (before) vs the edge's output
     python bench/engine_ab.py cpu_convolutions [--skeleton darts8 --scan-edges --steps 10]
                                            # XLA:CPU's YNNPACK convolutions (before) vs XLA's own
+    python bench/engine_ab.py darts_edge_vjp --skeleton darts8 --scan-edges --steps 12
+                                           # DARTS sparse edges rematerialised (before) vs the edge VJP
 
 Each variant is bench/vs_pytorch.py's weight-step workload (random strategy for sparse, darts for
 dense) with its ``space`` (and ``search``) overrides, or with one of the library's kernels swapped for its previous
@@ -149,6 +151,8 @@ STUDIES = {
     "edge_output": ("random", {"pre_bn_slot": {"patch": "pre_bn_slot"}, "edge_output": {}}),
     "cpu_convolutions": ("random", {"ynnpack": {"search": {"cpu_convolutions": "ynnpack"}},
                                     "xla": {"search": {"cpu_convolutions": "xla"}}}),
+    # DARTS sparse edges rematerialised (before) or with the edge VJP (ops/sparse_edge.py)
+    "darts_edge_vjp": ("random", {"remat": {"space": {"sparse_edge_vjp": False}}, "edge_vjp": {}}),
 }
 
 

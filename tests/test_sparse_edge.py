@@ -9,7 +9,7 @@ from jax import lax
 from jaxnas.models.ops.conv import Kernels, avg_pool3, conv2d
 from jaxnas.models.ops.layers import batch_normalize
 from jaxnas.models.ops.sparse_edge import EdgeOp, switch_edge
-from jaxnas.models.supernets import DartsNet, NasBench201Net, init_params
+from jaxnas.models.supernets import DartsNet, MixedEdge, NasBench201Net, init_params
 from jaxnas.spaces.cells import DartsSpace, NasBench201Space
 
 KEY = jax.random.key(0)
@@ -39,7 +39,7 @@ def test_switch_edge_equals_the_rematerialised_switch(stride):
 
     def loss(edge):
         return lambda x, k, i: jnp.sum(jnp.sin(edge(i, x, k)) * probe)
-    ours = jax.jit(jax.value_and_grad(loss(lambda i, x, k: switch_edge(ops, i, x, k)), (0, 1)))
+    ours = jax.jit(jax.value_and_grad(loss(lambda i, x, k: switch_edge(ops, True, i, x, k)), (0, 1)))
     remat = jax.jit(jax.value_and_grad(loss(lambda i, x, k: lax.switch(
         i, [jax.checkpoint(lambda x, k, op=op: _plain(op, x, k)) for op in ops], x, k)), (0, 1)))
     for i in range(len(ops)):
@@ -77,12 +77,69 @@ def test_nb201_supernet_gradients_equal_with_and_without_the_edge_vjp(scan_cells
         assert float(jnp.abs(a[1][1]).max()) > 0   # d loss / d weights reaches the chosen ops (eq. 7)
 
 
-def test_darts_edges_keep_the_rematerialised_switch():
-    """DARTS's ops (sep/dil convs, pooling with BN) are not of the edge VJP's kinds: the old switch."""
+DARTS_OPS = DartsSpace.create(C=4, num_cells=3).ops      # all eight
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_darts_edge_vjp_equals_the_rematerialised_switch(stride):
+    """Every DARTS op (its candidate module, ops/candidates.py) through the edge VJP, keeping the
+    output or recomputing it (the scanned edges' form), against the rematerialised switch of the same
+    modules: the edge's value and the gradients of its parameters, input and weights."""
+    x = jax.random.normal(KEY, (4, 6, 6, 4))
+    w0 = jnp.full((len(DARTS_OPS),), 0.5)
+    probe = jax.random.normal(jax.random.fold_in(KEY, 3), (4, 6 // stride, 6 // stride, 4))
+
+    def grads(kernels, save_output):
+        edge = MixedEdge("darts", DARTS_OPS, 4, stride, kernels=kernels, save_output=save_output)
+        params = init_params(edge, KEY, x, w0)
+
+        def loss(p, x, w):
+            return jnp.sum(jnp.sin(edge.apply({"params": p}, x, w, mode="sparse", control_flow=True)) * probe)
+        f = jax.jit(jax.value_and_grad(loss, (0, 1, 2)))
+        used = "switch_edge" in str(jax.make_jaxpr(loss)(params, x, w0))
+        return [f(params, x, w0.at[i].set(1.0)) for i in range(len(DARTS_OPS))], used
+    ref, ref_used = grads(Kernels(sparse_edge_vjp=False), True)
+    assert not ref_used
+    for save_output in (True, False):
+        ours, used = grads(Kernels(), save_output)
+        assert used
+        for name, a, b in zip(DARTS_OPS, ours, ref):
+            # BN over 4 images of 6x6 (3x3 at stride 2): float rounding only; a wrong BN, conv or ReLU
+            # gradient is off by ~1e-2
+            chex.assert_trees_all_close(a, b, atol=2e-5, rtol=1e-4, custom_message=f"{name}, save_output={save_output}")
+            if name != "none":      # the chosen op's input gradient is there
+                assert float(jnp.abs(a[1][1]).max()) > 0, name
+
+
+def test_darts_supernet_gradients_equal_with_and_without_the_edge_vjp():
+    """A DARTS supernet (scanned edges, the default form; a normal and two reduction cells) takes the
+    edge VJP by default and has the rematerialised switch's values and gradients (four ops: every op's
+    own is the test above)."""
     sp = DartsSpace.create(C=4, num_cells=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"))
-    net = DartsNet(sp)
-    x = jax.random.normal(KEY, (2, 8, 8, 3))
-    w = jnp.ones((sp.num_decisions, sp.max_choices))
-    params = init_params(net, KEY, x, w)
-    jaxpr = str(jax.make_jaxpr(lambda p: net.apply({"params": p}, x, w, mode="sparse"))(params))
-    assert "switch_edge" not in jaxpr and "cond" in jaxpr
+    x = jax.random.normal(KEY, (8, 8, 8, 3))
+    archs = [sp.sample(jax.random.fold_in(KEY, 10 + i)) for i in range(3)]
+
+    def grads(kernels):
+        net = DartsNet(sp, kernels=kernels, scan_edges=True)
+        params = init_params(net, KEY, x, jnp.ones((sp.num_decisions, sp.max_choices)))
+
+        def loss(p, w):
+            return jnp.sum(jnp.sin(net.apply({"params": p}, x, w, mode="sparse", control_flow=True)))
+        f = jax.jit(jax.value_and_grad(loss, (0, 1)))
+        used = "switch_edge" in str(jax.make_jaxpr(loss)(params, sp.one_hot(archs[0])))
+        return [f(params, 0.5 * sp.one_hot(a)) for a in archs], used
+    (ours, used), (ref, ref_used) = grads(Kernels()), grads(Kernels(sparse_edge_vjp=False))
+    assert used and not ref_used
+    for a, b in zip(ours, ref):
+        chex.assert_trees_all_close(a, b, atol=5e-5, rtol=1e-4)
+        assert float(jnp.abs(a[1][1]).max()) > 0   # d loss / d weights reaches the chosen ops (eq. 7)
+
+
+def test_switch_edge_refuses_a_malformed_op():
+    x, k = jnp.ones((2, 4, 4, 4)), (jnp.ones((1, 1, 4, 2)),)
+    for op, match in ((EdgeOp("conv"), "unknown op kind"), (EdgeOp("identity", 2), "stride 1"),
+                      (EdgeOp("factorized_reduce", 1, kernel=0), "stride 2"),
+                      (EdgeOp("pool_bn", pool="min"), "'max' or 'avg'"),
+                      (EdgeOp("factorized_reduce", 2, kernel=0), "reads kernels")):
+        with pytest.raises(ValueError, match=match):
+            switch_edge((op,), True, 0, x, k)

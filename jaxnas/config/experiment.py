@@ -153,7 +153,7 @@ def _mlp_space(s: dict, data):
 # the kernel choices of a cell supernet (jaxnas.models.ops.conv.Kernels): static, part of the module
 KERNEL_FIELDS = {"cpu_kernels": S.Bool(True),          # False: XLA's depthwise conv / max pool on CPU too
                  "cotangent_barrier": S.Bool(True),    # False: no barrier at dense edges' inputs
-                 "sparse_edge_vjp": S.Bool(True)}      # False: sparse NB201 edges rematerialise too
+                 "sparse_edge_vjp": S.Bool(True)}      # False: sparse edges rematerialise their op
 
 
 def kernels_of(s: dict) -> Kernels:

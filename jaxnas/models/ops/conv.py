@@ -38,9 +38,10 @@ class Kernels:
       on every platform (bench/op_cost.py's "before" column).
     - ``cotangent_barrier``: a dense edge's input cotangent computed once, into one buffer, on CPU
       (:func:`cotangent_barrier`); False: left to XLA's fusion.
-    - ``sparse_edge_vjp``: a sparse edge of NAS-Bench-201's ops keeps its (normalised) conv output for the
-      backward pass instead of recomputing it (ops/sparse_edge.py; every platform); False: the
-      rematerialised switch of every other edge.
+    - ``sparse_edge_vjp``: a sparse edge of the search ops (NAS-Bench-201's and DARTS's) takes a
+      switch with a hand-written VJP that keeps its output (or, scanned, recomputes it) and its BN
+      moments instead of rematerialising the chosen op (ops/sparse_edge.py; every platform); False:
+      the rematerialised switch.
 
     Where an op is traced (inside a ``lax.switch`` branch or a scan body, where XLA's own conv
     gradient is slow on CPU) is not a choice but a fact of the call: ops take it as the call
@@ -247,6 +248,18 @@ def depthwise_conv2d(x, w, stride: int = 1, dilation: int = 1, cpu: bool = True)
     return lax.platform_dependent(
         x, w, cpu=lambda x, w: _depthwise_shift(x, w, stride, dilation),
         default=lambda x, w: conv2d_reference(x, w, stride, dilation, x.shape[-1]))
+
+
+def depthwise_backward(x, w, g, stride: int = 1, dilation: int = 1, cpu: bool = True):
+    """``(dx, dw)`` of :func:`depthwise_conv2d` at ``(x, w)`` for output cotangent ``g``: the shifted
+    slices' gradient above on CPU, XLA's own elsewhere (``cpu=False``: XLA's everywhere)."""
+    def generic(x, w, g):
+        return jax.vjp(lambda x, w: conv2d_reference(x, w, stride, dilation, x.shape[-1]), x, w)[1](g)
+
+    if not cpu:
+        return generic(x, w, g)
+    return lax.platform_dependent(x, w, g, cpu=lambda x, w, g: _depthwise_bwd(stride, dilation, (x, w), g),
+                                  default=generic)
 
 
 def _max_pool_xla(x, stride):

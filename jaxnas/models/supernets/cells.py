@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnas.models.ops.candidates import FactorizedReduce, Identity, Pool, ReLUConvBN, Zero, build_op
+from jaxnas.models.ops.candidates import DilConv, FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero, build_op
 from jaxnas.models.ops.conv import Kernels, cotangent_barrier
 from jaxnas.models.ops.layers import Conv, Norm
 from jaxnas.models.ops.sparse_edge import EdgeOp, switch_edge
@@ -68,6 +68,9 @@ class MixedEdge(nn.Module):
     # supernets only (a discrete net, ``fixed``, keeps all channels).
     partial_channels: int = 1
     kernels: Kernels = Kernels()
+    # the sparse edge VJP (ops/sparse_edge.py) keeps the edge's output for the backward pass; False:
+    # recomputes it (the scanned edges: a scan stacks every saved value over its steps)
+    save_output: bool = True
 
     def setup(self):
         names = self.ops if self.fixed is None else (self.ops[self.fixed],)
@@ -107,12 +110,19 @@ class MixedEdge(nn.Module):
                 out = self.candidates[0](x, train, control_flow)
             return out
         idx = jnp.argmax(w)
-        ops = self._edge_ops()
-        if ops is not None and not self.is_initializing():
-            # NAS-Bench-201's ops: a switch that keeps the conv's output instead of recomputing it
-            kernels = tuple(self.candidates[k].variables["params"]["Conv_0"]["kernel"].astype(x.dtype)
-                            for k, op in enumerate(ops) if op.kind == "relu_conv_bn")
-            return self._scaled(switch_edge(ops, idx, x, kernels), w, idx, x.dtype)
+        edge = self._edge_ops()
+        if edge is not None and not self.is_initializing():
+            # the search ops of NAS-Bench-201 and DARTS: a switch that keeps what the chosen op's
+            # backward pass reads instead of recomputing its forward (ops/sparse_edge.py)
+            ops, paths = edge
+            kernels = []
+            for k, op_paths in enumerate(paths):
+                for path in op_paths:
+                    tree = self.candidates[k].variables["params"]
+                    for name in path:
+                        tree = tree[name]
+                    kernels.append(tree["kernel"].astype(x.dtype))
+            return self._scaled(switch_edge(ops, self.save_output, idx, x, tuple(kernels)), w, idx, x.dtype)
         # remat=True: JAX gives every branch of a differentiated switch the same residual outputs
         # (the union over branches), so without remat the saved activations approach the dense
         # supernet's; with it only the edge input is saved and the chosen op's forward is
@@ -134,24 +144,43 @@ class MixedEdge(nn.Module):
         return self.perturb("op_output", out) * w[idx].astype(dtype)
 
     def _edge_ops(self):
-        """The candidates as ops/sparse_edge.py's static ops, or None where one is not of its kinds
-        (DARTS's ops) or ``kernels.sparse_edge_vjp`` is off. Conv kernels are numbered in order."""
+        """``(ops, paths)``: the candidates as ops/sparse_edge.py's static ops and, per op, the
+        module paths of its conv kernels (numbered in this order); None where one is not of its
+        kinds (BNs with affine parameters or running statistics) or ``kernels.sparse_edge_vjp`` is off."""
         if not self.kernels.sparse_edge_vjp:
             return None
-        ops, convs = [], 0
+        ops, paths = [], []
         for c in self.candidates:
+            if isinstance(c, (ReLUConvBN, DilConv, SepConv, FactorizedReduce)) and (c.affine or c.track):
+                return None
+            first = sum(len(p) for p in paths)
             if isinstance(c, Zero):
-                ops.append(EdgeOp("zero", c.stride))
+                op, path = EdgeOp("zero", c.stride), ()
             elif isinstance(c, Identity):
-                ops.append(EdgeOp("identity"))
-            elif isinstance(c, Pool) and c.kind == "avg" and not c.bn:
-                ops.append(EdgeOp("avg_pool", c.stride, cpu=c.kernels.cpu))
-            elif isinstance(c, ReLUConvBN) and not (c.affine or c.track) and c.dilation == 1:
-                ops.append(EdgeOp("relu_conv_bn", c.stride, kernel=convs, epsilon=Norm.epsilon))
-                convs += 1
+                op, path = EdgeOp("identity"), ()
+            elif isinstance(c, Pool) and not c.bn:
+                if c.kind != "avg":
+                    return None
+                op, path = EdgeOp("avg_pool", c.stride, cpu=c.kernels.cpu), ()
+            elif isinstance(c, Pool):
+                if c.affine or c.track:
+                    return None
+                op, path = EdgeOp("pool_bn", c.stride, epsilon=Norm.epsilon, cpu=c.kernels.cpu, pool=c.kind), ()
+            elif isinstance(c, ReLUConvBN) and c.dilation == 1:
+                op, path = EdgeOp("relu_conv_bn", c.stride, first, Norm.epsilon), (("Conv_0",),)
+            elif isinstance(c, DilConv):
+                op = EdgeOp("dil_conv", c.stride, first, Norm.epsilon, c.kernels.cpu, c.dilation)
+                path = (("Conv_0",), ("Conv_1",))
+            elif isinstance(c, SepConv):
+                op = EdgeOp("sep_conv", c.stride, first, Norm.epsilon, c.kernels.cpu)
+                path = tuple((d, conv) for d in ("DilConv_0", "DilConv_1") for conv in ("Conv_0", "Conv_1"))
+            elif isinstance(c, FactorizedReduce):
+                op, path = EdgeOp("factorized_reduce", 2, first, Norm.epsilon), (("Conv_0",), ("Conv_1",))
             else:
                 return None
-        return tuple(ops)
+            ops.append(op)
+            paths.append(path)
+        return tuple(ops), tuple(paths)
 
 
 class Cell(nn.Module):
@@ -270,7 +299,7 @@ class _EdgeStep(nn.Module):
                 # DARTS cell's step 1.9x slower (360 vs 193 ms, 64x32x32x16) than this select
             x = jnp.where(src < n_in, bank[jnp.minimum(src, n_in - 1)], nodes[jnp.maximum(src - n_in, 0)])
         edge = MixedEdge(self.op_set, self.ops, self.channels, self.stride, None, self.affine, self.track,
-                         self.remat, self.partial_channels, self.kernels, name="edge")
+                         self.remat, self.partial_channels, self.kernels, save_output=False, name="edge")
         y = edge(x, w, self.mode, self.train, control_flow=True)   # a scan body
         return nodes.at[dst].add(y), None
 
