@@ -167,8 +167,12 @@ def variant(data, skeleton, size, strategy, spec, batch):
     cfg["search"].update(spec.get("search", {}))
     exp = build(cfg)
     patch = mock.patch.object(*PATCHES[spec["patch"]]) if "patch" in spec else contextlib.nullcontext()
+    # jitted kernels (the sparse edge's ops) keep their traces: a patched variant traces afresh, and
+    # leaves none of its traces to the next variant
+    jax.clear_caches()
     with patch:
         compiled, state, batches, lower_s, compile_s = weight_chunk(exp, batch)
+    jax.clear_caches()
     state, _ = compiled(state, exp.search.inputs, batches(0))     # a warm step
     jax.block_until_ready(state)
     info = {"lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),

@@ -110,10 +110,11 @@ class Pool(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = True, control_flow: bool = False):
+        cpu = self.kernels.cpu and not self.is_initializing()    # at init XLA's op: the same shape, a shorter trace
         if self.kind == "max":
-            y = max_pool3(x, self.stride, self.kernels.cpu)
+            y = max_pool3(x, self.stride, cpu)
         else:   # average over the valid (unpadded) inputs, as count_include_pad=False
-            y = avg_pool3(x, self.stride, self.kernels.cpu)
+            y = avg_pool3(x, self.stride, cpu)
         return Norm(self.affine, self.track)(y, train) if self.bn else y
 
 

@@ -29,8 +29,10 @@ class Conv(nn.Module):
             raise ValueError(f"depthwise conv needs features == input channels ({cin}), got {self.features}")
         shape = (self.kernel, self.kernel, 1 if self.depthwise else cin, self.features)
         w = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"), shape)
-        if self.depthwise:  # shifted slices on CPU (ops/conv.py), no conv inside a switch
-            return depthwise_conv2d(x, w.astype(x.dtype), self.stride, self.dilation, self.kernels.cpu)
+        if self.depthwise:  # shifted slices on CPU (ops/conv.py), no conv inside a switch; at init
+            # XLA's grouped conv (the same shape; tracing the CPU branch was half a DARTS init's trace)
+            return depthwise_conv2d(x, w.astype(x.dtype), self.stride, self.dilation,
+                                    self.kernels.cpu and not self.is_initializing())
         conv = conv2d if control_flow else conv2d_reference
         return conv(x, w.astype(x.dtype), self.stride, self.dilation, 1)
 

@@ -165,6 +165,20 @@ def _backward(op: EdgeOp, x, kernels, y, moments, g):
     return jax.vjp(lambda x: avg_pool3(x, s, op.cpu), x)[1](g)[0], {}
 
 
+# Each op's forward and backward pass as a jitted function of the static op: traced once per op and
+# shape, where a supernet calls them for every edge group of that shape (a DARTS-8 chunk: 10 scanned
+# edge groups of 5 shapes), in the primal and the VJP's forward switch alike (the same trace)
+_traced_forward = jax.jit(_forward, static_argnums=0)
+
+
+@partial(jax.jit, static_argnums=0)
+def _traced_backward(op, x, kernels, y, moments, g):
+    """``(dx, dkernels)``: :func:`_backward` with a gradient (zeros if the op does not read it) for
+    every kernel of the edge."""
+    dx, dks = _backward(op, x, kernels, y, moments, g)
+    return dx, tuple(dks[j] if j in dks else lax.full_like(kj, 0) for j, kj in enumerate(kernels))
+
+
 def _check(ops, kernels):
     for op in ops:
         if op.kind not in KERNELS_OF:
@@ -187,7 +201,7 @@ def switch_edge(ops: tuple[EdgeOp, ...], save_output: bool, idx, x, kernels: tup
     (else recomputed: no activation saved beyond the input, for a scan body, whose saved values
     are stacked over its steps)."""
     _check(ops, kernels)
-    return lax.switch(idx, [lambda x, k, op=op: _forward(op, x, k)[0] for op in ops], x, kernels)
+    return lax.switch(idx, [lambda x, k, op=op: _traced_forward(op, x, k)[0] for op in ops], x, kernels)
 
 
 def _fwd(ops, save_output, idx, x, kernels):
@@ -197,7 +211,7 @@ def _fwd(ops, save_output, idx, x, kernels):
 
     def branch(op):
         def run(x, k):
-            y, _, moments = _forward(op, x, k)
+            y, _, moments = _traced_forward(op, x, k)
             # the moments' slots, shared by the branches; a branch with fewer BNs fills the rest with zeros
             zero = jnp.zeros((c,), x.dtype)
             return y, moments + ((zero, zero),) * (n_bn - len(moments))
@@ -211,8 +225,7 @@ def _bwd(ops, save_output, res, g):
 
     def branch(op):
         def run(x, kernels, y, moments, g):
-            dx, dks = _backward(op, x, kernels, y, moments[:_BATCH_NORMS.get(op.kind, 0)], g)
-            return dx, tuple(dks[j] if j in dks else jnp.zeros_like(kj) for j, kj in enumerate(kernels))
+            return _traced_backward(op, x, kernels, y, moments[:_BATCH_NORMS.get(op.kind, 0)], g)
         return run
     dx, dk = lax.switch(idx, [branch(op) for op in ops], x, kernels, y, moments, g)
     return None, dx, dk
