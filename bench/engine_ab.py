@@ -152,7 +152,7 @@ STUDIES = {
     "cpu_convolutions": ("random", {"ynnpack": {"search": {"cpu_convolutions": "ynnpack"}},
                                     "xla": {"search": {"cpu_convolutions": "xla"}}}),
     # DARTS sparse edges rematerialised (before) or with the edge VJP (ops/sparse_edge.py)
-    "darts_edge_vjp": ("random", {"remat": {"space": {"sparse_edge_vjp": False}}, "edge_vjp": {}}),
+    "darts_edge_vjp": ("random", {"remat": {}, "edge_vjp": {"space": {"darts_edge_vjp": True}}}),
 }
 
 

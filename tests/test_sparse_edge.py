@@ -82,9 +82,10 @@ DARTS_OPS = DartsSpace.create(C=4, num_cells=3).ops      # all eight
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_darts_edge_vjp_equals_the_rematerialised_switch(stride):
-    """Every DARTS op (its candidate module, ops/candidates.py) through the edge VJP, keeping the
-    output or recomputing it (the scanned edges' form), against the rematerialised switch of the same
-    modules: the edge's value and the gradients of its parameters, input and weights."""
+    """Every DARTS op (its candidate module, ops/candidates.py) through the edge VJP, with its own
+    backward pass (``save_output``) or rematerialised inside it (the scanned edges' form), against
+    the rematerialised switch of the same modules: the edge's value and the gradients of its
+    parameters, input and weights."""
     x = jax.random.normal(KEY, (4, 6, 6, 4))
     w0 = jnp.full((len(DARTS_OPS),), 0.5)
     probe = jax.random.normal(jax.random.fold_in(KEY, 3), (4, 6 // stride, 6 // stride, 4))
@@ -101,7 +102,7 @@ def test_darts_edge_vjp_equals_the_rematerialised_switch(stride):
     ref, ref_used = grads(Kernels(sparse_edge_vjp=False), True)
     assert not ref_used
     for save_output in (True, False):
-        ours, used = grads(Kernels(), save_output)
+        ours, used = grads(Kernels(darts_edge_vjp=True), save_output)
         assert used
         for name, a, b in zip(DARTS_OPS, ours, ref):
             # BN over 4 images of 6x6 (3x3 at stride 2): float rounding only; a wrong BN, conv or ReLU
@@ -112,9 +113,9 @@ def test_darts_edge_vjp_equals_the_rematerialised_switch(stride):
 
 
 def test_darts_supernet_gradients_equal_with_and_without_the_edge_vjp():
-    """A DARTS supernet (scanned edges, the default form; a normal and two reduction cells) takes the
-    edge VJP by default and has the rematerialised switch's values and gradients (four ops: every op's
-    own is the test above)."""
+    """A DARTS supernet (scanned edges, the default form; a normal and two reduction cells) with the
+    edge VJP (``darts_edge_vjp``) has the rematerialised switch's values and gradients (four ops:
+    every op's own is the test above)."""
     sp = DartsSpace.create(C=4, num_cells=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"))
     x = jax.random.normal(KEY, (8, 8, 8, 3))
     archs = [sp.sample(jax.random.fold_in(KEY, 10 + i)) for i in range(3)]
@@ -128,8 +129,8 @@ def test_darts_supernet_gradients_equal_with_and_without_the_edge_vjp():
         f = jax.jit(jax.value_and_grad(loss, (0, 1)))
         used = "switch_edge" in str(jax.make_jaxpr(loss)(params, sp.one_hot(archs[0])))
         return [f(params, 0.5 * sp.one_hot(a)) for a in archs], used
-    (ours, used), (ref, ref_used) = grads(Kernels()), grads(Kernels(sparse_edge_vjp=False))
-    assert used and not ref_used
+    (ours, used), (ref, ref_used) = grads(Kernels(darts_edge_vjp=True)), grads(Kernels())
+    assert used and not ref_used        # the default: DARTS's edges rematerialise (a faster step)
     for a, b in zip(ours, ref):
         chex.assert_trees_all_close(a, b, atol=5e-5, rtol=1e-4)
         assert float(jnp.abs(a[1][1]).max()) > 0   # d loss / d weights reaches the chosen ops (eq. 7)

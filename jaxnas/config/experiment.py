@@ -153,12 +153,13 @@ def _mlp_space(s: dict, data):
 # the kernel choices of a cell supernet (jaxnas.models.ops.conv.Kernels): static, part of the module
 KERNEL_FIELDS = {"cpu_kernels": S.Bool(True),          # False: XLA's depthwise conv / max pool on CPU too
                  "cotangent_barrier": S.Bool(True),    # False: no barrier at dense edges' inputs
-                 "sparse_edge_vjp": S.Bool(True)}      # False: sparse edges rematerialise their op
+                 "sparse_edge_vjp": S.Bool(True),      # False: sparse NB201 edges rematerialise too
+                 "darts_edge_vjp": S.Bool(False)}      # True: DARTS's edges take the edge VJP (shorter trace, slower step)
 
 
 def kernels_of(s: dict) -> Kernels:
     return Kernels(cpu=s["cpu_kernels"], cotangent_barrier=s["cotangent_barrier"],
-                   sparse_edge_vjp=s["sparse_edge_vjp"])
+                   sparse_edge_vjp=s["sparse_edge_vjp"], darts_edge_vjp=s["darts_edge_vjp"])
 
 
 def _ops(s):

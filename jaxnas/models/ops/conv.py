@@ -38,10 +38,13 @@ class Kernels:
       on every platform (bench/op_cost.py's "before" column).
     - ``cotangent_barrier``: a dense edge's input cotangent computed once, into one buffer, on CPU
       (:func:`cotangent_barrier`); False: left to XLA's fusion.
-    - ``sparse_edge_vjp``: a sparse edge of the search ops (NAS-Bench-201's and DARTS's) takes a
-      switch with a hand-written VJP that keeps its output (or, scanned, recomputes it) and its BN
-      moments instead of rematerialising the chosen op (ops/sparse_edge.py; every platform); False:
-      the rematerialised switch.
+    - ``sparse_edge_vjp``: a sparse edge of NAS-Bench-201's ops takes a switch with a hand-written
+      VJP that keeps its output and BN moments instead of rematerialising the chosen op
+      (ops/sparse_edge.py; every platform); False: the rematerialised switch.
+    - ``darts_edge_vjp``: DARTS's ops take it too (with ``sparse_edge_vjp``; scanned edges
+      rematerialise inside it, the same values): the DARTS-8 chunk traces in 4.5 instead of 10.7 s,
+      but its step was 1.05x slower (``python bench/engine_ab.py darts_edge_vjp --skeleton darts8
+      --scan-edges``), so it is off by default.
 
     Where an op is traced (inside a ``lax.switch`` branch or a scan body, where XLA's own conv
     gradient is slow on CPU) is not a choice but a fact of the call: ops take it as the call
@@ -49,6 +52,7 @@ class Kernels:
     cpu: bool = True
     cotangent_barrier: bool = True
     sparse_edge_vjp: bool = True
+    darts_edge_vjp: bool = False
 
 
 def _same_pad(kernel: int, dilation: int) -> int:

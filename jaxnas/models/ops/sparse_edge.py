@@ -4,23 +4,25 @@ Differentiating ``lax.switch`` gives every branch the union of all branches' res
 edge rematerialises its branches (``MixedEdge.remat``): only the edge input is saved and the chosen
 op's forward, convolutions and BN moments included, runs again, differentiated, in the backward
 pass. For edges whose ops are all of the kinds below (the NAS-Bench-201 and DARTS search ops: BNs
-without affine parameters or running statistics) a hand-written VJP keeps the edge input, the
-chosen op's BN moments (per-channel slots shared by the branches, zeros for a branch with fewer)
-and, with ``save_output``, the edge's output (for an op ending in BN its normalised output, all
-that BN's backward pass reads besides its ``1/std``). The backward pass is one switch over the ops'
-own backward passes: the activations they read recomputed from the edge input with the saved
-moments (no reduction; what a branch does not read, XLA drops), BN's backward from the output, the
-convs' through :func:`conv.conv2d_backward` / :func:`conv.depthwise_backward` (the CPU kernels,
-XLA's own elsewhere), ReLU's mask from its input.
+without affine parameters or running statistics) a hand-written VJP keeps the edge input and, with
+``save_output``, the edge's output (for an op ending in BN its normalised output, all that BN's
+backward pass reads besides its ``1/std``) and the chosen op's BN moments (per-channel slots shared
+by the branches, zeros for a branch with fewer). The backward pass is one switch over the ops' own
+backward passes: the activations they read recomputed from the edge input with the saved moments
+(no reduction; what a branch does not read, XLA drops), BN's backward from the output, the convs'
+through :func:`conv.conv2d_backward` / :func:`conv.depthwise_backward` (the CPU kernels, XLA's own
+elsewhere), ReLU's mask from its input. Without ``save_output`` (a scan body, whose saved values are
+stacked over its steps) it rematerialises as the switch does. Each op's passes are jitted functions
+of the static op, traced once per op and shape however many edges call them.
 
 NAS-Bench-201 (per cell, ``save_output``): one activation per edge more than rematerialising (what
 PyTorch keeps), no conv forward in the backward pass (``python bench/engine_ab.py sparse_edge``);
 saving the output rather than the conv's pre-BN output spares every other op an activation-sized
-zero fill (``python bench/engine_ab.py edge_output``). DARTS's scanned edges (``save_output=False``:
-a scan stacks every saved value over its steps; keeping the output and a sep conv's inner
-activations was 1.27x slower at 2.3x the temp memory): the same temp memory and step as
-rematerialising, a shorter trace and fewer kernels (``python bench/engine_ab.py darts_edge_vjp
---skeleton darts8 --scan-edges``).
+zero fill (``python bench/engine_ab.py edge_output``). DARTS's ops (``Kernels.darts_edge_vjp``, off
+by default): the DARTS-8 scanned-edge chunk traces in 4.5 instead of 10.7 s, with the same values,
+temp memory and compiled size, but its step was 1.05x slower (``python bench/engine_ab.py
+darts_edge_vjp --skeleton darts8 --scan-edges``); keeping a sep conv's inner activations in the scan
+was 1.27x slower at 2.3x the temp memory, and saving only the moments 1.05x.
 """
 from __future__ import annotations
 
@@ -33,8 +35,8 @@ from jax import lax
 
 from jaxnas.models.ops.conv import (
     avg_pool3,
+    conv2d,
     conv2d_backward,
-    conv2d_reference,
     depthwise_backward,
     depthwise_conv2d,
     max_pool3,
@@ -87,21 +89,21 @@ def _forward(op: EdgeOp, x, kernels, saved=None):
     m = iter(saved or ())
     bn = lambda z: _bn(z, eps, next(m, None))
     if op.kind == "relu_conv_bn":
-        y, m1 = bn(conv2d_reference(jax.nn.relu(x), k[i], s))
+        y, m1 = bn(conv2d(jax.nn.relu(x), k[i], s))
         return y, {}, (m1,)
     if op.kind == "dil_conv":
         a = depthwise_conv2d(jax.nn.relu(x), k[i], s, op.dilation, op.cpu)
-        y, m1 = bn(conv2d_reference(a, k[i + 1]))
+        y, m1 = bn(conv2d(a, k[i + 1]))
         return y, {"a": a}, (m1,)
     if op.kind == "sep_conv":
         a1 = depthwise_conv2d(jax.nn.relu(x), k[i], s, 1, op.cpu)
-        y1, m1 = bn(conv2d_reference(a1, k[i + 1]))
+        y1, m1 = bn(conv2d(a1, k[i + 1]))
         a2 = depthwise_conv2d(jax.nn.relu(y1), k[i + 2], 1, 1, op.cpu)
-        y, m2 = bn(conv2d_reference(a2, k[i + 3]))
+        y, m2 = bn(conv2d(a2, k[i + 3]))
         return y, {"a1": a1, "y1": y1, "a2": a2}, (m1, m2)
     if op.kind == "factorized_reduce":
         rx = jax.nn.relu(x)
-        y, m1 = bn(jnp.concatenate([conv2d_reference(rx, k[i], 2), conv2d_reference(_shifted(rx), k[i + 1], 2)],
+        y, m1 = bn(jnp.concatenate([conv2d(rx, k[i], 2), conv2d(_shifted(rx), k[i + 1], 2)],
                                    -1))
         return y, {}, (m1,)
     if op.kind == "pool_bn":
@@ -121,11 +123,10 @@ def _relu_backward(x, d):
 
 def _backward(op: EdgeOp, x, kernels, y, moments, g):
     """``(dx, {kernel index: its gradient})`` of :func:`_forward` from its saved values: its output
-    ``y`` (None: recomputed) and BN moments; the activations it reads are recomputed from ``x``
-    without a reduction (what a branch does not read, XLA drops)."""
+    ``y`` and BN moments; the activations it reads are recomputed from ``x`` without a reduction
+    (what a branch does not read, XLA drops)."""
     k, i, s = kernels, op.kernel, op.stride
-    y_again, acts, _ = _forward(op, x, kernels, moments)
-    y = y_again if y is None else y
+    _, acts, _ = _forward(op, x, kernels, moments)
     rstds = [r for _, r in moments]
     if op.kind == "relu_conv_bn":
         dz = batch_normalize_backward(y, rstds[0], g)                     # BN (batch statistics)
@@ -179,6 +180,13 @@ def _traced_backward(op, x, kernels, y, moments, g):
     return dx, tuple(dks[j] if j in dks else lax.full_like(kj, 0) for j, kj in enumerate(kernels))
 
 
+@partial(jax.jit, static_argnums=0)
+def _traced_rematerialised(op, x, kernels, g):
+    """``(dx, dkernels)``: the op's forward again, differentiated (the rematerialised switch's
+    backward branch, traced once per op and shape)."""
+    return jax.vjp(lambda x, k: _forward(op, x, k)[0], x, kernels)[1](g)
+
+
 def _check(ops, kernels):
     for op in ops:
         if op.kind not in KERNELS_OF:
@@ -196,16 +204,23 @@ def _check(ops, kernels):
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def switch_edge(ops: tuple[EdgeOp, ...], save_output: bool, idx, x, kernels: tuple):
     """``ops[idx](x)``: one ``lax.switch``, with the VJP above (``kernels``: the conv ops' kernels,
-    in x's dtype). Ops keep the edge's channels (a stride changes height and width). The backward
-    pass reads the edge input, the chosen op's BN moments and, with ``save_output``, its output
-    (else recomputed: no activation saved beyond the input, for a scan body, whose saved values
-    are stacked over its steps)."""
+    in x's dtype). Ops keep the edge's channels (a stride changes height and width). With
+    ``save_output`` the backward pass reads the edge input, the chosen op's output and BN moments
+    and runs the op's own backward pass; without, it saves the edge input alone and runs the op's
+    forward again, differentiated (the rematerialised switch, for a scan body, whose saved values
+    are stacked over its steps), traced once per op and shape."""
     _check(ops, kernels)
+    return _switch(ops, idx, x, kernels)
+
+
+def _switch(ops, idx, x, kernels):
     return lax.switch(idx, [lambda x, k, op=op: _traced_forward(op, x, k)[0] for op in ops], x, kernels)
 
 
 def _fwd(ops, save_output, idx, x, kernels):
     _check(ops, kernels)
+    if not save_output:     # rematerialising: the edge input alone is saved
+        return _switch(ops, idx, x, kernels), (idx, x, kernels, None, None)
     n_bn = max(_BATCH_NORMS.get(op.kind, 0) for op in ops)
     c = x.shape[-1]
 
@@ -217,11 +232,14 @@ def _fwd(ops, save_output, idx, x, kernels):
             return y, moments + ((zero, zero),) * (n_bn - len(moments))
         return run
     y, moments = lax.switch(idx, [branch(op) for op in ops], x, kernels)
-    return y, (idx, x, kernels, y if save_output else None, moments)
+    return y, (idx, x, kernels, y, moments)
 
 
 def _bwd(ops, save_output, res, g):
     idx, x, kernels, y, moments = res
+    if not save_output:
+        dx, dk = lax.switch(idx, [partial(_traced_rematerialised, op) for op in ops], x, kernels, g)
+        return None, dx, dk
 
     def branch(op):
         def run(x, kernels, y, moments, g):

@@ -146,12 +146,16 @@ class MixedEdge(nn.Module):
     def _edge_ops(self):
         """``(ops, paths)``: the candidates as ops/sparse_edge.py's static ops and, per op, the
         module paths of its conv kernels (numbered in this order); None where one is not of its
-        kinds (BNs with affine parameters or running statistics) or ``kernels.sparse_edge_vjp`` is off."""
+        kinds (BNs with affine parameters or running statistics), ``kernels.sparse_edge_vjp`` is off,
+        or an op is DARTS's and ``kernels.darts_edge_vjp`` is off."""
         if not self.kernels.sparse_edge_vjp:
             return None
         ops, paths = [], []
         for c in self.candidates:
             if isinstance(c, (ReLUConvBN, DilConv, SepConv, FactorizedReduce)) and (c.affine or c.track):
+                return None
+            darts = isinstance(c, (DilConv, SepConv, FactorizedReduce)) or (isinstance(c, Pool) and c.bn)
+            if darts and not self.kernels.darts_edge_vjp:
                 return None
             first = sum(len(p) for p in paths)
             if isinstance(c, Zero):
