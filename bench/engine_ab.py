@@ -152,7 +152,8 @@ STUDIES = {
     "cpu_convolutions": ("random", {"ynnpack": {"search": {"cpu_convolutions": "ynnpack"}},
                                     "xla": {"search": {"cpu_convolutions": "xla"}}}),
     # DARTS sparse edges rematerialised (before) or with the edge VJP (ops/sparse_edge.py)
-    "darts_edge_vjp": ("random", {"remat": {}, "edge_vjp": {"space": {"darts_edge_vjp": True}}}),
+    "darts_edge_vjp": ("random", {"remat": {"space": {"sparse_edge_vjp": False}}, "jit_remat": {},
+                                  "edge_vjp": {"space": {"darts_edge_vjp": True}}}),
 }
 
 

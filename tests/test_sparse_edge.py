@@ -80,12 +80,25 @@ def test_nb201_supernet_gradients_equal_with_and_without_the_edge_vjp(scan_cells
 DARTS_OPS = DartsSpace.create(C=4, num_cells=3).ops      # all eight
 
 
+def _form(jaxpr) -> str:
+    """Which sparse switch a traced loss holds: the edge VJP, the jitted ops' rematerialised switch
+    (ops/sparse_edge.py) or the candidate modules' (cells.py)."""
+    text = str(jaxpr)
+    return "edge_vjp" if "switch_edge" in text else "jit_remat" if "name=_forward" in text else "module_remat"
+
+
+# (kernels, save_output) -> the form it takes for DARTS's ops: the default, the edge VJP keeping the
+# output (per edge) or rematerialising inside it (scanned edges)
+DARTS_FORMS = {(Kernels(), True): "jit_remat", (Kernels(darts_edge_vjp=True), True): "edge_vjp",
+               (Kernels(darts_edge_vjp=True), False): "edge_vjp"}
+
+
 @pytest.mark.parametrize("stride", [1, 2])
-def test_darts_edge_vjp_equals_the_rematerialised_switch(stride):
-    """Every DARTS op (its candidate module, ops/candidates.py) through the edge VJP, with its own
-    backward pass (``save_output``) or rematerialised inside it (the scanned edges' form), against
-    the rematerialised switch of the same modules: the edge's value and the gradients of its
-    parameters, input and weights."""
+def test_darts_edges_equal_the_rematerialised_modules(stride):
+    """Every DARTS op (its candidate module, ops/candidates.py) in each form of ops/sparse_edge.py
+    (the default's jitted rematerialised switch; the edge VJP with its own backward pass, or
+    rematerialising inside it) against the rematerialised switch of the candidate modules: the edge's
+    value and the gradients of its parameters, input and weights."""
     x = jax.random.normal(KEY, (4, 6, 6, 4))
     w0 = jnp.full((len(DARTS_OPS),), 0.5)
     probe = jax.random.normal(jax.random.fold_in(KEY, 3), (4, 6 // stride, 6 // stride, 4))
@@ -97,25 +110,25 @@ def test_darts_edge_vjp_equals_the_rematerialised_switch(stride):
         def loss(p, x, w):
             return jnp.sum(jnp.sin(edge.apply({"params": p}, x, w, mode="sparse", control_flow=True)) * probe)
         f = jax.jit(jax.value_and_grad(loss, (0, 1, 2)))
-        used = "switch_edge" in str(jax.make_jaxpr(loss)(params, x, w0))
-        return [f(params, x, w0.at[i].set(1.0)) for i in range(len(DARTS_OPS))], used
-    ref, ref_used = grads(Kernels(sparse_edge_vjp=False), True)
-    assert not ref_used
-    for save_output in (True, False):
-        ours, used = grads(Kernels(darts_edge_vjp=True), save_output)
-        assert used
+        return [f(params, x, w0.at[i].set(1.0)) for i in range(len(DARTS_OPS))], _form(jax.make_jaxpr(loss)(params, x, w0))
+    ref, ref_form = grads(Kernels(sparse_edge_vjp=False), True)
+    assert ref_form == "module_remat"
+    for (kernels, save_output), form in DARTS_FORMS.items():
+        ours, our_form = grads(kernels, save_output)
+        assert our_form == form
         for name, a, b in zip(DARTS_OPS, ours, ref):
             # BN over 4 images of 6x6 (3x3 at stride 2): float rounding only; a wrong BN, conv or ReLU
             # gradient is off by ~1e-2
-            chex.assert_trees_all_close(a, b, atol=2e-5, rtol=1e-4, custom_message=f"{name}, save_output={save_output}")
+            chex.assert_trees_all_close(a, b, atol=2e-5, rtol=1e-4, custom_message=f"{name}, {form}, {save_output}")
             if name != "none":      # the chosen op's input gradient is there
                 assert float(jnp.abs(a[1][1]).max()) > 0, name
 
 
-def test_darts_supernet_gradients_equal_with_and_without_the_edge_vjp():
-    """A DARTS supernet (scanned edges, the default form; a normal and two reduction cells) with the
-    edge VJP (``darts_edge_vjp``) has the rematerialised switch's values and gradients (four ops:
-    every op's own is the test above)."""
+def test_darts_supernet_forms_have_the_same_gradients():
+    """A DARTS supernet (scanned edges, the default form; a normal and two reduction cells): the
+    default (the jitted ops' rematerialised switch) and the edge VJP (``darts_edge_vjp``) have the
+    candidate modules' rematerialised switch's values and gradients (four ops: every op's own is the
+    test above)."""
     sp = DartsSpace.create(C=4, num_cells=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"))
     x = jax.random.normal(KEY, (8, 8, 8, 3))
     archs = [sp.sample(jax.random.fold_in(KEY, 10 + i)) for i in range(3)]
@@ -127,13 +140,15 @@ def test_darts_supernet_gradients_equal_with_and_without_the_edge_vjp():
         def loss(p, w):
             return jnp.sum(jnp.sin(net.apply({"params": p}, x, w, mode="sparse", control_flow=True)))
         f = jax.jit(jax.value_and_grad(loss, (0, 1)))
-        used = "switch_edge" in str(jax.make_jaxpr(loss)(params, sp.one_hot(archs[0])))
-        return [f(params, 0.5 * sp.one_hot(a)) for a in archs], used
-    (ours, used), (ref, ref_used) = grads(Kernels(darts_edge_vjp=True)), grads(Kernels())
-    assert used and not ref_used        # the default: DARTS's edges rematerialise (a faster step)
-    for a, b in zip(ours, ref):
-        chex.assert_trees_all_close(a, b, atol=5e-5, rtol=1e-4)
-        assert float(jnp.abs(a[1][1]).max()) > 0   # d loss / d weights reaches the chosen ops (eq. 7)
+        return [f(params, 0.5 * sp.one_hot(a)) for a in archs], _form(jax.make_jaxpr(loss)(params, sp.one_hot(archs[0])))
+    ref, ref_form = grads(Kernels(sparse_edge_vjp=False))
+    assert ref_form == "module_remat"
+    for kernels, form in ((Kernels(), "jit_remat"), (Kernels(darts_edge_vjp=True), "edge_vjp")):
+        ours, our_form = grads(kernels)
+        assert our_form == form
+        for a, b in zip(ours, ref):
+            chex.assert_trees_all_close(a, b, atol=5e-5, rtol=1e-4)
+            assert float(jnp.abs(a[1][1]).max()) > 0   # d loss / d weights reaches the chosen ops (eq. 7)
 
 
 def test_switch_edge_refuses_a_malformed_op():

@@ -153,8 +153,8 @@ def _mlp_space(s: dict, data):
 # the kernel choices of a cell supernet (jaxnas.models.ops.conv.Kernels): static, part of the module
 KERNEL_FIELDS = {"cpu_kernels": S.Bool(True),          # False: XLA's depthwise conv / max pool on CPU too
                  "cotangent_barrier": S.Bool(True),    # False: no barrier at dense edges' inputs
-                 "sparse_edge_vjp": S.Bool(True),      # False: sparse NB201 edges rematerialise too
-                 "darts_edge_vjp": S.Bool(False)}      # True: DARTS's edges take the edge VJP (shorter trace, slower step)
+                 "sparse_edge_vjp": S.Bool(True),      # False: every sparse edge the modules' remat switch
+                 "darts_edge_vjp": S.Bool(False)}      # True: DARTS's edges the edge VJP (slower step)
 
 
 def kernels_of(s: dict) -> Kernels:

@@ -39,11 +39,12 @@ class Kernels:
     - ``cotangent_barrier``: a dense edge's input cotangent computed once, into one buffer, on CPU
       (:func:`cotangent_barrier`); False: left to XLA's fusion.
     - ``sparse_edge_vjp``: a sparse edge of NAS-Bench-201's ops takes a switch with a hand-written
-      VJP that keeps its output and BN moments instead of rematerialising the chosen op
-      (ops/sparse_edge.py; every platform); False: the rematerialised switch.
-    - ``darts_edge_vjp``: DARTS's ops take it too (with ``sparse_edge_vjp``; scanned edges
-      rematerialise inside it, the same values): the DARTS-8 chunk traces in 4.5 instead of 10.7 s,
-      but its step was 1.05x slower (``python bench/engine_ab.py darts_edge_vjp --skeleton darts8
+      VJP that keeps its output and BN moments instead of rematerialising the chosen op, and one of
+      DARTS's ops a rematerialised switch over jitted ops, traced once per op and shape
+      (ops/sparse_edge.py; every platform); False: the candidate modules' rematerialised switch.
+    - ``darts_edge_vjp``: DARTS's ops take the hand-written VJP too (with ``sparse_edge_vjp``;
+      scanned edges rematerialise inside it, the same values): a shorter trace still, but the
+      DARTS-8 step 1.04x slower (``python bench/engine_ab.py darts_edge_vjp --skeleton darts8
       --scan-edges``), so it is off by default.
 
     Where an op is traced (inside a ``lax.switch`` branch or a scan body, where XLA's own conv

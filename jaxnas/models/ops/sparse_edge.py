@@ -18,11 +18,13 @@ of the static op, traced once per op and shape however many edges call them.
 NAS-Bench-201 (per cell, ``save_output``): one activation per edge more than rematerialising (what
 PyTorch keeps), no conv forward in the backward pass (``python bench/engine_ab.py sparse_edge``);
 saving the output rather than the conv's pre-BN output spares every other op an activation-sized
-zero fill (``python bench/engine_ab.py edge_output``). DARTS's ops (``Kernels.darts_edge_vjp``, off
-by default): the DARTS-8 scanned-edge chunk traces in 4.5 instead of 10.7 s, with the same values,
-temp memory and compiled size, but its step was 1.05x slower (``python bench/engine_ab.py
-darts_edge_vjp --skeleton darts8 --scan-edges``); keeping a sep conv's inner activations in the scan
-was 1.27x slower at 2.3x the temp memory, and saving only the moments 1.05x.
+zero fill (``python bench/engine_ab.py edge_output``). DARTS's ops take :func:`rematerialised_switch`
+by default: the candidate modules' rematerialised switch, the same values and step, but the jitted
+ops trace once per op and shape (the DARTS-8 chunk's trace and lowering 11.9 -> 7.1 s). The edge VJP
+for them (``Kernels.darts_edge_vjp``) traced shorter still but stepped 1.04x slower in the scan,
+whether it rematerialised inside or kept the moments (1.05x) or a sep conv's inner activations
+(1.27x, 2.3x the temp memory): ``python bench/engine_ab.py darts_edge_vjp --skeleton darts8
+--scan-edges``.
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ from jaxnas.models.ops.layers import batch_moments, batch_normalize_backward, do
 # kind -> how many conv kernels the op reads (consecutive in the kernels tuple, from ``kernel``)
 KERNELS_OF = {"zero": 0, "identity": 0, "avg_pool": 0, "pool_bn": 0, "relu_conv_bn": 1, "dil_conv": 2,
               "sep_conv": 4, "factorized_reduce": 2}
+# the kinds of DARTS's ops (the others are NAS-Bench-201's)
+DARTS_KINDS = ("pool_bn", "dil_conv", "sep_conv", "factorized_reduce")
 # kind -> its batch norms (each saves its moments for the backward pass)
 _BATCH_NORMS = {"sep_conv": 2, "dil_conv": 1, "relu_conv_bn": 1, "factorized_reduce": 1, "pool_bn": 1}
 
@@ -199,6 +203,15 @@ def _check(ops, kernels):
             raise ValueError(f"switch_edge: pool must be 'max' or 'avg', got {op.pool!r}")
         if KERNELS_OF[op.kind] and not 0 <= op.kernel <= len(kernels) - KERNELS_OF[op.kind]:
             raise ValueError(f"switch_edge: {op.kind} reads kernels {op.kernel}.. of {len(kernels)}")
+
+
+def rematerialised_switch(ops: tuple[EdgeOp, ...], idx, x, kernels: tuple):
+    """``ops[idx](x)`` through ``lax.switch`` over rematerialised branches (``jax.checkpoint``: the edge
+    input saved, the chosen op's forward run again, differentiated, in the backward pass), each op a
+    jitted function traced once per op and shape, so JAX's derivatives of it are built once too."""
+    _check(ops, kernels)
+    return lax.switch(idx, [jax.checkpoint(lambda x, k, op=op: _traced_forward(op, x, k)[0]) for op in ops],
+                      x, kernels)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jaxnas.models.ops.candidates import DilConv, FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero, build_op
 from jaxnas.models.ops.conv import Kernels, cotangent_barrier
 from jaxnas.models.ops.layers import Conv, Norm
-from jaxnas.models.ops.sparse_edge import EdgeOp, switch_edge
+from jaxnas.models.ops.sparse_edge import DARTS_KINDS, EdgeOp, rematerialised_switch, switch_edge
 from jaxnas.spaces.cells import CellSpace, DartsSpace, NasBench201Space, reduction_cells
 
 MODES = ("sparse", "dense")
@@ -122,7 +122,10 @@ class MixedEdge(nn.Module):
                     for name in path:
                         tree = tree[name]
                     kernels.append(tree["kernel"].astype(x.dtype))
-            return self._scaled(switch_edge(ops, self.save_output, idx, x, tuple(kernels)), w, idx, x.dtype)
+            darts = any(op.kind in DARTS_KINDS for op in ops)
+            out = (rematerialised_switch(ops, idx, x, tuple(kernels)) if darts and not self.kernels.darts_edge_vjp
+                   else switch_edge(ops, self.save_output, idx, x, tuple(kernels)))
+            return self._scaled(out, w, idx, x.dtype)
         # remat=True: JAX gives every branch of a differentiated switch the same residual outputs
         # (the union over branches), so without remat the saved activations approach the dense
         # supernet's; with it only the edge input is saved and the chosen op's forward is
@@ -153,9 +156,6 @@ class MixedEdge(nn.Module):
         ops, paths = [], []
         for c in self.candidates:
             if isinstance(c, (ReLUConvBN, DilConv, SepConv, FactorizedReduce)) and (c.affine or c.track):
-                return None
-            darts = isinstance(c, (DilConv, SepConv, FactorizedReduce)) or (isinstance(c, Pool) and c.bn)
-            if darts and not self.kernels.darts_edge_vjp:
                 return None
             first = sum(len(p) for p in paths)
             if isinstance(c, Zero):
