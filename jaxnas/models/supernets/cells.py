@@ -69,7 +69,7 @@ class MixedEdge(nn.Module):
     partial_channels: int = 1
     kernels: Kernels = Kernels()
     # the sparse edge VJP (ops/sparse_edge.py) keeps the edge's output for the backward pass; False:
-    # recomputes it (the scanned edges: a scan stacks every saved value over its steps)
+    # rematerialises the op inside the VJP (the scanned edges: a scan stacks every saved value over its steps)
     save_output: bool = True
 
     def setup(self):
@@ -112,8 +112,9 @@ class MixedEdge(nn.Module):
         idx = jnp.argmax(w)
         edge = self._edge_ops()
         if edge is not None and not self.is_initializing():
-            # the search ops of NAS-Bench-201 and DARTS: a switch that keeps what the chosen op's
-            # backward pass reads instead of recomputing its forward (ops/sparse_edge.py)
+            # the search ops (ops/sparse_edge.py): NAS-Bench-201's a switch whose VJP keeps what the
+            # chosen op's backward pass reads; DARTS's a rematerialised switch over jitted ops (or,
+            # with kernels.darts_edge_vjp, the VJP too)
             ops, paths = edge
             kernels = []
             for k, op_paths in enumerate(paths):
@@ -149,8 +150,7 @@ class MixedEdge(nn.Module):
     def _edge_ops(self):
         """``(ops, paths)``: the candidates as ops/sparse_edge.py's static ops and, per op, the
         module paths of its conv kernels (numbered in this order); None where one is not of its
-        kinds (BNs with affine parameters or running statistics), ``kernels.sparse_edge_vjp`` is off,
-        or an op is DARTS's and ``kernels.darts_edge_vjp`` is off."""
+        kinds (BNs with affine parameters or running statistics) or ``kernels.sparse_edge_vjp`` is off."""
         if not self.kernels.sparse_edge_vjp:
             return None
         ops, paths = [], []
