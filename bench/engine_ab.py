@@ -12,8 +12,10 @@ what a search step costs (a new architecture every step, the update included).
                                            # zero slot for other ops (before) vs the edge's output
     python bench/engine_ab.py cpu_convolutions [--skeleton darts8 --scan-edges --steps 10]
                                            # XLA:CPU's YNNPACK convolutions (before) vs XLA's own
-    python bench/engine_ab.py darts_edge_vjp --skeleton darts8 --scan-edges --steps 12
-                                           # DARTS sparse edges rematerialised (before) vs the edge VJP
+    python bench/engine_ab.py darts_edge_vjp --skeleton darts8 --steps 12
+                                           # DARTS sparse edges rematerialised (before) vs the edge VJP,
+                                           # per-edge cells (scanned edges take the remat switch since
+                                           # 2026-12-07; the committed result is from before, scanned)
 
 Each variant is bench/vs_pytorch.py's weight-step workload (random strategy for sparse, darts for
 dense) with its ``space`` (and ``search``) overrides, or with one of the library's kernels swapped for its previous

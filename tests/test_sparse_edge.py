@@ -39,7 +39,7 @@ def test_switch_edge_equals_the_rematerialised_switch(stride):
 
     def loss(edge):
         return lambda x, k, i: jnp.sum(jnp.sin(edge(i, x, k)) * probe)
-    ours = jax.jit(jax.value_and_grad(loss(lambda i, x, k: switch_edge(ops, True, i, x, k)), (0, 1)))
+    ours = jax.jit(jax.value_and_grad(loss(lambda i, x, k: switch_edge(ops, i, x, k)), (0, 1)))
     remat = jax.jit(jax.value_and_grad(loss(lambda i, x, k: lax.switch(
         i, [jax.checkpoint(lambda x, k, op=op: _plain(op, x, k)) for op in ops], x, k)), (0, 1)))
     for i in range(len(ops)):
@@ -87,17 +87,17 @@ def _form(jaxpr) -> str:
     return "edge_vjp" if "switch_edge" in text else "jit_remat" if "name=_forward" in text else "module_remat"
 
 
-# (kernels, save_output) -> the form it takes for DARTS's ops: the default, the edge VJP keeping the
-# output (per edge) or rematerialising inside it (scanned edges)
+# (kernels, save_output) -> the form it takes for DARTS's ops: the default, the edge VJP (per edge);
+# a scan body's edge (save_output=False) takes the jitted ops' rematerialised switch whatever is asked
 DARTS_FORMS = {(Kernels(), True): "jit_remat", (Kernels(darts_edge_vjp=True), True): "edge_vjp",
-               (Kernels(darts_edge_vjp=True), False): "edge_vjp"}
+               (Kernels(darts_edge_vjp=True), False): "jit_remat"}
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_darts_edges_equal_the_rematerialised_modules(stride):
     """Every DARTS op (its candidate module, ops/candidates.py) in each form of ops/sparse_edge.py
-    (the default's jitted rematerialised switch; the edge VJP with its own backward pass, or
-    rematerialising inside it) against the rematerialised switch of the candidate modules: the edge's
+    (the default's jitted rematerialised switch; the edge VJP with its own backward pass; a scan
+    body's edge) against the rematerialised switch of the candidate modules: the edge's
     value and the gradients of its parameters, input and weights."""
     x = jax.random.normal(KEY, (4, 6, 6, 4))
     w0 = jnp.full((len(DARTS_OPS),), 0.5)
@@ -125,28 +125,29 @@ def test_darts_edges_equal_the_rematerialised_modules(stride):
 
 
 def test_darts_supernet_forms_have_the_same_gradients():
-    """A DARTS supernet (scanned edges, the default form; a normal and two reduction cells): the
-    default (the jitted ops' rematerialised switch) and the edge VJP (``darts_edge_vjp``) have the
-    candidate modules' rematerialised switch's values and gradients (four ops: every op's own is the
-    test above)."""
+    """A DARTS supernet (a normal and two reduction cells): the default (scanned edges, the jitted
+    ops' rematerialised switch, which they keep with ``darts_edge_vjp``) and per-edge cells with the
+    edge VJP (``darts_edge_vjp``) have the candidate modules' rematerialised switch's values and
+    gradients (four ops: every op's own is the test above)."""
     sp = DartsSpace.create(C=4, num_cells=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"))
     x = jax.random.normal(KEY, (8, 8, 8, 3))
     archs = [sp.sample(jax.random.fold_in(KEY, 10 + i)) for i in range(3)]
 
-    def grads(kernels):
-        net = DartsNet(sp, kernels=kernels, scan_edges=True)
+    def grads(kernels, scan_edges=True):
+        net = DartsNet(sp, kernels=kernels, scan_edges=scan_edges)
         params = init_params(net, KEY, x, jnp.ones((sp.num_decisions, sp.max_choices)))
 
         def loss(p, w):
             return jnp.sum(jnp.sin(net.apply({"params": p}, x, w, mode="sparse", control_flow=True)))
         f = jax.jit(jax.value_and_grad(loss, (0, 1)))
         return [f(params, 0.5 * sp.one_hot(a)) for a in archs], _form(jax.make_jaxpr(loss)(params, sp.one_hot(archs[0])))
-    ref, ref_form = grads(Kernels(sparse_edge_vjp=False))
-    assert ref_form == "module_remat"
-    for kernels, form in ((Kernels(), "jit_remat"), (Kernels(darts_edge_vjp=True), "edge_vjp")):
-        ours, our_form = grads(kernels)
+    refs = {scan_edges: grads(Kernels(sparse_edge_vjp=False), scan_edges) for scan_edges in (True, False)}
+    assert {form for _, form in refs.values()} == {"module_remat"}
+    for kernels, scan_edges, form in ((Kernels(), True, "jit_remat"), (Kernels(darts_edge_vjp=True), True, "jit_remat"),
+                                      (Kernels(darts_edge_vjp=True), False, "edge_vjp")):
+        ours, our_form = grads(kernels, scan_edges)
         assert our_form == form
-        for a, b in zip(ours, ref):
+        for a, b in zip(ours, refs[scan_edges][0]):
             chex.assert_trees_all_close(a, b, atol=5e-5, rtol=1e-4)
             assert float(jnp.abs(a[1][1]).max()) > 0   # d loss / d weights reaches the chosen ops (eq. 7)
 
@@ -158,4 +159,4 @@ def test_switch_edge_refuses_a_malformed_op():
                       (EdgeOp("pool_bn", pool="min"), "'max' or 'avg'"),
                       (EdgeOp("factorized_reduce", 2, kernel=0), "reads kernels")):
         with pytest.raises(ValueError, match=match):
-            switch_edge((op,), True, 0, x, k)
+            switch_edge((op,), 0, x, k)

@@ -42,10 +42,11 @@ class Kernels:
       VJP that keeps its output and BN moments instead of rematerialising the chosen op, and one of
       DARTS's ops a rematerialised switch over jitted ops, traced once per op and shape
       (ops/sparse_edge.py; every platform); False: the candidate modules' rematerialised switch.
-    - ``darts_edge_vjp``: DARTS's ops take the hand-written VJP too (with ``sparse_edge_vjp``;
-      scanned edges rematerialise inside it, the same values): a shorter trace still, but the
-      DARTS-8 step 1.04x slower (``python bench/engine_ab.py darts_edge_vjp --skeleton darts8
-      --scan-edges``), so it is off by default.
+    - ``darts_edge_vjp``: DARTS's ops in per-edge cells take the hand-written VJP too (with
+      ``sparse_edge_vjp``; a scan body, the scanned edges, always takes the rematerialised switch):
+      a shorter trace, but in the scanned edges, where it was measured, the DARTS-8 step 1.04x
+      slower (``bench/results/engine_ab.json``, ``darts_edge_vjp/darts8_scan_edges``), so it is off
+      by default.
 
     Where an op is traced (inside a ``lax.switch`` branch or a scan body, where XLA's own conv
     gradient is slow on CPU) is not a choice but a fact of the call: ops take it as the call

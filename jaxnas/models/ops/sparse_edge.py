@@ -4,27 +4,28 @@ Differentiating ``lax.switch`` gives every branch the union of all branches' res
 edge rematerialises its branches (``MixedEdge.remat``): only the edge input is saved and the chosen
 op's forward, convolutions and BN moments included, runs again, differentiated, in the backward
 pass. For edges whose ops are all of the kinds below (the NAS-Bench-201 and DARTS search ops: BNs
-without affine parameters or running statistics) a hand-written VJP keeps the edge input and, with
-``save_output``, the edge's output (for an op ending in BN its normalised output, all that BN's
-backward pass reads besides its ``1/std``) and the chosen op's BN moments (per-channel slots shared
-by the branches, zeros for a branch with fewer). The backward pass is one switch over the ops' own
-backward passes: the activations they read recomputed from the edge input with the saved moments
-(no reduction; what a branch does not read, XLA drops), BN's backward from the output, the convs'
+without affine parameters or running statistics) a hand-written VJP (:func:`switch_edge`) keeps the
+edge input, the edge's output (for an op ending in BN its normalised output, all that BN's backward
+pass reads besides its ``1/std``) and the chosen op's BN moments (per-channel slots shared by the
+branches, zeros for a branch with fewer). The backward pass is one switch over the ops' own backward
+passes: the activations they read recomputed from the edge input with the saved moments (no
+reduction; what a branch does not read, XLA drops), BN's backward from the output, the convs'
 through :func:`conv.conv2d_backward` / :func:`conv.depthwise_backward` (the CPU kernels, XLA's own
-elsewhere), ReLU's mask from its input. Without ``save_output`` (a scan body, whose saved values are
-stacked over its steps) it rematerialises as the switch does. Each op's passes are jitted functions
-of the static op, traced once per op and shape however many edges call them.
+elsewhere), ReLU's mask from its input. A scan body (the scanned edges), whose saved values are
+stacked over its steps, takes :func:`rematerialised_switch` instead: the edge input alone saved. Each
+op's passes are jitted functions of the static op, traced once per op and shape however many edges
+call them.
 
-NAS-Bench-201 (per cell, ``save_output``): one activation per edge more than rematerialising (what
-PyTorch keeps), no conv forward in the backward pass (``python bench/engine_ab.py sparse_edge``);
-saving the output rather than the conv's pre-BN output spares every other op an activation-sized
-zero fill (``python bench/engine_ab.py edge_output``). DARTS's ops take :func:`rematerialised_switch`
-by default: the candidate modules' rematerialised switch, the same values and step, but the jitted
-ops trace once per op and shape (the DARTS-8 chunk's trace and lowering 11.9 -> 7.1 s). The edge VJP
-for them (``Kernels.darts_edge_vjp``) traced shorter still but stepped 1.04x slower in the scan,
-whether it rematerialised inside or kept the moments (1.05x) or a sep conv's inner activations
-(1.27x, 2.3x the temp memory): ``python bench/engine_ab.py darts_edge_vjp --skeleton darts8
---scan-edges``.
+NAS-Bench-201 (per cell): one activation per edge more than rematerialising (what PyTorch keeps), no
+conv forward in the backward pass (``python bench/engine_ab.py sparse_edge``); saving the output
+rather than the conv's pre-BN output spares every other op an activation-sized zero fill (``python
+bench/engine_ab.py edge_output``). DARTS's ops take :func:`rematerialised_switch` by default: the
+candidate modules' rematerialised switch, the same values and step, but the jitted ops trace once per
+op and shape (the DARTS-8 chunk's trace and lowering 11.9 -> 7.1 s). The edge VJP for them
+(``Kernels.darts_edge_vjp``, per-edge cells only) traced shorter still but stepped 1.04x slower in
+the scan, whether it rematerialised inside or kept the moments (1.05x) or a sep conv's inner
+activations (1.27x, 2.3x the temp memory): ``python bench/engine_ab.py darts_edge_vjp --skeleton
+darts8 --scan-edges`` (measured before the scan bodies left the VJP for the rematerialised switch).
 """
 from __future__ import annotations
 
@@ -184,13 +185,6 @@ def _traced_backward(op, x, kernels, y, moments, g):
     return dx, tuple(dks[j] if j in dks else lax.full_like(kj, 0) for j, kj in enumerate(kernels))
 
 
-@partial(jax.jit, static_argnums=0)
-def _traced_rematerialised(op, x, kernels, g):
-    """``(dx, dkernels)``: the op's forward again, differentiated (the rematerialised switch's
-    backward branch, traced once per op and shape)."""
-    return jax.vjp(lambda x, k: _forward(op, x, k)[0], x, kernels)[1](g)
-
-
 def _check(ops, kernels):
     for op in ops:
         if op.kind not in KERNELS_OF:
@@ -214,26 +208,18 @@ def rematerialised_switch(ops: tuple[EdgeOp, ...], idx, x, kernels: tuple):
                       x, kernels)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def switch_edge(ops: tuple[EdgeOp, ...], save_output: bool, idx, x, kernels: tuple):
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def switch_edge(ops: tuple[EdgeOp, ...], idx, x, kernels: tuple):
     """``ops[idx](x)``: one ``lax.switch``, with the VJP above (``kernels``: the conv ops' kernels,
-    in x's dtype). Ops keep the edge's channels (a stride changes height and width). With
-    ``save_output`` the backward pass reads the edge input, the chosen op's output and BN moments
-    and runs the op's own backward pass; without, it saves the edge input alone and runs the op's
-    forward again, differentiated (the rematerialised switch, for a scan body, whose saved values
-    are stacked over its steps), traced once per op and shape."""
+    in x's dtype). Ops keep the edge's channels (a stride changes height and width). The backward
+    pass reads the edge input, the chosen op's output and BN moments and runs the op's own backward
+    pass, traced once per op and shape."""
     _check(ops, kernels)
-    return _switch(ops, idx, x, kernels)
-
-
-def _switch(ops, idx, x, kernels):
     return lax.switch(idx, [lambda x, k, op=op: _traced_forward(op, x, k)[0] for op in ops], x, kernels)
 
 
-def _fwd(ops, save_output, idx, x, kernels):
+def _fwd(ops, idx, x, kernels):
     _check(ops, kernels)
-    if not save_output:     # rematerialising: the edge input alone is saved
-        return _switch(ops, idx, x, kernels), (idx, x, kernels, None, None)
     n_bn = max(_BATCH_NORMS.get(op.kind, 0) for op in ops)
     c = x.shape[-1]
 
@@ -248,11 +234,8 @@ def _fwd(ops, save_output, idx, x, kernels):
     return y, (idx, x, kernels, y, moments)
 
 
-def _bwd(ops, save_output, res, g):
+def _bwd(ops, res, g):
     idx, x, kernels, y, moments = res
-    if not save_output:
-        dx, dk = lax.switch(idx, [partial(_traced_rematerialised, op) for op in ops], x, kernels, g)
-        return None, dx, dk
 
     def branch(op):
         def run(x, kernels, y, moments, g):

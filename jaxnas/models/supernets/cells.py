@@ -68,8 +68,9 @@ class MixedEdge(nn.Module):
     # supernets only (a discrete net, ``fixed``, keeps all channels).
     partial_channels: int = 1
     kernels: Kernels = Kernels()
-    # the sparse edge VJP (ops/sparse_edge.py) keeps the edge's output for the backward pass; False:
-    # rematerialises the op inside the VJP (the scanned edges: a scan stacks every saved value over its steps)
+    # the sparse edge VJP (ops/sparse_edge.py) keeps the edge's output for the backward pass; False
+    # (a scan body, the scanned edges: a scan stacks every saved value over its steps): the jitted
+    # ops' rematerialised switch instead
     save_output: bool = True
 
     def setup(self):
@@ -112,9 +113,9 @@ class MixedEdge(nn.Module):
         idx = jnp.argmax(w)
         edge = self._edge_ops()
         if edge is not None and not self.is_initializing():
-            # the search ops (ops/sparse_edge.py): NAS-Bench-201's a switch whose VJP keeps what the
-            # chosen op's backward pass reads; DARTS's a rematerialised switch over jitted ops (or,
-            # with kernels.darts_edge_vjp, the VJP too)
+            # the search ops (ops/sparse_edge.py): per edge, NAS-Bench-201's a switch whose VJP keeps
+            # what the chosen op's backward pass reads; DARTS's (and every scan body's) a
+            # rematerialised switch over jitted ops (with kernels.darts_edge_vjp, per edge, the VJP)
             ops, paths = edge
             kernels = []
             for k, op_paths in enumerate(paths):
@@ -124,8 +125,8 @@ class MixedEdge(nn.Module):
                         tree = tree[name]
                     kernels.append(tree["kernel"].astype(x.dtype))
             darts = any(op.kind in DARTS_KINDS for op in ops)
-            out = (rematerialised_switch(ops, idx, x, tuple(kernels)) if darts and not self.kernels.darts_edge_vjp
-                   else switch_edge(ops, self.save_output, idx, x, tuple(kernels)))
+            vjp = self.save_output and (self.kernels.darts_edge_vjp or not darts)
+            out = (switch_edge if vjp else rematerialised_switch)(ops, idx, x, tuple(kernels))
             return self._scaled(out, w, idx, x.dtype)
         # remat=True: JAX gives every branch of a differentiated switch the same residual outputs
         # (the union over branches), so without remat the saved activations approach the dense
