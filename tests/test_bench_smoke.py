@@ -70,3 +70,20 @@ def test_engine_ab_smoke(tmp_path):
     assert dots["program_sha1"] != conv_form["program_sha1"]
     assert _positive(dots["step_ms_median"]) and _positive(dots["over_conv_form"]["median"])
     assert res["steps"] == 2 and len(res["measured"]["load_average_before"]) == 3
+
+
+def test_first_step_smoke(tmp_path):
+    """bench/first_step.py at toy size: a cold and a warm process, each with its phases; the warm one
+    finds its program in the cache the cold one filled (it compiles nothing long, retrieves instead)."""
+    out = tmp_path / "first_step.json"
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "first_step.py"), "--smoke", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads(out.read_text())["nb201_weights"]
+    (run,) = res["runs"]["this"]
+    for start in ("cold", "warm"):
+        for key in ("start_to_first_step_s", "import_s", "build_s", "init_s", "first_chunk_s", "lowering_s"):
+            assert _positive(run[start][key]), (start, key, run[start][key])
+    assert run["cold"]["backend_compile_s"] > run["warm"]["backend_compile_s"]
+    assert run["cold"]["cache_retrieval_s"] == 0 and run["warm"]["cache_retrieval_s"] > 0
+    assert res["measured"]["smoke"] is True and res["start_to_first_step_s"]["warm"]["this"]["n"] == 1
