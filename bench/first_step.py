@@ -77,8 +77,8 @@ def child(workload: str, data: str, cache: str, small: bool) -> None:
 def run(checkout: Path, workload: str, data: str, cache: Path, small: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     t = time.time()
-    r = subprocess.run([sys.executable, __file__, "--child", workload, data, str(cache)] + (["--small"] if small else []),
-                       capture_output=True, text=True, env=env, timeout=1200)
+    cmd = [sys.executable, __file__, "--child", workload, data, str(cache)] + (["--small"] if small else [])
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
     if r.returncode != 0:
         raise RuntimeError(f"the first-step process failed ({checkout}):\n{r.stderr[-3000:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -87,7 +87,8 @@ def run(checkout: Path, workload: str, data: str, cache: Path, small: bool) -> d
 
 
 def _git(checkout: Path):
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=checkout, check=False)
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=checkout,
+                       check=False)
     return r.stdout.strip() or None
 
 
@@ -127,8 +128,8 @@ def main():
                 cold = run(checkouts[name], workload, str(data), cache, args.smoke)
                 warm = run(checkouts[name], workload, str(data), cache, args.smoke)
                 runs[name].append({"cold": cold, "warm": warm})
-                print(f"{name} {i}: cold {cold['start_to_first_step_s']:.1f} s, warm {warm['start_to_first_step_s']:.1f} s",
-                      file=sys.stderr, flush=True)
+                print(f"{name} {i}: cold {cold['start_to_first_step_s']:.1f} s, "
+                      f"warm {warm['start_to_first_step_s']:.1f} s", file=sys.stderr, flush=True)
     out = {"measured": {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "git": vs_pytorch.git_head(),
                         "against_git": _git(checkouts["against"]) if args.against else None,
                         "load_average_before": [round(x, 1) for x in load_before],
@@ -137,8 +138,9 @@ def main():
     for start in ("cold", "warm"):
         summary = {name: _mean_se([r[start]["start_to_first_step_s"] for r in rs]) for name, rs in runs.items()}
         if args.against:
-            summary["this_minus_against"] = _mean_se([a[start]["start_to_first_step_s"] - b[start]["start_to_first_step_s"]
-                                                      for a, b in zip(runs["this"], runs["against"])])
+            summary["this_minus_against"] = _mean_se([
+                a[start]["start_to_first_step_s"] - b[start]["start_to_first_step_s"]
+                for a, b in zip(runs["this"], runs["against"])])
         out["start_to_first_step_s"][start] = summary
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.exists() else {}

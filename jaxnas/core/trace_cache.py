@@ -142,9 +142,10 @@ def _without_locations(exported):
     Each location becomes an op's metadata in XLA's program (its name stack, ~300 characters per op):
     DARTS-8 sparse's compiled program serialises to 12 MB instead of 21 MB, XLA:CPU compiles it in
     16.9 s instead of 17.9 s (medians of 3, interleaved in one process) and loads it as fast (2.3 s
-    both, 6 interleaved loads); process start to first step, cold: 36.8 s against 41.3 s (3 paired
-    runs, 2026-12-07, -4.5 +- 1.8 s). The cost: profiles and XLA dumps of a stored chunk lose the op
-    names (``search.trace_cache=False`` keeps them). Unchanged where this jax cannot do it."""
+    both, 6 interleaved loads); process start to first step, cold, with the compilation cache's change
+    of the same day: 32.8 s against 35.9 s, -3.1 +- 0.6 s over 4 pairs (``python bench/first_step.py
+    --against``, bench/results/first_step.json). The cost: profiles and XLA dumps of a stored chunk
+    lose the op names (``search.trace_cache=False`` keeps them). Unchanged where this jax cannot do it."""
     import dataclasses
     try:
         from jax._src.export import _export

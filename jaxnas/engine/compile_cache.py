@@ -36,9 +36,9 @@ def enable(path=None, min_compile_seconds: float = 0.0) -> Optional[Path]:
     or None when it is turned off. Programs that compile faster than ``min_compile_seconds`` are not
     stored. Every program is, by default: a search's start runs a dozen small ones (the strategy's and
     init's eager ops, 20-60 ms each to compile, milliseconds to read back); storing them took the
-    DARTS-8 sparse warm start's build + init from 0.57 to 0.30 s (two warm processes each, scratch,
-    2026-12-07). An unwritable directory leaves the cache off with
-    no error: caching is an optimisation, never a reason for a run to fail."""
+    DARTS-8 sparse warm start's build + init from 0.76 to 0.30 s (``python bench/first_step.py
+    --against``, 4 warm processes each, bench/results/first_step.json). An unwritable directory
+    leaves the cache off with no error: caching is an optimisation, never a reason for a run to fail."""
     import jax
     path = default_dir() if path is None else Path(path).expanduser()
     if path is None:
