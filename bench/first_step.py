@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,8 +92,9 @@ def _git(checkout: Path):
 
 
 def _mean_se(xs):
-    return {"mean": round(statistics.mean(xs), 2),
-            "se": round(statistics.stdev(xs) / len(xs) ** 0.5, 2) if len(xs) > 1 else None, "n": len(xs)}
+    from readme_tables import mean_se  # ddof = 1, as every bench reports its spreads
+    m, se = mean_se(xs)
+    return {"mean": round(m, 2), "se": round(se, 2) if len(xs) > 1 else None, "n": len(xs)}
 
 
 def main():

@@ -87,10 +87,10 @@ def _form(jaxpr) -> str:
     return "edge_vjp" if "switch_edge" in text else "jit_remat" if "name=_forward" in text else "module_remat"
 
 
-# (kernels, save_output) -> the form it takes for DARTS's ops: the default, the edge VJP (per edge);
-# a scan body's edge (save_output=False) takes the jitted ops' rematerialised switch whatever is asked
-DARTS_FORMS = {(Kernels(), True): "jit_remat", (Kernels(darts_edge_vjp=True), True): "edge_vjp",
-               (Kernels(darts_edge_vjp=True), False): "jit_remat"}
+# (kernels, scan_body) -> the form it takes for DARTS's ops: the default, the edge VJP (per edge);
+# a scan body's edge takes the jitted ops' rematerialised switch whatever is asked
+DARTS_FORMS = {(Kernels(), False): "jit_remat", (Kernels(darts_edge_vjp=True), False): "edge_vjp",
+               (Kernels(darts_edge_vjp=True), True): "jit_remat"}
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -103,23 +103,24 @@ def test_darts_edges_equal_the_rematerialised_modules(stride):
     w0 = jnp.full((len(DARTS_OPS),), 0.5)
     probe = jax.random.normal(jax.random.fold_in(KEY, 3), (4, 6 // stride, 6 // stride, 4))
 
-    def grads(kernels, save_output):
-        edge = MixedEdge("darts", DARTS_OPS, 4, stride, kernels=kernels, save_output=save_output)
+    def grads(kernels, scan_body):
+        edge = MixedEdge("darts", DARTS_OPS, 4, stride, kernels=kernels, scan_body=scan_body)
         params = init_params(edge, KEY, x, w0)
 
         def loss(p, x, w):
             return jnp.sum(jnp.sin(edge.apply({"params": p}, x, w, mode="sparse", control_flow=True)) * probe)
         f = jax.jit(jax.value_and_grad(loss, (0, 1, 2)))
         return [f(params, x, w0.at[i].set(1.0)) for i in range(len(DARTS_OPS))], _form(jax.make_jaxpr(loss)(params, x, w0))
-    ref, ref_form = grads(Kernels(sparse_edge_vjp=False), True)
+    ref, ref_form = grads(Kernels(sparse_edge_vjp=False), False)
     assert ref_form == "module_remat"
-    for (kernels, save_output), form in DARTS_FORMS.items():
-        ours, our_form = grads(kernels, save_output)
+    for (kernels, scan_body), form in DARTS_FORMS.items():
+        ours, our_form = grads(kernels, scan_body)
         assert our_form == form
         for name, a, b in zip(DARTS_OPS, ours, ref):
             # BN over 4 images of 6x6 (3x3 at stride 2): float rounding only; a wrong BN, conv or ReLU
             # gradient is off by ~1e-2
-            chex.assert_trees_all_close(a, b, atol=2e-5, rtol=1e-4, custom_message=f"{name}, {form}, {save_output}")
+            chex.assert_trees_all_close(a, b, atol=2e-5, rtol=1e-4,
+                                        custom_message=f"{name}, {form}, scan_body={scan_body}")
             if name != "none":      # the chosen op's input gradient is there
                 assert float(jnp.abs(a[1][1]).max()) > 0, name
 

@@ -21,6 +21,7 @@ unreadable file, a program ``jax.export`` cannot serialise) falls back to tracin
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -146,7 +147,6 @@ def _without_locations(exported):
     of the same day: 32.8 s against 35.9 s, -3.1 +- 0.6 s over 4 pairs (``python bench/first_step.py
     --against``, bench/results/first_step.json). The cost: profiles and XLA dumps of a stored chunk
     lose the op names (``search.trace_cache=False`` keeps them). Unchanged where this jax cannot do it."""
-    import dataclasses
     try:
         from jax._src.export import _export
         from jax._src.interpreters import mlir

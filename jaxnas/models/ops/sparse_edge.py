@@ -188,15 +188,20 @@ def _traced_backward(op, x, kernels, y, moments, g):
 def _check(ops, kernels):
     for op in ops:
         if op.kind not in KERNELS_OF:
-            raise ValueError(f"switch_edge: unknown op kind {op.kind!r}; valid: {', '.join(KERNELS_OF)}")
+            raise ValueError(f"sparse edge: unknown op kind {op.kind!r}; valid: {', '.join(KERNELS_OF)}")
         if op.kind == "identity" and op.stride != 1:
-            raise ValueError("switch_edge: identity needs stride 1")
+            raise ValueError("sparse edge: identity needs stride 1")
         if op.kind == "factorized_reduce" and op.stride != 2:
-            raise ValueError("switch_edge: factorized_reduce has stride 2")
+            raise ValueError("sparse edge: factorized_reduce has stride 2")
         if op.kind == "pool_bn" and op.pool not in ("max", "avg"):
-            raise ValueError(f"switch_edge: pool must be 'max' or 'avg', got {op.pool!r}")
+            raise ValueError(f"sparse edge: pool must be 'max' or 'avg', got {op.pool!r}")
         if KERNELS_OF[op.kind] and not 0 <= op.kernel <= len(kernels) - KERNELS_OF[op.kind]:
-            raise ValueError(f"switch_edge: {op.kind} reads kernels {op.kernel}.. of {len(kernels)}")
+            raise ValueError(f"sparse edge: {op.kind} reads kernels {op.kernel}.. of {len(kernels)}")
+
+
+def _outputs(ops):
+    """The switch's branches: each op's output, ``(x, kernels) -> y``, through its jitted forward."""
+    return [lambda x, k, op=op: _traced_forward(op, x, k)[0] for op in ops]
 
 
 def rematerialised_switch(ops: tuple[EdgeOp, ...], idx, x, kernels: tuple):
@@ -204,8 +209,7 @@ def rematerialised_switch(ops: tuple[EdgeOp, ...], idx, x, kernels: tuple):
     input saved, the chosen op's forward run again, differentiated, in the backward pass), each op a
     jitted function traced once per op and shape, so JAX's derivatives of it are built once too."""
     _check(ops, kernels)
-    return lax.switch(idx, [jax.checkpoint(lambda x, k, op=op: _traced_forward(op, x, k)[0]) for op in ops],
-                      x, kernels)
+    return lax.switch(idx, [jax.checkpoint(f) for f in _outputs(ops)], x, kernels)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -215,7 +219,7 @@ def switch_edge(ops: tuple[EdgeOp, ...], idx, x, kernels: tuple):
     pass reads the edge input, the chosen op's output and BN moments and runs the op's own backward
     pass, traced once per op and shape."""
     _check(ops, kernels)
-    return lax.switch(idx, [lambda x, k, op=op: _traced_forward(op, x, k)[0] for op in ops], x, kernels)
+    return lax.switch(idx, _outputs(ops), x, kernels)
 
 
 def _fwd(ops, idx, x, kernels):

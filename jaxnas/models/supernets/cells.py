@@ -68,10 +68,9 @@ class MixedEdge(nn.Module):
     # supernets only (a discrete net, ``fixed``, keeps all channels).
     partial_channels: int = 1
     kernels: Kernels = Kernels()
-    # the sparse edge VJP (ops/sparse_edge.py) keeps the edge's output for the backward pass; False
-    # (a scan body, the scanned edges: a scan stacks every saved value over its steps): the jitted
-    # ops' rematerialised switch instead
-    save_output: bool = True
+    # the edge is a scan body (the scanned edges), where a scan stacks every saved value over its
+    # steps: the jitted ops' rematerialised switch, never the sparse edge VJP (which keeps the output)
+    scan_body: bool = False
 
     def setup(self):
         names = self.ops if self.fixed is None else (self.ops[self.fixed],)
@@ -125,7 +124,7 @@ class MixedEdge(nn.Module):
                         tree = tree[name]
                     kernels.append(tree["kernel"].astype(x.dtype))
             darts = any(op.kind in DARTS_KINDS for op in ops)
-            vjp = self.save_output and (self.kernels.darts_edge_vjp or not darts)
+            vjp = not self.scan_body and (self.kernels.darts_edge_vjp or not darts)
             out = (switch_edge if vjp else rematerialised_switch)(ops, idx, x, tuple(kernels))
             return self._scaled(out, w, idx, x.dtype)
         # remat=True: JAX gives every branch of a differentiated switch the same residual outputs
@@ -304,7 +303,7 @@ class _EdgeStep(nn.Module):
                 # DARTS cell's step 1.9x slower (360 vs 193 ms, 64x32x32x16) than this select
             x = jnp.where(src < n_in, bank[jnp.minimum(src, n_in - 1)], nodes[jnp.maximum(src - n_in, 0)])
         edge = MixedEdge(self.op_set, self.ops, self.channels, self.stride, None, self.affine, self.track,
-                         self.remat, self.partial_channels, self.kernels, save_output=False, name="edge")
+                         self.remat, self.partial_channels, self.kernels, scan_body=True, name="edge")
         y = edge(x, w, self.mode, self.train, control_flow=True)   # a scan body
         return nodes.at[dst].add(y), None
 
